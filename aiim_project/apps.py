@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AiimProjectConfig(AppConfig):
+    name = "aiim_project"
+    verbose_name = "AIIM"

@@ -1,0 +1,98 @@
+"""Per-user rate limit (`RATE_LIMIT_PER_SEC`), shared across processes through Redis.
+
+A fixed one-second window per (tenant, user): one INCR + EXPIRE round trip per check.
+In embedded mode the window lives in this process. If Redis is unreachable the limiter
+lets the request through (the write it guards will answer 503 on its own if it needs Redis).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.conf import settings
+from rest_framework.throttling import BaseThrottle
+
+from messaging import redis as aiim_redis
+from messaging.errors import RateLimited, dependency_error_types
+
+logger = logging.getLogger("aiim.ratelimit")
+
+_local_lock = threading.Lock()
+_local: dict[tuple[str, str, int], int] = {}
+
+
+def _key(tenant: str, user_id: str, window: int) -> str:
+    return f"aiim:rl:{tenant}:{user_id}:{window}"
+
+
+def _local_hit(tenant: str, user_id: str, window: int) -> int:
+    with _local_lock:
+        if len(_local) > 10_000:
+            for k in [k for k in _local if k[2] < window]:
+                del _local[k]
+        key = (tenant, user_id, window)
+        _local[key] = _local.get(key, 0) + 1
+        return _local[key]
+
+
+def _retry_after(now: float) -> float:
+    return max(0.05, 1.0 - (now % 1.0))
+
+
+def check(tenant: str, user_id: str) -> None:
+    limit = settings.RATE_LIMIT_PER_SEC
+    if limit <= 0:
+        return
+    now = time.time()
+    window = int(now)
+    client = aiim_redis.sync_client()
+    if client is None:
+        count = _local_hit(tenant, user_id, window)
+    else:
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.incr(_key(tenant, user_id, window))
+            pipe.expire(_key(tenant, user_id, window), 2)
+            count = pipe.execute()[0]
+        except dependency_error_types() as exc:
+            logger.warning("rate limiter skipped, Redis unavailable: %s", type(exc).__name__)
+            return
+    if count > limit:
+        raise RateLimited(f"Over {limit} requests per second.", retry_after=_retry_after(now))
+
+
+async def acheck(tenant: str, user_id: str) -> None:
+    limit = settings.RATE_LIMIT_PER_SEC
+    if limit <= 0:
+        return
+    now = time.time()
+    window = int(now)
+    client = aiim_redis.async_client()
+    if client is None:
+        count = _local_hit(tenant, user_id, window)
+    else:
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.incr(_key(tenant, user_id, window))
+            pipe.expire(_key(tenant, user_id, window), 2)
+            count = (await pipe.execute())[0]
+        except dependency_error_types() as exc:
+            logger.warning("rate limiter skipped, Redis unavailable: %s", type(exc).__name__)
+            return
+    if count > limit:
+        raise RateLimited(f"Over {limit} requests per second.", retry_after=_retry_after(now))
+
+
+class UserWriteThrottle(BaseThrottle):
+    """Counts writes only (POST, PUT, PATCH, DELETE): reads are cheap and clients poll them."""
+
+    def allow_request(self, request, view) -> bool:
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return True
+        user = request.user
+        if user is None or not getattr(user, "is_authenticated", False):
+            return True
+        check(user.tenant, user.user_id)
+        return True

@@ -1,0 +1,210 @@
+"""AIIM settings: every knob is read from the environment here, typed, and nowhere else.
+
+`env.example` at the project root documents each variable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+DEBUG: bool = env.bool("DEBUG", default=True)
+
+# A production deployment (DEBUG off) must bring its own secrets; the development
+# defaults below exist only so a newcomer can start the service with no set-up.
+_DEV_SECRET = "aiim-insecure-development-secret-change-me-0123456789"
+
+
+def _secret(name: str) -> str:
+    value = env.str(name, default="")
+    if value:
+        return value
+    if DEBUG:
+        return _DEV_SECRET
+    raise ImproperlyConfigured(
+        f"{name} is not set. With DEBUG off AIIM refuses to start without it: "
+        f"export {name}=<a long random string> (see env.example)."
+    )
+
+
+SECRET_KEY: str = _secret("SECRET_KEY")
+JWT_SECRET: str = _secret("JWT_SECRET")
+JWT_ALGORITHM: str = env.str("JWT_ALGORITHM", default="HS256")
+# PEM public key for RS256/ES256 tokens issued by an external identity provider.
+JWT_PUBLIC_KEY: str = env.str("JWT_PUBLIC_KEY", multiline=True, default="")
+JWT_DEFAULT_TENANT = "default"
+
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+PORT: int = env.int("PORT", default=8083)
+
+REDIS_URL: str = env.str("REDIS_URL", default="")
+REQUIRE_REDIS: bool = env.bool("REQUIRE_REDIS", default=False)
+if REQUIRE_REDIS and not REDIS_URL:
+    raise ImproperlyConfigured("REQUIRE_REDIS is on but REDIS_URL is not set.")
+# "pubsub": one PUBLISH per group send (fast; the database fills anything lost).
+# "core": channels-redis' list-based layer.
+CHANNEL_LAYER_KIND: str = env.str("CHANNEL_LAYER", default="pubsub")
+# Namespaces channel-layer traffic (Redis pub/sub ignores the database number).
+CHANNEL_LAYER_PREFIX: str = env.str("CHANNEL_LAYER_PREFIX", default="aiim")
+# Seq counter: Redis INCR when Redis is configured, else the database.
+SEQ_BACKEND: str = env.str("SEQ_BACKEND", default="redis" if REDIS_URL else "database")
+
+RATE_LIMIT_PER_SEC: int = env.int("RATE_LIMIT_PER_SEC", default=10)
+MAX_MESSAGE_BYTES: int = env.int("MAX_MESSAGE_BYTES", default=64 * 1024)
+WS_PING_INTERVAL: float = env.float("WS_PING_INTERVAL", default=20.0)
+WS_IDLE_TIMEOUT: float = env.float("WS_IDLE_TIMEOUT", default=60.0)
+WS_RECOVERY_LIMIT: int = env.int("WS_RECOVERY_LIMIT", default=1000)
+# How long a subscription holds an early seq before it reads the gap from the database.
+WS_GAP_WAIT_MS: int = env.int("WS_GAP_WAIT_MS", default=50)
+STREAM_IDLE_TIMEOUT: float = env.float("STREAM_IDLE_TIMEOUT", default=60.0)
+STREAM_COALESCE_MS: int = env.int("STREAM_COALESCE_MS", default=0)
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "messaging",
+    "receipts",
+    "streaming",
+    "aiim_project",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "aiim_project.urls"
+ASGI_APPLICATION = "aiim_project.asgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "aiim_project" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+_db = DATABASES["default"]
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the single writer; IMMEDIATE takes the write lock at
+    # BEGIN, so two writers queue on busy_timeout instead of failing on lock upgrade.
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
+    _db["ENGINE"] = "django.db.backends.postgresql"
+    _db["CONN_MAX_AGE"] = 0  # the pool owns connection reuse
+    _db["OPTIONS"] = {
+        "pool": {
+            "min_size": env.int("DB_POOL_MIN", default=2),
+            "max_size": env.int("DB_POOL_MAX", default=20),
+            "timeout": env.float("DB_POOL_TIMEOUT", default=5.0),
+        },
+        "connect_timeout": 5,
+    }
+# Lets parallel test runs (and CI's two passes) keep their own test databases.
+if env.str("TEST_DATABASE_NAME", default=""):
+    _db["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
+
+if REDIS_URL:
+    if CHANNEL_LAYER_KIND == "core":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30, "prefix": CHANNEL_LAYER_PREFIX},
+            }
+        }
+    else:
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
+            }
+        }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["aiim_project.auth.JWTPrincipalAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["aiim_project.ratelimit.UserWriteThrottle"],
+    "EXCEPTION_HANDLER": "aiim_project.errors.rest_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AIIM API",
+    "DESCRIPTION": "Instant messaging for AI applications. See PROTOCOL.md for the WebSocket contract.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "aiim_project.logging.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "stream": sys.stderr, "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}

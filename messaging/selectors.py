@@ -1,0 +1,174 @@
+"""Reads. Every selector is scoped by tenant; another tenant's id is simply not found."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+
+from .errors import Forbidden, Invalid, NotFound
+from .models import Conversation, Member, Message
+
+MAX_PAGE = 200
+
+
+def conversation_for_member(*, tenant: str, user_id: str, conversation_id: str) -> Conversation:
+    """The conversation if `user_id` is a member. 404 if missing or another tenant's;
+    403 if it exists in the tenant but the user is not a member."""
+    row = (
+        Conversation.objects.filter(tenant=tenant, id=conversation_id)
+        .annotate(is_member=Exists(Member.objects.filter(conversation=OuterRef("pk"), user_id=user_id)))
+        .first()
+    )
+    if row is None:
+        raise NotFound("Conversation not found.")
+    if not row.is_member:
+        raise Forbidden("You are not a member of this conversation.")
+    return row
+
+
+def is_member(*, tenant: str, user_id: str, conversation_id: str) -> bool:
+    return Member.objects.filter(tenant=tenant, conversation_id=conversation_id, user_id=user_id).exists()
+
+
+def members_of(conversation_id: str) -> list[Member]:
+    return list(Member.objects.filter(conversation_id=conversation_id).order_by("joined_at", "id"))
+
+
+def _with_list_data(qs: QuerySet[Conversation], user_id: str) -> QuerySet[Conversation]:
+    """Members, last message and the caller's unread count in a constant number of queries."""
+    my_read_seq = Member.objects.filter(conversation=OuterRef(OuterRef("pk")), user_id=user_id).values("read_seq")[:1]
+    unread = (
+        Message.objects.filter(conversation=OuterRef("pk"))
+        .exclude(sender_id=user_id)
+        .filter(seq__gt=Subquery(my_read_seq))
+        .values("conversation")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    last_id = Message.objects.filter(conversation=OuterRef("pk")).order_by("-seq").values("id")[:1]
+    return qs.annotate(unread_n=Subquery(unread), last_message_id=Subquery(last_id)).prefetch_related(
+        Prefetch("members", queryset=Member.objects.order_by("joined_at", "id"))
+    )
+
+
+@dataclass
+class ConversationView:
+    conversation: Conversation
+    members: list[Member]
+    last_message: Message | None
+    unread_count: int
+
+
+def _views(conversations: list[Conversation]) -> list[ConversationView]:
+    last_ids = [c.last_message_id for c in conversations if c.last_message_id]
+    last = {m.id: m for m in Message.objects.filter(id__in=last_ids)} if last_ids else {}
+    return [
+        ConversationView(
+            conversation=c,
+            members=list(c.members.all()),
+            last_message=last.get(c.last_message_id),
+            unread_count=c.unread_n or 0,
+        )
+        for c in conversations
+    ]
+
+
+def conversation_view(*, tenant: str, user_id: str, conversation_id: str) -> ConversationView:
+    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    qs = _with_list_data(Conversation.objects.filter(tenant=tenant, id=conversation_id), user_id)
+    return _views(list(qs))[0]
+
+
+def _encode_cursor(c: Conversation) -> str:
+    raw = f"{c.updated_at.isoformat()}|{c.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, conv_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), conv_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Invalid("Invalid cursor.", errors={"cursor": ["Invalid cursor."]}) from None
+
+
+def conversation_list(*, tenant: str, user_id: str, limit: int = 50, cursor: str | None = None) -> tuple[list[ConversationView], str | None]:
+    """Most recent activity first; keyset pagination on (updated_at, id)."""
+    qs = Conversation.objects.filter(
+        tenant=tenant, id__in=Member.objects.filter(tenant=tenant, user_id=user_id).values("conversation_id")
+    ).order_by("-updated_at", "-id")
+    if cursor:
+        stamp, conv_id = _decode_cursor(cursor)
+        qs = qs.filter(Q(updated_at__lt=stamp) | Q(updated_at=stamp, id__lt=conv_id))
+    rows = list(_with_list_data(qs, user_id)[: limit + 1])
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1]) if has_more and rows else None
+    return _views(rows), next_cursor
+
+
+@dataclass
+class MessagePage:
+    messages: list[Message]
+    has_more: bool
+    members: list[Member]
+
+
+def messages_page(
+    *,
+    tenant: str,
+    user_id: str,
+    conversation_id: str,
+    limit: int = 50,
+    before_id: str | None = None,
+    before_seq: int | None = None,
+    after_seq: int | None = None,
+) -> MessagePage:
+    """History, always ascending by seq.
+
+    `after_seq` reads forward; because commits are serialized per conversation (see
+    `messaging.seq`), every seq below a returned one is already final, so a client that
+    moves its cursor to the last seq it got can never skip a message.
+    """
+    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    qs = Message.objects.filter(conversation_id=conversation_id)
+    if before_id is not None:
+        anchor = Message.objects.filter(conversation_id=conversation_id, id=before_id).values_list("seq", flat=True).first()
+        if anchor is None:
+            raise NotFound("Message not found.")
+        before_seq = anchor if before_seq is None else min(before_seq, anchor)
+    if after_seq is not None:
+        qs = qs.filter(seq__gt=after_seq)
+        if before_seq is not None:
+            qs = qs.filter(seq__lt=before_seq)
+        rows = list(qs.order_by("seq")[: limit + 1])
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+    else:
+        if before_seq is not None:
+            qs = qs.filter(seq__lt=before_seq)
+        rows = list(qs.order_by("-seq")[: limit + 1])
+        has_more = len(rows) > limit
+        rows = rows[:limit][::-1]
+    return MessagePage(messages=rows, has_more=has_more, members=members_of(conversation_id))
+
+
+def messages_after(*, conversation_id: str, after_seq: int, limit: int, up_to_seq: int | None = None) -> list[Message]:
+    """Replay and gap fill for a subscription the caller has already authorized."""
+    qs = Message.objects.filter(conversation_id=conversation_id, seq__gt=after_seq)
+    if up_to_seq is not None:
+        qs = qs.filter(seq__lte=up_to_seq)
+    return list(qs.order_by("seq")[:limit])
+
+
+def conversation_last_seq(*, conversation_id: str) -> int:
+    return Conversation.objects.filter(id=conversation_id).values_list("last_seq", flat=True).first() or 0
+
+
+def conversation_ids_for_user(*, tenant: str, user_id: str) -> list[str]:
+    return list(Member.objects.filter(tenant=tenant, user_id=user_id).values_list("conversation_id", flat=True))

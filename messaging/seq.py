@@ -1,0 +1,96 @@
+"""Seq allocation: one small interface, two backends.
+
+Both are called by `message_send` while it holds the conversation's row lock
+(`SELECT ... FOR UPDATE`; SQLite's single writer lock in embedded mode) and after it has read
+`conversation.last_seq`, the highest committed seq. So:
+
+* commits are serialized per conversation, and a seq is allocated only after every lower seq
+  of that conversation has committed or rolled back. A reader that sees seq N therefore
+  already sees every lower seq that will ever exist: no `after_seq` read can skip a message,
+  with no need for a "stable point" cap;
+* the Redis counter is floored at `last_seq` atomically on every call, so a counter that is
+  missing (Redis flushed or restarted empty) or behind (restored from an old snapshot) is
+  raised to the database's maximum before INCR: a seq is never reused.
+
+The unique (conversation, seq) constraint stays the last line of defence; `message_send`
+raises the floor and retries if it ever fires.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Protocol
+
+from django.conf import settings
+
+from . import redis as aiim_redis
+
+# KEYS[1] counter; ARGV[1] floor. Raise the counter to the floor if it is missing or
+# lower (never lower it), then INCR.
+_INCR_WITH_FLOOR = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if current < floor then
+  redis.call('SET', KEYS[1], floor)
+end
+return redis.call('INCR', KEYS[1])
+"""
+
+_RAISE_FLOOR = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if current < floor then
+  redis.call('SET', KEYS[1], floor)
+  return floor
+end
+return current
+"""
+
+
+def seq_key(conversation_id: str) -> str:
+    return f"aiim:seq:{conversation_id}"
+
+
+class SeqAllocator(Protocol):
+    name: str
+
+    def allocate(self, *, conversation_id: str, floor: int) -> int:
+        """Next seq of the conversation, strictly above `floor` (the committed maximum)."""
+
+    def raise_floor(self, *, conversation_id: str, floor: int) -> int:
+        """Make sure the next allocation is above `floor`; returns the counter's value."""
+
+
+class DatabaseSeqAllocator:
+    """Embedded mode: the locked conversation row's `last_seq` is the counter."""
+
+    name = "database"
+
+    def allocate(self, *, conversation_id: str, floor: int) -> int:
+        return floor + 1
+
+    def raise_floor(self, *, conversation_id: str, floor: int) -> int:
+        return floor
+
+
+class RedisSeqAllocator:
+    name = "redis"
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self._incr = client.register_script(_INCR_WITH_FLOOR)
+        self._raise = client.register_script(_RAISE_FLOOR)
+
+    def allocate(self, *, conversation_id: str, floor: int) -> int:
+        return int(self._incr(keys=[seq_key(conversation_id)], args=[floor]))
+
+    def raise_floor(self, *, conversation_id: str, floor: int) -> int:
+        return int(self._raise(keys=[seq_key(conversation_id)], args=[floor]))
+
+
+@lru_cache(maxsize=1)
+def get_allocator() -> SeqAllocator:
+    client = aiim_redis.sync_client()
+    if client is not None and settings.SEQ_BACKEND == "redis":
+        return RedisSeqAllocator(client)
+    return DatabaseSeqAllocator()

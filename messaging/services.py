@@ -1,0 +1,279 @@
+"""Writes. Each service: check (validate, authorize, tenant), do (one transaction),
+notify (events after commit)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from . import events
+from .errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch, TooLarge
+from .models import Conversation, ConversationType, Member, Message, MessageType, Role
+from .rendering import member_dict, message_dict
+from .seq import get_allocator
+
+logger = logging.getLogger("aiim.messaging")
+
+MAX_ID_LENGTH = 200
+MAX_MEMBERS_PER_CALL = 1000
+
+
+def check_tenant(tenant: str, tenant_id: Any) -> None:
+    """A tenant id in a request body is never trusted: it must match the token's."""
+    if tenant_id is not None and tenant_id != tenant:
+        raise TenantMismatch()
+
+
+def check_user_id(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise Invalid(f"'{field}' must be a non-empty string of at most {MAX_ID_LENGTH} characters.", errors={field: ["Invalid user id."]})
+    return value
+
+
+def encoded_size(value: Any) -> int:
+    return len(events.dumps(value).encode())
+
+
+def check_content_size(content: Any, metadata: Any = None) -> None:
+    size = encoded_size(content) + (encoded_size(metadata) if metadata else 0)
+    if size > settings.MAX_MESSAGE_BYTES:
+        raise TooLarge(f"Content is {size} bytes; the limit is {settings.MAX_MESSAGE_BYTES}.")
+
+
+def _direct_key(a: str, b: str) -> str:
+    lo, hi = sorted((a, b))
+    return hashlib.sha256(f"{len(lo)}:{lo}|{hi}".encode()).hexdigest()
+
+
+def _lock_for_member(*, tenant: str, conversation_id: str, user_id: str) -> Conversation:
+    """Lock the conversation row (serializing writers of this conversation) and authorize."""
+    conversation = Conversation.objects.select_for_update().filter(tenant=tenant, id=conversation_id).first()
+    if conversation is None:
+        raise NotFound("Conversation not found.")
+    if not Member.objects.filter(conversation=conversation, user_id=user_id).exists():
+        raise Forbidden("You are not a member of this conversation.")
+    return conversation
+
+
+def _notify_members(tenant: str, conversation: Conversation, event: str, members: list[Member], actor: str) -> None:
+    for member in members:
+        message = events.build(
+            conversation.id,
+            event,
+            {"user_id": member.user_id, "member": member_dict(member), "by": actor},
+            user_id=member.user_id,
+        )
+        groups = [events.conversation_group(tenant, conversation.id), events.user_group(tenant, member.user_id)]
+        events.publish_on_commit(groups, message)
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    user_id: str
+    role: str = Role.MEMBER
+
+
+@transaction.atomic
+def conversation_create(
+    *,
+    tenant: str,
+    creator: str,
+    type: str = ConversationType.DIRECT,
+    name: str = "",
+    member_ids: list[str] | None = None,
+    members: list[MemberSpec] | None = None,
+    metadata: dict | None = None,
+) -> tuple[Conversation, bool]:
+    """Create a conversation; the creator is always a member, as owner.
+
+    A direct conversation has exactly two distinct members and is unique per pair: creating
+    it again returns the existing one with `created=False`.
+    """
+    if type not in ConversationType.values:
+        raise Invalid("type must be 'direct' or 'group'.", errors={"type": ["Invalid choice."]})
+    roles: dict[str, str] = {}
+    for user_id in member_ids or []:
+        roles.setdefault(check_user_id(user_id, "member_ids"), Role.MEMBER)
+    for spec in members or []:
+        if spec.role not in (Role.MEMBER, Role.ASSISTANT, Role.OWNER):
+            raise Invalid("role must be owner, member or assistant.", errors={"members": ["Invalid role."]})
+        roles[check_user_id(spec.user_id, "members")] = spec.role
+    roles[creator] = Role.OWNER
+    if len(roles) > MAX_MEMBERS_PER_CALL:
+        raise Invalid(f"At most {MAX_MEMBERS_PER_CALL} members.", errors={"member_ids": ["Too many members."]})
+    check_content_size(metadata or {})
+
+    direct_key = None
+    if type == ConversationType.DIRECT:
+        if len(roles) != 2:
+            raise Invalid(
+                "A direct conversation has exactly two distinct members.",
+                errors={"member_ids": ["Give exactly one other user."]},
+            )
+        a, b = sorted(roles)
+        direct_key = _direct_key(a, b)
+        existing = Conversation.objects.filter(tenant=tenant, direct_key=direct_key).first()
+        if existing is not None:
+            return existing, False
+
+    try:
+        with transaction.atomic():
+            conversation = Conversation.objects.create(
+                tenant=tenant, type=type, name=name or "", metadata=metadata or {}, direct_key=direct_key
+            )
+    except IntegrityError:
+        # Lost the race to create the same direct pair: the winner's row is the answer.
+        existing = Conversation.objects.filter(tenant=tenant, direct_key=direct_key).first()
+        if existing is None:
+            raise
+        return existing, False
+    Member.objects.bulk_create(
+        [Member(tenant=tenant, conversation=conversation, user_id=u, role=r) for u, r in roles.items()]
+    )
+    created_members = list(Member.objects.filter(conversation=conversation))
+    _notify_members(tenant, conversation, "member.joined", [m for m in created_members if m.user_id != creator], creator)
+    return conversation, True
+
+
+@transaction.atomic
+def member_add(*, tenant: str, actor: str, conversation_id: str, user_ids: list[str], role: str = Role.MEMBER) -> Conversation:
+    conversation = _lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=actor)
+    if conversation.type == ConversationType.DIRECT:
+        raise Forbidden("Members cannot be added to a direct conversation.")
+    if not Member.objects.filter(conversation=conversation, user_id=actor, role=Role.OWNER).exists():
+        raise Forbidden("Only an owner can add members.")
+    if role not in (Role.MEMBER, Role.ASSISTANT, Role.OWNER):
+        raise Invalid("role must be owner, member or assistant.", errors={"role": ["Invalid choice."]})
+    if not user_ids:
+        raise Invalid("user_ids must not be empty.", errors={"user_ids": ["This list may not be empty."]})
+    if len(user_ids) > MAX_MEMBERS_PER_CALL:
+        raise Invalid(f"At most {MAX_MEMBERS_PER_CALL} users per call.", errors={"user_ids": ["Too many."]})
+    wanted = list(dict.fromkeys(check_user_id(u, "user_ids") for u in user_ids))
+    present = set(Member.objects.filter(conversation=conversation, user_id__in=wanted).values_list("user_id", flat=True))
+    new = [
+        Member(
+            tenant=tenant,
+            conversation=conversation,
+            user_id=u,
+            role=role,
+            joined_seq=conversation.last_seq,
+            delivered_seq=conversation.last_seq,
+            read_seq=conversation.last_seq,
+        )
+        for u in wanted
+        if u not in present
+    ]
+    if new:
+        Member.objects.bulk_create(new)
+        added = list(Member.objects.filter(conversation=conversation, user_id__in=[m.user_id for m in new]))
+        _notify_members(tenant, conversation, "member.joined", added, actor)
+    return conversation
+
+
+@transaction.atomic
+def member_remove(*, tenant: str, actor: str, conversation_id: str, user_id: str) -> None:
+    """An owner removes anyone; anyone removes themself. Live subscriptions of the removed
+    member end at once: the gateway drops them on the `member.left` event."""
+    conversation = _lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=actor)
+    if user_id != actor and not Member.objects.filter(conversation=conversation, user_id=actor, role=Role.OWNER).exists():
+        raise Forbidden("Only an owner can remove other members.")
+    member = Member.objects.filter(conversation=conversation, user_id=user_id).first()
+    if member is None:
+        raise NotFound("Member not found.")
+    member.delete()
+    _notify_members(tenant, conversation, "member.left", [member], actor)
+
+
+def check_message_input(*, type: str, content: Any, metadata: Any, client_msg_id: Any, reply_to: Any) -> None:
+    if type not in MessageType.values:
+        raise Invalid(f"type must be one of {', '.join(MessageType.values)}.", errors={"type": ["Invalid choice."]})
+    if content is None or content == "":
+        raise Invalid("content is required.", errors={"content": ["This field is required."]})
+    if metadata is not None and not isinstance(metadata, dict):
+        raise Invalid("metadata must be an object.", errors={"metadata": ["Expected an object."]})
+    if client_msg_id is not None and (not isinstance(client_msg_id, str) or not client_msg_id or len(client_msg_id) > MAX_ID_LENGTH):
+        raise Invalid("client_msg_id must be a non-empty string.", errors={"client_msg_id": ["Invalid."]})
+    if reply_to is not None and (not isinstance(reply_to, str) or len(reply_to) > 64):
+        raise Invalid("reply_to must be a message id.", errors={"reply_to": ["Invalid."]})
+    check_content_size(content, metadata)
+
+
+def _insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
+    """Allocate the next seq and insert. Runs under the conversation's row lock."""
+    allocator = get_allocator()
+    floor = conversation.last_seq
+    for _ in range(3):
+        seq = allocator.allocate(conversation_id=conversation.id, floor=floor)
+        try:
+            with transaction.atomic():
+                message = Message.objects.create(conversation=conversation, seq=seq, **fields)
+        except IntegrityError:
+            # Last line of defence: the counter handed out a seq that exists. Raise it to
+            # the database's maximum (only ever upward) and try again.
+            floor = Message.objects.filter(conversation=conversation).aggregate(m=Max("seq"))["m"] or 0
+            floor = max(floor, conversation.last_seq)
+            allocator.raise_floor(conversation_id=conversation.id, floor=floor)
+            logger.warning("seq collision in conversation %s; counter raised to %s", conversation.id, floor)
+            continue
+        now = message.created_at
+        Conversation.objects.filter(pk=conversation.pk).update(last_seq=seq, updated_at=now)
+        conversation.last_seq, conversation.updated_at = seq, now
+        return message
+    raise Conflict("Could not allocate a sequence number; retry.")
+
+
+def publish_message_created(tenant: str, message: Message) -> None:
+    events.publish_on_commit(
+        [events.conversation_group(tenant, message.conversation_id)],
+        events.build(message.conversation_id, "message.created", {"message": message_dict(message)}, seq=message.seq),
+    )
+
+
+@transaction.atomic
+def message_send(
+    *,
+    tenant: str,
+    sender: str,
+    conversation_id: str,
+    content: Any,
+    type: str = MessageType.TEXT,
+    client_msg_id: str | None = None,
+    reply_to: str | None = None,
+    metadata: dict | None = None,
+    stream_state: str | None = None,
+) -> tuple[Message, bool]:
+    """Store a message and publish `message.created` after commit.
+
+    Returns (message, created). A repeat of (conversation, sender, client_msg_id) returns the
+    original with created=False: no second seq, no second event. Validation and authorization
+    happen before allocation, so a rejected message consumes no seq.
+    """
+    check_message_input(type=type, content=content, metadata=metadata, client_msg_id=client_msg_id, reply_to=reply_to)
+    conversation = _lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=sender)
+    if client_msg_id is not None:
+        existing = Message.objects.filter(conversation=conversation, sender_id=sender, client_msg_id=client_msg_id).first()
+        if existing is not None:
+            return existing, False
+    if reply_to is not None and not Message.objects.filter(conversation=conversation, id=reply_to).exists():
+        raise Invalid("reply_to is not a message of this conversation.", errors={"reply_to": ["Not found."]})
+    message = _insert_with_seq(
+        conversation,
+        tenant=tenant,
+        sender_id=sender,
+        type=type,
+        content=content,
+        client_msg_id=client_msg_id,
+        reply_to=reply_to,
+        metadata=metadata or {},
+        stream_state=stream_state,
+        stream_updated_at=timezone.now() if stream_state else None,
+    )
+    publish_message_created(tenant, message)
+    return message, True
