@@ -1,0 +1,23 @@
+"""Every AIIM metric, declared once. Labels stay low-cardinality: never a user, tenant,
+conversation or raw path."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+WS_CONNECTIONS = Gauge("aiim_ws_connections", "Open WebSocket connections", multiprocess_mode="livesum")
+WS_FRAMES_IN = Counter("aiim_ws_frames_in_total", "Client frames received, by frame type", ["type"])
+WS_FRAMES_OUT = Counter("aiim_ws_frames_out_total", "Frames sent to clients, by kind", ["type"])
+MESSAGES_CREATED = Counter("aiim_messages_created_total", "Messages stored", ["via"])
+STREAM_CHUNKS = Counter("aiim_stream_chunks_total", "Stream chunks accepted")
+FANOUT_SECONDS = Histogram(
+    "aiim_fanout_seconds",
+    "From commit to the frame handed to a subscriber's socket",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+SEQ_ALLOC_SECONDS = Histogram(
+    "aiim_seq_alloc_seconds",
+    "Seq allocation latency",
+    ["backend"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1),
+)
+RATE_LIMITED = Counter("aiim_rate_limited_total", "Requests and frames refused by the rate limit", ["via"])
+ERRORS = Counter("aiim_errors_total", "Errors returned to clients, by code", ["code", "via"])
