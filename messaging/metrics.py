@@ -1,4 +1,4 @@
-"""Every AIIM metric, declared once. Labels stay low-cardinality: never a user, tenant,
+"""Every AIIM metric, declared once (in messaging, so every app and the gateway can import it).
 conversation or raw path."""
 
 from prometheus_client import Counter, Gauge, Histogram
