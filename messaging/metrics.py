@@ -1,5 +1,5 @@
-"""Every AIIM metric, declared once (in messaging, so every app and the gateway can import it).
-conversation or raw path."""
+"""Every AIIM metric, declared once (in messaging, so every app and the gateway can import
+it). Labels stay low-cardinality: never a user, tenant, conversation or raw path."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
