@@ -139,9 +139,13 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
         },
         "connect_timeout": 5,
     }
-# Lets parallel test runs (and CI's two passes) keep their own test databases.
-if env.str("TEST_DATABASE_NAME", default=""):
-    _db["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
+# Test databases: SQLite tests use a file (not memory) so that Daphne processes started by
+# end-to-end tests share it; TEST_DATABASE_NAME lets parallel test runs keep their own.
+_test_name = env.str("TEST_DATABASE_NAME", default="")
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    _db["TEST"] = {"NAME": str(BASE_DIR / f"{_test_name or 'test_aiim'}.sqlite3")}
+elif _test_name:
+    _db["TEST"] = {"NAME": _test_name}
 
 if REDIS_URL:
     if CHANNEL_LAYER_KIND == "core":
