@@ -1,0 +1,63 @@
+"""Reads: per-message receipts, from the members' cursor histories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import OuterRef, Subquery
+
+from messaging.errors import NotFound
+from messaging.models import Member, Message
+from messaging.selectors import conversation_for_member
+
+from .models import CursorKind, CursorMove
+
+
+@dataclass(frozen=True)
+class Receipt:
+    user_id: str
+    delivered_at: datetime | None
+    read_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MessageReceipts:
+    conversation_id: str
+    message_id: str
+    receipts: list[Receipt]
+
+
+def _first_move_at(kind: str, seq: int) -> Subquery:
+    """When the member's cursor first covered `seq`: its first move to a seq >= it
+    (one index seek on (member, kind, seq) per member)."""
+    moves = CursorMove.objects.filter(member=OuterRef("pk"), kind=kind, seq__gte=seq).order_by("seq")
+    return Subquery(moves.values("at")[:1])
+
+
+def message_receipts(*, tenant: str, user_id: str, conversation_id: str, message_id: str) -> MessageReceipts:
+    """Receipts of one message for every member but its sender, in one query for all members.
+
+    Members who joined after the message are omitted: it is history to them, as it is for
+    the message's status. Any member may read the receipts (404 / 403 as for the history).
+    """
+    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    message = Message.objects.filter(conversation_id=conversation_id, id=message_id).values("seq", "sender_id").first()
+    if message is None:
+        raise NotFound("Message not found.")
+    seq = message["seq"]
+    rows = (
+        Member.objects.filter(conversation_id=conversation_id, joined_seq__lt=seq)
+        .exclude(user_id=message["sender_id"])
+        .annotate(
+            delivered_move_at=_first_move_at(CursorKind.DELIVERED, seq),
+            read_move_at=_first_move_at(CursorKind.READ, seq),
+        )
+        .order_by("joined_at", "id")
+        .values_list("user_id", "delivered_move_at", "read_move_at")
+    )
+    return MessageReceipts(
+        conversation_id=conversation_id,
+        message_id=message_id,
+        receipts=[Receipt(user_id=u, delivered_at=d, read_at=r) for u, d, r in rows],
+    )

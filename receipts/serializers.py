@@ -1,0 +1,24 @@
+"""Input shapes of the receipts REST API. Shapes only; the service decides the rest."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from .services import MAX_MESSAGE_ID, MAX_SEQ
+
+CONVERSATION_ID = {"max_length": 64, "allow_blank": False}
+
+
+class DeliveredIn(serializers.Serializer):
+    conversation_id = serializers.CharField(**CONVERSATION_ID)
+    message_id = serializers.CharField(max_length=MAX_MESSAGE_ID, required=False)
+    up_to_seq = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, required=False)
+    tenant_id = serializers.CharField(required=False, max_length=200)
+
+
+class ReadIn(serializers.Serializer):
+    conversation_id = serializers.CharField(**CONVERSATION_ID)
+    last_read_message_id = serializers.CharField(max_length=MAX_MESSAGE_ID, required=False)
+    last_read_seq = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, required=False)
+    user_id = serializers.CharField(required=False, max_length=200)
+    tenant_id = serializers.CharField(required=False, max_length=200)

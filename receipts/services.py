@@ -1,0 +1,141 @@
+"""Writes: delivered and read cursors.
+
+A cursor is a position in the conversation, not a set of messages: `read_seq = N` means
+every message with seq <= N that someone *else* sent has been read. A member's own messages
+never count for them (not in their unread count, not in the status of those messages), so
+marking up to one's own message is accepted and simply covers the others' messages before it.
+
+Rules:
+* cursors only move forward: a lower or equal value is accepted and ignored (no event);
+* reading implies delivery: a read cursor move also moves the delivered cursor to it;
+* a seq beyond the conversation's last committed seq is clamped to it (a client cannot mark
+  messages that do not exist yet, and a slightly-ahead client is not punished with a 400);
+* one update writes at most one `CursorMove` per cursor and publishes at most one event,
+  however many messages it covers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from messaging import events
+from messaging.errors import Forbidden, Invalid, NotFound
+from messaging.models import Conversation, Member, Message
+
+from .models import CursorKind, CursorMove
+
+MAX_SEQ = 2**62
+MAX_MESSAGE_ID = 64
+
+
+@dataclass(frozen=True)
+class CursorUpdate:
+    conversation_id: str
+    kind: str
+    # The seq the client asked for, after clamping to the conversation's last seq.
+    target_seq: int
+    advanced: bool
+
+
+def check_claimed_user(user_id: str, claimed: Any) -> None:
+    """A `user_id` in a request may only name the caller: nobody marks for someone else."""
+    if claimed is not None and claimed != user_id:
+        raise Forbidden("You can only mark receipts for yourself.")
+
+
+def _check_position(seq: Any, message_id: Any, seq_field: str, id_field: str) -> None:
+    if (seq is None) == (message_id is None):
+        raise Invalid(
+            f"Give exactly one of '{id_field}' or '{seq_field}'.",
+            errors={seq_field: [f"Give exactly one of {id_field} or {seq_field}."]},
+        )
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ):
+        raise Invalid(f"'{seq_field}' must be a non-negative integer.", errors={seq_field: ["Invalid seq."]})
+    if message_id is not None and (not isinstance(message_id, str) or not message_id or len(message_id) > MAX_MESSAGE_ID):
+        raise Invalid(f"'{id_field}' must be a message id.", errors={id_field: ["Invalid message id."]})
+
+
+def _member(*, tenant: str, user_id: str, conversation_id: Any) -> Member:
+    if not isinstance(conversation_id, str) or not conversation_id or len(conversation_id) > 64:
+        raise Invalid("'conversation_id' must be a conversation id.", errors={"conversation_id": ["Invalid id."]})
+    member = (
+        Member.objects.select_related("conversation")
+        .filter(tenant=tenant, conversation_id=conversation_id, user_id=user_id)
+        .first()
+    )
+    if member is not None:
+        return member
+    if Conversation.objects.filter(tenant=tenant, id=conversation_id).exists():
+        raise Forbidden("You are not a member of this conversation.")
+    raise NotFound("Conversation not found.")
+
+
+def _advance(member: Member, kind: str, seq: int, now) -> bool:
+    """One conditional UPDATE: atomic against a concurrent advance from another device (the
+    loser re-checks the condition on the committed row and becomes a no-op, never a step
+    back), and a record of the move when it happened."""
+    if kind == CursorKind.READ:
+        moved = Member.objects.filter(pk=member.pk, read_seq__lt=seq).update(read_seq=seq, read_at=now)
+    else:
+        moved = Member.objects.filter(pk=member.pk, delivered_seq__lt=seq).update(delivered_seq=seq, delivered_at=now)
+    if moved:
+        CursorMove.objects.create(tenant=member.tenant, member=member, kind=kind, seq=seq, at=now)
+    return bool(moved)
+
+
+def _publish(tenant: str, member: Member, kind: str, seq: int, message_id: str | None) -> None:
+    conversation_id = member.conversation_id
+    if kind == CursorKind.READ:
+        data: dict[str, Any] = {"user_id": member.user_id, "last_read_seq": seq}
+        if message_id is not None:
+            data["last_read_message_id"] = message_id
+        # The reader's own devices get it through their user group too, subscribed to the
+        # conversation or not, so each of them can update its unread count at once.
+        groups = [events.conversation_group(tenant, conversation_id), events.user_group(tenant, member.user_id)]
+    else:
+        data = {"user_id": member.user_id, "up_to_seq": seq}
+        if message_id is not None:
+            data["message_id"] = message_id
+        groups = [events.conversation_group(tenant, conversation_id)]
+    events.publish_on_commit(groups, events.build(conversation_id, f"receipt.{kind}", data))
+
+
+@transaction.atomic
+def cursor_advance(
+    *,
+    tenant: str,
+    user_id: str,
+    conversation_id: str,
+    kind: str,
+    seq: int | None = None,
+    message_id: str | None = None,
+    seq_field: str = "up_to_seq",
+    id_field: str = "message_id",
+) -> CursorUpdate:
+    """Move the caller's delivered or read cursor up to `seq` or to `message_id`'s seq.
+
+    `seq_field`/`id_field` name the fields in error messages (the wire names differ between
+    REST and frames). Publishes `receipt.<kind>` after commit, only if the cursor moved.
+    """
+    if kind not in CursorKind.values:
+        raise Invalid("kind must be 'delivered' or 'read'.")
+    _check_position(seq, message_id, seq_field, id_field)
+    member = _member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    if message_id is not None:
+        seq = Message.objects.filter(conversation_id=member.conversation_id, id=message_id).values_list("seq", flat=True).first()
+        if seq is None:
+            raise NotFound("Message not found.")
+    # A stored message's seq is never above last_seq, so only a raw seq is ever clamped.
+    target = min(seq, member.conversation.last_seq)
+
+    now = timezone.now()
+    if kind == CursorKind.READ:
+        _advance(member, CursorKind.DELIVERED, target, now)
+    advanced = _advance(member, kind, target, now)
+    if advanced:
+        _publish(tenant, member, kind, target, message_id)
+    return CursorUpdate(conversation_id=member.conversation_id, kind=kind, target_seq=target, advanced=advanced)
