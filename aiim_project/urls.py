@@ -1,11 +1,17 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from aiim_project import health
+
+from aiim_project.errors import json_404
 
 api = [
     path("", include("streaming.urls")),
     path("", include("receipts.urls")),
     path("", include("messaging.urls")),
+    # Last: any other path under the API answers with the JSON error body, DEBUG or not.
+    re_path(r"", json_404),
 ]
 
 urlpatterns = [
@@ -13,6 +19,8 @@ urlpatterns = [
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("health", health.health, name="health"),
+    path("health/live", health.live, name="health-live"),
     path("admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),
 ]

@@ -92,7 +92,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, conv_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), conv_id
+        when = datetime.fromisoformat(stamp)
+        if when.tzinfo is None or "\x00" in conv_id:
+            raise ValueError(cursor)
+        return when, conv_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise Invalid("Invalid cursor.", errors={"cursor": ["Invalid cursor."]}) from None
 

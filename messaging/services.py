@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from . import events
 from .errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch, TooLarge
+from .metrics import SEQ_ALLOC_SECONDS
 from .models import Conversation, ConversationType, Member, Message, MessageType, Role
 from .rendering import member_dict, message_dict
 from .seq import get_allocator
@@ -32,17 +33,36 @@ def check_tenant(tenant: str, tenant_id: Any) -> None:
 
 
 def check_user_id(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH or "\x00" in value:
         raise Invalid(f"'{field}' must be a non-empty string of at most {MAX_ID_LENGTH} characters.", errors={field: ["Invalid user id."]})
     return value
 
 
-def encoded_size(value: Any) -> int:
-    return len(events.dumps(value).encode())
+def _encode(value: Any, field: str) -> str:
+    """The JSON text a value is stored and fanned out as.
+
+    Refuses what the stores cannot hold, so it becomes a 400 rather than a database error:
+    integers beyond 64 bits or nesting deeper than 255 (orjson, our event encoder), and
+    NUL characters (PostgreSQL text and jsonb reject them).
+    """
+    try:
+        text = events.dumps(value)
+    except TypeError:
+        raise Invalid(
+            f"'{field}' is not storable JSON (integers must fit in 64 bits; nesting at most 255 deep).",
+            errors={field: ["Not storable JSON."]},
+        ) from None
+    if "\\u0000" in text:
+        raise Invalid(f"'{field}' must not contain NUL characters.", errors={field: ["NUL character."]})
+    return text
+
+
+def encoded_size(value: Any, field: str = "content") -> int:
+    return len(_encode(value, field).encode())
 
 
 def check_content_size(content: Any, metadata: Any = None) -> None:
-    size = encoded_size(content) + (encoded_size(metadata) if metadata else 0)
+    size = encoded_size(content, "content") + (encoded_size(metadata, "metadata") if metadata else 0)
     if size > settings.MAX_MESSAGE_BYTES:
         raise TooLarge(f"Content is {size} bytes; the limit is {settings.MAX_MESSAGE_BYTES}.")
 
@@ -108,7 +128,8 @@ def conversation_create(
     roles[creator] = Role.OWNER
     if len(roles) > MAX_MEMBERS_PER_CALL:
         raise Invalid(f"At most {MAX_MEMBERS_PER_CALL} members.", errors={"member_ids": ["Too many members."]})
-    check_content_size(metadata or {})
+    if encoded_size(metadata or {}, "metadata") > settings.MAX_MESSAGE_BYTES:
+        raise TooLarge(f"metadata is over {settings.MAX_MESSAGE_BYTES} bytes.")
 
     direct_key = None
     if type == ConversationType.DIRECT:
@@ -119,8 +140,9 @@ def conversation_create(
             )
         a, b = sorted(roles)
         direct_key = _direct_key(a, b)
-        existing = Conversation.objects.filter(tenant=tenant, direct_key=direct_key).first()
+        existing = Conversation.objects.select_for_update().filter(tenant=tenant, direct_key=direct_key).first()
         if existing is not None:
+            _rejoin_direct(tenant, existing, roles, creator)
             return existing, False
 
     try:
@@ -140,6 +162,24 @@ def conversation_create(
     created_members = list(Member.objects.filter(conversation=conversation))
     _notify_members(tenant, conversation, "member.joined", [m for m in created_members if m.user_id != creator], creator)
     return conversation, True
+
+
+def _rejoin_direct(tenant: str, conversation: Conversation, roles: dict[str, str], creator: str) -> None:
+    """A member who left a direct conversation gets back in by "creating" it again;
+    otherwise the pair could never talk again (the pair is unique)."""
+    present = set(Member.objects.filter(conversation=conversation).values_list("user_id", flat=True))
+    missing = [u for u in roles if u not in present]
+    if not missing:
+        return
+    seq = conversation.last_seq
+    Member.objects.bulk_create(
+        [
+            Member(tenant=tenant, conversation=conversation, user_id=u, role=roles[u], joined_seq=seq, delivered_seq=seq, read_seq=seq)
+            for u in missing
+        ]
+    )
+    rejoined = list(Member.objects.filter(conversation=conversation, user_id__in=missing))
+    _notify_members(tenant, conversation, "member.joined", rejoined, creator)
 
 
 @transaction.atomic
@@ -198,9 +238,11 @@ def check_message_input(*, type: str, content: Any, metadata: Any, client_msg_id
         raise Invalid("content is required.", errors={"content": ["This field is required."]})
     if metadata is not None and not isinstance(metadata, dict):
         raise Invalid("metadata must be an object.", errors={"metadata": ["Expected an object."]})
-    if client_msg_id is not None and (not isinstance(client_msg_id, str) or not client_msg_id or len(client_msg_id) > MAX_ID_LENGTH):
+    if client_msg_id is not None and (
+        not isinstance(client_msg_id, str) or not client_msg_id or len(client_msg_id) > MAX_ID_LENGTH or "\x00" in client_msg_id
+    ):
         raise Invalid("client_msg_id must be a non-empty string.", errors={"client_msg_id": ["Invalid."]})
-    if reply_to is not None and (not isinstance(reply_to, str) or len(reply_to) > 64):
+    if reply_to is not None and (not isinstance(reply_to, str) or len(reply_to) > 64 or "\x00" in reply_to):
         raise Invalid("reply_to must be a message id.", errors={"reply_to": ["Invalid."]})
     check_content_size(content, metadata)
 
@@ -210,7 +252,8 @@ def _insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
     allocator = get_allocator()
     floor = conversation.last_seq
     for _ in range(3):
-        seq = allocator.allocate(conversation_id=conversation.id, floor=floor)
+        with SEQ_ALLOC_SECONDS.labels(backend=allocator.name).time():
+            seq = allocator.allocate(conversation_id=conversation.id, floor=floor)
         try:
             with transaction.atomic():
                 message = Message.objects.create(conversation=conversation, seq=seq, **fields)
