@@ -17,7 +17,7 @@ from . import events
 from .errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch, TooLarge
 from .metrics import SEQ_ALLOC_SECONDS
 from .models import Conversation, ConversationType, Member, Message, MessageType, Role
-from .rendering import member_dict, message_dict
+from .rendering import member_dict, message_dict, stream_dict
 from .seq import get_allocator
 
 logger = logging.getLogger("aiim.messaging")
@@ -275,7 +275,15 @@ def _insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
 def publish_message_created(tenant: str, message: Message) -> None:
     events.publish_on_commit(
         [events.conversation_group(tenant, message.conversation_id)],
-        events.build(message.conversation_id, "message.created", {"message": message_dict(message)}, seq=message.seq),
+        events.build(
+            message.conversation_id,
+            "message.created",
+            {"message": message_dict(message)},
+            seq=message.seq,
+            # Route fields so each subscription tracks streams without decoding the frame.
+            message_id=message.id,
+            stream=stream_dict(message),
+        ),
     )
 
 
