@@ -1,0 +1,252 @@
+"""Tools the reliability suite drives real processes with: a throwaway redis-server, a TCP
+proxy that can cut PostgreSQL away from Daphne, and small HTTP / WebSocket clients.
+
+Nothing here mocks a dependency: faults are produced by killing or cutting real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from http.client import HTTPConnection
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from websockets.asyncio.client import ClientConnection, connect
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- a redis-server of our own ---------------------------------------------------------
+
+
+class RedisServer:
+    """A private redis-server on a free port. Restarting it (kill + start on the same port)
+    empties it, like a production Redis without persistence that crashed."""
+
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=1)
+
+    def start(self) -> None:
+        log = open(self.log_dir / f"redis-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on {self.port}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        self.kill()
+
+
+# --- a TCP proxy we can cut -------------------------------------------------------------
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target, in its own thread and event loop.
+
+    `cut()` drops every open connection and closes each new one at once (the port stays
+    ours), which is what clients see when the database host dies; `restore()` forwards
+    again. Nothing is faked: the clients talk to the real server through real sockets.
+    """
+
+    def __init__(self, target_host: str, target_port: int):
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._cut = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tcp-proxy", daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._cut:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            self._writers.discard(writer)
+            self._writers.discard(up_writer)
+
+    def _abort_all(self) -> None:
+        self._cut = True
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+
+    def cut(self) -> None:
+        self._loop.call_soon_threadsafe(self._abort_all)
+        time.sleep(0.1)
+
+    def restore(self) -> None:
+        self._cut = False
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._abort_all)
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+# --- HTTP -------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str]
+    elapsed: float
+
+
+def http(base_url: str, method: str, path: str, token: str | None = None, body: Any = None, *, raw: bytes | None = None, timeout: float = 15.0, headers: dict[str, str] | None = None) -> Reply:
+    """One HTTP request on a fresh connection (a fault must not hide in a kept-alive one)."""
+    parts = urlsplit(base_url)
+    conn = HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    hdrs = dict(headers or {})
+    if token is not None:
+        hdrs["Authorization"] = f"Bearer {token}"
+    payload = raw
+    if body is not None:
+        payload = json.dumps(body).encode()
+    if payload is not None:
+        hdrs.setdefault("Content-Type", "application/json")
+    started = time.monotonic()
+    try:
+        conn.request(method, path, body=payload, headers=hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    try:
+        parsed = json.loads(data) if data else None
+    except ValueError:
+        parsed = data
+    return Reply(resp.status, parsed, {k.lower(): v for k, v in resp.getheaders()}, time.monotonic() - started)
+
+
+async def ahttp(*args: Any, **kwargs: Any) -> Reply:
+    return await asyncio.to_thread(http, *args, **kwargs)
+
+
+# --- WebSocket --------------------------------------------------------------------------
+
+
+async def ws_open(ws_url: str, token: str, **kwargs: Any) -> ClientConnection:
+    kwargs.setdefault("open_timeout", 10)
+    kwargs.setdefault("max_size", 2**24)
+    return await connect(f"{ws_url}?token={token}", **kwargs)
+
+
+async def ws_send(ws: ClientConnection, frame: dict) -> None:
+    await ws.send(json.dumps(frame))
+
+
+async def ws_recv(ws: ClientConnection, timeout: float = 10.0) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def ws_until(ws: ClientConnection, predicate, timeout: float = 10.0) -> dict:
+    """The first frame matching `predicate`; the others are skipped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no matching frame")
+        frame = await ws_recv(ws, remaining)
+        if predicate(frame):
+            return frame
+
+
+async def ws_request(ws: ClientConnection, frame: dict, timeout: float = 10.0) -> dict:
+    """Send a frame with a fresh req_id and return the ack or error that answers it."""
+    req_id = frame.setdefault("req_id", os.urandom(6).hex())
+    await ws_send(ws, frame)
+    return await ws_until(ws, lambda f: f.get("req_id") == req_id and f.get("type") in ("ack", "error", "subscribed", "unsubscribed", "pong"), timeout)
+
+
+def created_seqs(frames: Iterable[dict], conversation_id: str) -> list[int]:
+    return [
+        f["data"]["message"]["seq"]
+        for f in frames
+        if f.get("type") == "event"
+        and f["data"].get("event") == "message.created"
+        and f["data"].get("conversation_id") == conversation_id
+    ]
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def open_sockets(pid: int) -> int:
+    return sum(1 for fd in os.listdir(f"/proc/{pid}/fd") if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
