@@ -1,12 +1,41 @@
-"""One JSON object per log line, for production log pipelines."""
+"""Log formatting: one JSON object per line in production, readable text in development.
+
+Every line carries the id of the HTTP request or WebSocket connection it belongs to, taken
+from context variables that the request-id middleware and the gateway set. Secrets and
+message contents never reach a log line: keys that name them are redacted, whatever logger
+passed them in `extra=`.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import re
 
 import orjson
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("aiim_request_id", default="")
+conn_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("aiim_conn_id", default="")
+
+_SENSITIVE_KEY = re.compile(r"token|authorization|password|secret|cookie|content|chunk|delta", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+class ContextFilter(logging.Filter):
+    """Stamps each record with the current request id and connection id ("" outside one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "request_id", ""):
+            record.request_id = request_id_var.get()
+        if not getattr(record, "conn_id", ""):
+            record.conn_id = conn_id_var.get()
+        return True
+
+
+def _clean(key: str, value):
+    return REDACTED if _SENSITIVE_KEY.search(key) else value
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,10 +46,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        # Fields passed with `extra=` (request_id, conn_id, ...) become top-level keys.
+        # Fields passed with `extra=` (request_id, conn_id, ...) become top-level keys;
+        # empty context ids are left out rather than logged as "".
         for key, value in vars(record).items():
-            if key not in _RESERVED and key not in entry:
-                entry[key] = value
+            if key not in _RESERVED and key not in entry and value != "":
+                entry[key] = _clean(key, value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()

@@ -68,6 +68,8 @@ STREAM_IDLE_TIMEOUT: float = env.float("STREAM_IDLE_TIMEOUT", default=60.0)
 STREAM_COALESCE_MS: int = env.int("STREAM_COALESCE_MS", default=0)
 LOG_FORMAT: str = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
+# Each dependency check of GET /health gives up after this many seconds.
+HEALTH_CHECK_TIMEOUT: float = env.float("HEALTH_CHECK_TIMEOUT", default=1.0)
 
 INSTALLED_APPS = [
     "daphne",
@@ -89,6 +91,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "aiim_project.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -203,9 +206,17 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "json": {"()": "aiim_project.logging.JsonFormatter"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s%(conn_id)s] %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "stream": sys.stderr, "formatter": LOG_FORMAT}},
+    "filters": {"context": {"()": "aiim_project.logging.ContextFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": sys.stderr,
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},

@@ -1,0 +1,80 @@
+"""X-Request-ID: accept the caller's id (or make one), echo it, and log one line per request.
+
+The id lives in a context variable for the whole request, so every log line the request
+causes carries it (see `aiim_project.logging.ContextFilter`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from aiim_project.logging import request_id_var
+
+logger = logging.getLogger("aiim.request")
+
+HEADER = "X-Request-ID"
+# A client-chosen id is echoed into headers and logs: accept only short, plain tokens.
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Probes and scrapes would drown the request log at INFO.
+_QUIET_PATHS = ("/health", "/health/live", "/metrics")
+
+
+def request_id_for(request) -> str:
+    given = request.headers.get(HEADER, "")
+    return given if _VALID_ID.match(given) else uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        token, started = self._start(request)
+        try:
+            response = self.get_response(request)
+            self._finish(request, response, started)
+            return response
+        finally:
+            request_id_var.reset(token)
+
+    async def _acall(self, request):
+        token, started = self._start(request)
+        try:
+            response = await self.get_response(request)
+            self._finish(request, response, started)
+            return response
+        finally:
+            request_id_var.reset(token)
+
+    def _start(self, request):
+        request.request_id = request_id_for(request)
+        return request_id_var.set(request.request_id), time.perf_counter()
+
+    def _finish(self, request, response, started: float) -> None:
+        response[HEADER] = request.request_id
+        # The path only: a query string may carry a token (`?token=` on the WebSocket URL).
+        logger.log(
+            logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
