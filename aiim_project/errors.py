@@ -12,6 +12,7 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 from messaging.errors import AiimError, RateLimited, TooLarge, Unavailable, as_aiim_error
+from messaging.metrics import ERRORS
 
 logger = logging.getLogger("aiim.errors")
 
@@ -75,9 +76,11 @@ def rest_exception_handler(exc: Exception, context) -> Response | None:
         if isinstance(exc, drf.APIException):
             return Response({"detail": str(exc.detail), "code": exc.default_code}, status=exc.status_code)
         logger.exception("unhandled error in %s", type(context.get("view")).__name__)
+        ERRORS.labels(code="server_error", via="rest").inc()
         return Response({"detail": "Server error.", "code": "server_error"}, status=500)
     if isinstance(err, Unavailable) and err is not exc:
         logger.warning("dependency unavailable: %s", type(exc).__name__)
+    ERRORS.labels(code=err.code, via="rest").inc()
     response = Response(error_body(err), status=err.status, headers=_headers(err))
     if err.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="aiim"'

@@ -16,6 +16,7 @@ from rest_framework.throttling import BaseThrottle
 
 from messaging import redis as aiim_redis
 from messaging.errors import RateLimited, dependency_error_types
+from messaging.metrics import RATE_LIMITED
 
 logger = logging.getLogger("aiim.ratelimit")
 
@@ -41,7 +42,7 @@ def _retry_after(now: float) -> float:
     return max(0.05, 1.0 - (now % 1.0))
 
 
-def check(tenant: str, user_id: str) -> None:
+def check(tenant: str, user_id: str, *, via: str = "rest") -> None:
     limit = settings.RATE_LIMIT_PER_SEC
     if limit <= 0:
         return
@@ -60,10 +61,11 @@ def check(tenant: str, user_id: str) -> None:
             logger.warning("rate limiter skipped, Redis unavailable: %s", type(exc).__name__)
             return
     if count > limit:
+        RATE_LIMITED.labels(via=via).inc()
         raise RateLimited(f"Over {limit} requests per second.", retry_after=_retry_after(now))
 
 
-async def acheck(tenant: str, user_id: str) -> None:
+async def acheck(tenant: str, user_id: str, *, via: str = "ws") -> None:
     limit = settings.RATE_LIMIT_PER_SEC
     if limit <= 0:
         return
@@ -82,6 +84,7 @@ async def acheck(tenant: str, user_id: str) -> None:
             logger.warning("rate limiter skipped, Redis unavailable: %s", type(exc).__name__)
             return
     if count > limit:
+        RATE_LIMITED.labels(via=via).inc()
         raise RateLimited(f"Over {limit} requests per second.", retry_after=_retry_after(now))
 
 

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import selectors, services
+from .metrics import MESSAGES_CREATED
 from .rendering import conversation_dict, message_dict, StatusView
 from .serializers import (
     ConversationCreateIn,
@@ -108,6 +109,8 @@ class MessageSendView(APIView):
             reply_to=data["reply_to"],
             metadata=data["metadata"],
         )
+        if created:
+            MESSAGES_CREATED.labels(via="rest").inc()
         status_view = StatusView(selectors.members_of(message.conversation_id)) if not created else None
         body = {"message": message_dict(message, status_view.status(message) if status_view else "sent")}
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
