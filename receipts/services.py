@@ -47,6 +47,11 @@ def check_claimed_user(user_id: str, claimed: Any) -> None:
         raise Forbidden("You can only mark receipts for yourself.")
 
 
+def _is_id(value: Any, max_length: int) -> bool:
+    # PostgreSQL text cannot hold NUL: such an id is bad input, not a database error.
+    return isinstance(value, str) and 0 < len(value) <= max_length and "\x00" not in value
+
+
 def _check_position(seq: Any, message_id: Any, seq_field: str, id_field: str) -> None:
     if (seq is None) == (message_id is None):
         raise Invalid(
@@ -55,12 +60,12 @@ def _check_position(seq: Any, message_id: Any, seq_field: str, id_field: str) ->
         )
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ):
         raise Invalid(f"'{seq_field}' must be a non-negative integer.", errors={seq_field: ["Invalid seq."]})
-    if message_id is not None and (not isinstance(message_id, str) or not message_id or len(message_id) > MAX_MESSAGE_ID):
+    if message_id is not None and not _is_id(message_id, MAX_MESSAGE_ID):
         raise Invalid(f"'{id_field}' must be a message id.", errors={id_field: ["Invalid message id."]})
 
 
 def _member(*, tenant: str, user_id: str, conversation_id: Any) -> Member:
-    if not isinstance(conversation_id, str) or not conversation_id or len(conversation_id) > 64:
+    if not _is_id(conversation_id, 64):
         raise Invalid("'conversation_id' must be a conversation id.", errors={"conversation_id": ["Invalid id."]})
     member = (
         Member.objects.select_related("conversation")
