@@ -72,7 +72,7 @@ def _direct_key(a: str, b: str) -> str:
     return hashlib.sha256(f"{len(lo)}:{lo}|{hi}".encode()).hexdigest()
 
 
-def _lock_for_member(*, tenant: str, conversation_id: str, user_id: str) -> Conversation:
+def lock_for_member(*, tenant: str, conversation_id: str, user_id: str) -> Conversation:
     """Lock the conversation row (serializing writers of this conversation) and authorize."""
     conversation = Conversation.objects.select_for_update().filter(tenant=tenant, id=conversation_id).first()
     if conversation is None:
@@ -184,7 +184,7 @@ def _rejoin_direct(tenant: str, conversation: Conversation, roles: dict[str, str
 
 @transaction.atomic
 def member_add(*, tenant: str, actor: str, conversation_id: str, user_ids: list[str], role: str = Role.MEMBER) -> Conversation:
-    conversation = _lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=actor)
+    conversation = lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=actor)
     if conversation.type == ConversationType.DIRECT:
         raise Forbidden("Members cannot be added to a direct conversation.")
     if not Member.objects.filter(conversation=conversation, user_id=actor, role=Role.OWNER).exists():
@@ -221,7 +221,7 @@ def member_add(*, tenant: str, actor: str, conversation_id: str, user_ids: list[
 def member_remove(*, tenant: str, actor: str, conversation_id: str, user_id: str) -> None:
     """An owner removes anyone; anyone removes themself. Live subscriptions of the removed
     member end at once: the gateway drops them on the `member.left` event."""
-    conversation = _lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=actor)
+    conversation = lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=actor)
     if user_id != actor and not Member.objects.filter(conversation=conversation, user_id=actor, role=Role.OWNER).exists():
         raise Forbidden("Only an owner can remove other members.")
     member = Member.objects.filter(conversation=conversation, user_id=user_id).first()
@@ -247,7 +247,7 @@ def check_message_input(*, type: str, content: Any, metadata: Any, client_msg_id
     check_content_size(content, metadata)
 
 
-def _insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
+def insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
     """Allocate the next seq and insert. Runs under the conversation's row lock."""
     allocator = get_allocator()
     floor = conversation.last_seq
@@ -307,14 +307,14 @@ def message_send(
     happen before allocation, so a rejected message consumes no seq.
     """
     check_message_input(type=type, content=content, metadata=metadata, client_msg_id=client_msg_id, reply_to=reply_to)
-    conversation = _lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=sender)
+    conversation = lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=sender)
     if client_msg_id is not None:
         existing = Message.objects.filter(conversation=conversation, sender_id=sender, client_msg_id=client_msg_id).first()
         if existing is not None:
             return existing, False
     if reply_to is not None and not Message.objects.filter(conversation=conversation, id=reply_to).exists():
         raise Invalid("reply_to is not a message of this conversation.", errors={"reply_to": ["Not found."]})
-    message = _insert_with_seq(
+    message = insert_with_seq(
         conversation,
         tenant=tenant,
         sender_id=sender,
