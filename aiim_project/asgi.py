@@ -1,5 +1,5 @@
-"""ASGI entry point: HTTP goes to Django; WebSocket goes through the gateway (added by the
-real-time gateway work)."""
+"""ASGI entry point: HTTP goes to Django; WebSocket goes through the JWT middleware to the
+gateway at /api/aiim/ws (optionally behind an Origin check, see WS_ALLOWED_ORIGINS)."""
 
 import os
 
@@ -8,6 +8,15 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiim_project.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import OriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from aiim_project.gateway.middleware import JWTAuthMiddleware  # noqa: E402
+from aiim_project.gateway.routing import websocket_urlpatterns  # noqa: E402
+
+websocket_app = JWTAuthMiddleware(URLRouter(websocket_urlpatterns))
+if settings.WS_ALLOWED_ORIGINS:
+    websocket_app = OriginValidator(websocket_app, settings.WS_ALLOWED_ORIGINS)
+
+application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_app})

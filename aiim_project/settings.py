@@ -64,6 +64,9 @@ WS_IDLE_TIMEOUT: float = env.float("WS_IDLE_TIMEOUT", default=60.0)
 WS_RECOVERY_LIMIT: int = env.int("WS_RECOVERY_LIMIT", default=1000)
 # How long a subscription holds an early seq before it reads the gap from the database.
 WS_GAP_WAIT_MS: int = env.int("WS_GAP_WAIT_MS", default=50)
+# Browser Origins allowed on the WebSocket (e.g. https://app.example.com); empty = no check.
+# When set, clients that send no Origin header are refused too, unless "*" is listed.
+WS_ALLOWED_ORIGINS: list[str] = env.list("WS_ALLOWED_ORIGINS", default=[])
 STREAM_IDLE_TIMEOUT: float = env.float("STREAM_IDLE_TIMEOUT", default=60.0)
 STREAM_COALESCE_MS: int = env.int("STREAM_COALESCE_MS", default=0)
 LOG_FORMAT: str = env.str("LOG_FORMAT", default="text" if DEBUG else "json")

@@ -14,6 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from . import events, selectors, services
+from .errors import Invalid
+
 
 class Connection(Protocol):
     """What a frame handler may use of the gateway connection."""
@@ -25,6 +31,8 @@ class Connection(Protocol):
     async def subscribe(self, conversation_id: str, since_seq: int | None) -> dict[str, Any]: ...
 
     async def unsubscribe(self, conversation_id: str) -> None: ...
+
+    def is_subscribed(self, conversation_id: str) -> bool: ...
 
 
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any] | None]]
@@ -39,4 +47,79 @@ class FrameSpec:
     required: dict[str, type | tuple[type, ...]] = field(default_factory=dict)
 
 
-FRAMES: dict[str, FrameSpec] = {}
+TYPING_STATES = ("typing", "thinking", "idle")
+
+
+def _optional_seq(frame: dict[str, Any], name: str) -> int | None:
+    value = frame.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Invalid(f"{name} must be a non-negative integer.", errors={name: ["Expected a non-negative integer."]})
+    return value
+
+
+async def subscribe(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
+    services.check_tenant(conn.tenant, frame.get("tenant_id"))
+    return await conn.subscribe(frame["conversation_id"], _optional_seq(frame, "since_seq"))
+
+
+async def unsubscribe(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
+    await conn.unsubscribe(frame["conversation_id"])
+    return {"type": "unsubscribed", "conversation_id": frame["conversation_id"]}
+
+
+async def send_msg(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
+    services.check_tenant(conn.tenant, frame.get("tenant_id"))
+    message, _ = await database_sync_to_async(services.message_send)(
+        tenant=conn.tenant,
+        sender=conn.user_id,
+        conversation_id=frame["conversation_id"],
+        content=frame["content"],
+        type=frame.get("msg_type", "text"),
+        client_msg_id=frame.get("client_msg_id"),
+        reply_to=frame.get("reply_to"),
+        metadata=frame.get("metadata"),
+    )
+    return {
+        "type": "ack",
+        "event": "message.sent",
+        "conversation_id": message.conversation_id,
+        "message_id": message.id,
+        "seq": message.seq,
+        "client_msg_id": message.client_msg_id,
+    }
+
+
+async def typing(conn: Connection, frame: dict[str, Any]) -> None:
+    conversation_id, state = frame["conversation_id"], frame["state"]
+    if state not in TYPING_STATES:
+        raise Invalid(f"state must be one of {', '.join(TYPING_STATES)}.", errors={"state": ["Invalid choice."]})
+    # A live subscription was authorized, and membership changes end it; only a typing
+    # frame for an unsubscribed conversation costs a membership query.
+    if not conn.is_subscribed(conversation_id):
+        await database_sync_to_async(selectors.conversation_for_member)(
+            tenant=conn.tenant, user_id=conn.user_id, conversation_id=conversation_id
+        )
+    # Ephemeral: nothing is stored, so there is no commit to wait for.
+    event = events.build(conversation_id, "typing", {"user_id": conn.user_id, "state": state}, user_id=conn.user_id)
+    await get_channel_layer().group_send(events.conversation_group(conn.tenant, conversation_id), event)
+    return None
+
+
+async def ping(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "pong"}
+
+
+async def pong(conn: Connection, frame: dict[str, Any]) -> None:
+    return None
+
+
+FRAMES: dict[str, FrameSpec] = {
+    "subscribe": FrameSpec(handler=subscribe, required={"conversation_id": str}),
+    "unsubscribe": FrameSpec(handler=unsubscribe, required={"conversation_id": str}),
+    "send_msg": FrameSpec(handler=send_msg, rate_limited=True, required={"conversation_id": str, "content": object}),
+    "typing": FrameSpec(handler=typing, rate_limited=True, required={"conversation_id": str, "state": str}),
+    "ping": FrameSpec(handler=ping),
+    "pong": FrameSpec(handler=pong),
+}

@@ -175,3 +175,22 @@ def conversation_last_seq(*, conversation_id: str) -> int:
 
 def conversation_ids_for_user(*, tenant: str, user_id: str) -> list[str]:
     return list(Member.objects.filter(tenant=tenant, user_id=user_id).values_list("conversation_id", flat=True))
+
+
+def subscription_snapshot(
+    *, tenant: str, user_id: str, conversation_id: str, since_seq: int | None, limit: int
+) -> tuple[int, list[Message] | None]:
+    """For a subscription whose group the gateway has ALREADY joined: the conversation's
+    last committed seq L and, with `since_seq`, the messages in (since_seq, L] (None when
+    more than `limit`: the client pages the rest over REST).
+
+    L comes first, in the membership query, and the replay stops at L: every seq <= L is
+    final (see `messaging.seq`), and every seq > L commits after this read, so its event
+    reaches the already-joined group. Nothing falls between replay and live.
+    """
+    conversation = conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    last_seq = conversation.last_seq
+    if since_seq is None or since_seq >= last_seq:
+        return last_seq, []
+    rows = messages_after(conversation_id=conversation_id, after_seq=since_seq, limit=limit + 1, up_to_seq=last_seq)
+    return last_seq, (rows if len(rows) <= limit else None)

@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from . import views
+from . import presence_views, views
 
 # Paths accept an optional trailing slash: the original service's clients send both.
 urlpatterns = [
@@ -14,4 +14,5 @@ urlpatterns = [
     ),
     re_path(r"^messages/?$", views.MessageSendView.as_view(), name="messages"),
     re_path(r"^messages/(?P<conversation_id>(?!stream/?$)[^/]+)/?$", views.MessageHistoryView.as_view(), name="history"),
+    re_path(r"^presence/?$", presence_views.PresenceView.as_view(), name="presence"),
 ]

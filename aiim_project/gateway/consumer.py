@@ -1,0 +1,368 @@
+"""The WebSocket gateway (PROTOCOL.md section 3): one consumer per connection.
+
+Thin on purpose: parse a frame, check it against the frame table, call the handler, render
+the answer or the error. Ordering lives in `messaging.delivery`, one per subscription.
+
+Event loop hygiene: Channels runs `aclose_old_connections()` (a thread hop) before every
+handler, channel-layer events included. This consumer skips it for events and client
+frames: events never touch the ORM, and handlers reach the ORM only through
+`database_sync_to_async`, which closes stale connections itself. Events arrive with a
+pre-encoded `frame` string that is sent as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict, deque
+from functools import partial
+from typing import Any
+
+import orjson
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from aiim_project import ratelimit
+from messaging import delivery, events, presence, selectors
+from messaging.errors import AiimError, Invalid, NotFound, RateLimited, TooLarge, as_aiim_error
+from messaging.metrics import ERRORS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT
+
+from .table import build_table
+
+logger = logging.getLogger("aiim.gateway")
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_IDLE = 4408
+CLOSE_FLOOD = 4429
+CLOSE_SERVER_ERROR = 1011
+# A client that gets this many rate_limited errors within FLOOD_WINDOW seconds is closed.
+FLOOD_STRIKES = 20
+FLOOD_WINDOW = 5.0
+# Room for the envelope around the largest allowed content.
+FRAME_OVERHEAD = 16 * 1024
+# Copies of one event reaching a connection through two groups (conversation and user).
+RECENT_PERSONAL = 128
+
+FRAMES = build_table()
+
+
+async def _load_stored(conversation_id: str, after_seq: int, up_to_seq: int, limit: int) -> list[delivery.StoredMessage]:
+    def read() -> list[delivery.StoredMessage]:
+        rows = selectors.messages_after(conversation_id=conversation_id, after_seq=after_seq, limit=limit, up_to_seq=up_to_seq)
+        return [delivery.stored_message(m) for m in rows]
+
+    return await database_sync_to_async(read)()
+
+
+def _snapshot(**kw: Any) -> tuple[int, list[delivery.StoredMessage] | None]:
+    last_seq, rows = selectors.subscription_snapshot(**kw)
+    return last_seq, None if rows is None else [delivery.stored_message(m) for m in rows]
+
+
+class GatewayConsumer(AsyncWebsocketConsumer):
+    tenant: str
+    user_id: str
+    conn_id: str
+
+    async def dispatch(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == events.EVENT_TYPE:
+            await self.aiim_event(message)
+        elif kind == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
+    # -- connection lifecycle ---------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.principal = None
+        self.subscriptions: dict[str, delivery.OrderedDelivery] = {}
+        self._after_reply: list[Any] = []
+        self._background: set[asyncio.Task] = set()
+        self._recent_personal: OrderedDict[str, None] = OrderedDict()
+        self._strikes: deque[float] = deque()
+        self._watchdog: asyncio.Task | None = None
+        self._closing = False
+        await self.accept("bearer" if self.scope.get("bearer_subprotocol") else None)
+        principal = self.scope.get("principal")
+        if principal is None or (principal.expires_at is not None and principal.expires_at <= time.time()):
+            err = self.scope.get("auth_error")
+            logger.info("ws auth refused: %s", err.code if err else "token_expired")
+            await self.close(CLOSE_UNAUTHORIZED)
+            return
+        self.tenant, self.user_id, self.conn_id = principal.tenant, principal.user_id, uuid.uuid4().hex
+        self._user_group = events.user_group(self.tenant, self.user_id)
+        try:
+            await self.channel_layer.group_add(self._user_group, self.channel_name)
+        except Exception as exc:
+            if as_aiim_error(exc) is None:
+                raise
+            logger.warning("ws connect: channel layer unavailable: %s", type(exc).__name__)
+            await self.close(CLOSE_SERVER_ERROR)
+            return
+        self.principal = principal
+        WS_CONNECTIONS.inc()
+        now = time.monotonic()
+        self._last_frame_at = self._last_ping_at = now
+        self._presence_renewed_at = 0.0
+        await self._renew_presence(now)
+        self._watchdog = asyncio.create_task(self._watch())
+
+    async def disconnect(self, code: int) -> None:
+        if self.principal is None:
+            return
+        self.principal = None
+        WS_CONNECTIONS.dec()
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+        for task in self._background:
+            task.cancel()
+        groups = [self._user_group]
+        for conversation_id, sub in self.subscriptions.items():
+            sub.close()
+            groups.append(events.conversation_group(self.tenant, conversation_id))
+        self.subscriptions.clear()
+        try:
+            for group in groups:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            await presence.release(tenant=self.tenant, user_id=self.user_id, conn_id=self.conn_id)
+        except Exception as exc:  # the lease expires on its own; the group entry too
+            logger.warning("ws disconnect cleanup failed: %s", type(exc).__name__)
+
+    async def _watch(self) -> None:
+        """Server pings after WS_PING_INTERVAL of client silence, 4408 after
+        WS_IDLE_TIMEOUT of it, 4401 when the token expires."""
+        ping_every, idle_timeout = settings.WS_PING_INTERVAL, settings.WS_IDLE_TIMEOUT
+        expires_at = self.principal.expires_at
+        while not self._closing:
+            now = time.monotonic()
+            if expires_at is not None and time.time() >= expires_at:
+                await self._close(CLOSE_UNAUTHORIZED)
+                return
+            if now - self._last_frame_at >= idle_timeout:
+                await self._close(CLOSE_IDLE)
+                return
+            next_ping = max(self._last_frame_at, self._last_ping_at) + ping_every
+            if now >= next_ping:
+                self._last_ping_at = now
+                await self._send_text('{"type":"ping"}', "ping")
+                next_ping = now + ping_every
+            wake = min(next_ping, self._last_frame_at + idle_timeout)
+            if expires_at is not None:
+                wake = min(wake, now + max(0.0, expires_at - time.time()))
+            await asyncio.sleep(max(0.01, wake - now))
+
+    async def _close(self, code: int) -> None:
+        """Close from the server side; frames and events still in flight are ignored."""
+        self._closing = True
+        await self.close(code)
+
+    async def _renew_presence(self, now: float) -> None:
+        if now - self._presence_renewed_at < presence.renew_interval():
+            return
+        self._presence_renewed_at = now
+        try:
+            await presence.renew(tenant=self.tenant, user_id=self.user_id, conn_id=self.conn_id)
+        except Exception as exc:  # presence is advisory; messaging goes on without it
+            logger.warning("presence renew failed: %s", type(exc).__name__)
+
+    # -- client frames ----------------------------------------------------------------
+
+    async def websocket_receive(self, message: dict) -> None:
+        if self.principal is None or self._closing:
+            return
+        now = time.monotonic()
+        self._last_frame_at = now
+        await self._renew_presence(now)
+        frame: Any = None
+        try:
+            frame = self._parse(message)
+            spec = FRAMES[frame["type"]]
+            WS_FRAMES_IN.labels(frame["type"]).inc()
+            self._check_required(frame, spec.required)
+            if spec.rate_limited:
+                await ratelimit.acheck(self.tenant, self.user_id)
+            reply = await spec.handler(self, frame)
+        except Exception as exc:
+            await self._send_error(exc, frame if isinstance(frame, dict) else None)
+            return
+        finally:
+            after, self._after_reply = self._after_reply, []
+        if reply is not None:
+            if isinstance(frame.get("req_id"), str):
+                reply["req_id"] = frame["req_id"]
+            await self._send_text(orjson.dumps(reply).decode(), reply.get("type", "reply"))
+        for step in after:
+            await step()
+
+    def _parse(self, message: dict) -> dict:
+        text = message.get("text")
+        if text is None:
+            raise Invalid("Frames must be JSON text, not binary.")
+        if len(text) > settings.MAX_MESSAGE_BYTES + FRAME_OVERHEAD:
+            raise TooLarge(f"Frame is over {settings.MAX_MESSAGE_BYTES + FRAME_OVERHEAD} characters.")
+        try:
+            frame = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise Invalid("Frame is not valid JSON.") from None
+        if not isinstance(frame, dict):
+            raise Invalid("Frame must be a JSON object.")
+        frame_type = frame.get("type")
+        if not isinstance(frame_type, str) or frame_type not in FRAMES:
+            WS_FRAMES_IN.labels("unknown").inc()
+            raise Invalid(f"Unknown frame type {frame_type!r}." if isinstance(frame_type, str) else "Frame has no 'type'.")
+        return frame
+
+    @staticmethod
+    def _check_required(frame: dict, required: dict[str, type | tuple[type, ...]]) -> None:
+        errors: dict[str, list[str]] = {}
+        for name, expected in required.items():
+            if name not in frame:
+                errors[name] = ["This field is required."]
+                continue
+            value = frame[name]
+            kinds = expected if isinstance(expected, tuple) else (expected,)
+            # bool is an int in Python, never in a frame.
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds and object not in kinds):
+                names = " or ".join(k.__name__ for k in kinds)
+                errors[name] = [f"Expected {names}."]
+            elif isinstance(value, str) and not value and object not in kinds:
+                errors[name] = ["May not be empty."]
+        if errors:
+            raise Invalid(f"Invalid fields: {', '.join(sorted(errors))}.", errors=errors)
+
+    async def _send_error(self, exc: BaseException, frame: dict | None) -> None:
+        err = as_aiim_error(exc)
+        if err is None:
+            logger.exception("ws frame handler failed (type=%s)", frame.get("type") if frame else None)
+            err = AiimError("Server error.")
+            err.code = "server_error"
+        body: dict[str, Any] = {**err.extra, "type": "error", "code": err.code, "message": err.detail}
+        if err.errors:
+            body["errors"] = err.errors
+        if frame is not None:
+            if isinstance(frame.get("req_id"), str):
+                body["req_id"] = frame["req_id"]
+            if isinstance(frame.get("conversation_id"), str):
+                body["conversation_id"] = frame["conversation_id"]
+        ERRORS.labels(err.code, "ws").inc()
+        await self._send_text(orjson.dumps(body).decode(), "error")
+        if isinstance(err, RateLimited):
+            await self._count_strike()
+
+    async def _count_strike(self) -> None:
+        now = time.monotonic()
+        self._strikes.append(now)
+        while self._strikes and now - self._strikes[0] > FLOOD_WINDOW:
+            self._strikes.popleft()
+        if len(self._strikes) > FLOOD_STRIKES:
+            logger.info("ws closed for flooding")
+            await self._close(CLOSE_FLOOD)
+
+    async def _send_text(self, text: str, kind: str) -> None:
+        WS_FRAMES_OUT.labels(kind).inc()
+        await self.base_send({"type": "websocket.send", "text": text})
+
+    async def _send_event(self, text: str) -> None:
+        await self._send_text(text, "event")
+
+    # -- subscriptions (the Connection interface of messaging.frames) -----------------
+
+    def is_subscribed(self, conversation_id: str) -> bool:
+        return conversation_id in self.subscriptions
+
+    async def subscribe(self, conversation_id: str, since_seq: int | None) -> dict[str, Any]:
+        group = events.conversation_group(self.tenant, conversation_id)
+        was_subscribed = conversation_id in self.subscriptions
+        # Join BEFORE reading: every seq above the snapshot is then published to us.
+        await self.channel_layer.group_add(group, self.channel_name)
+        try:
+            last_seq, rows = await database_sync_to_async(_snapshot)(
+                tenant=self.tenant,
+                user_id=self.user_id,
+                conversation_id=conversation_id,
+                since_seq=since_seq,
+                limit=settings.WS_RECOVERY_LIMIT,
+            )
+        except BaseException:
+            if not was_subscribed:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            raise
+        replay = rows or []
+        sub = delivery.OrderedDelivery(
+            send=self._send_event,
+            load=partial(_load_stored, conversation_id),
+            next_seq=(replay[0].seq if replay else last_seq + 1),
+            gap_wait=settings.WS_GAP_WAIT_MS / 1000,
+        )
+        old = self.subscriptions.pop(conversation_id, None)
+        if old is not None:
+            old.close()
+        self.subscriptions[conversation_id] = sub
+        # Order on the wire: `subscribed` first, then the replay, then live events.
+        self._after_reply.append(partial(self._start, sub, replay, last_seq))
+        reply: dict[str, Any] = {"type": "subscribed", "conversation_id": conversation_id, "last_seq": last_seq}
+        if rows is None:
+            reply["recovered"] = False
+        return reply
+
+    async def _start(self, sub: delivery.OrderedDelivery, replay: list[delivery.StoredMessage], last_seq: int) -> None:
+        await sub.replay(replay)
+        sub.next_seq = max(sub.next_seq, last_seq + 1)
+        task = asyncio.create_task(self._check_tail_later(sub))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _check_tail_later(sub: delivery.OrderedDelivery) -> None:
+        await asyncio.sleep(settings.WS_GAP_WAIT_MS / 1000)
+        try:
+            await sub.check_tail()
+        except Exception as exc:
+            logger.warning("subscription tail check failed: %s", type(exc).__name__)
+
+    async def unsubscribe(self, conversation_id: str) -> None:
+        sub = self.subscriptions.pop(conversation_id, None)
+        if sub is None:
+            raise NotFound("Not subscribed to this conversation.")
+        sub.close()
+        await self.channel_layer.group_discard(events.conversation_group(self.tenant, conversation_id), self.channel_name)
+
+    # -- channel-layer events ---------------------------------------------------------
+
+    async def aiim_event(self, message: dict) -> None:
+        if self.principal is None or self._closing:
+            return
+        conversation_id = message["conversation_id"]
+        if message.get("seq") is None:
+            about = message.get("user_id")
+            if about is None:  # a writer that sets no route field: the data names the user
+                about = orjson.loads(message["frame"])["data"].get("user_id")
+            if about == self.user_id:
+                await self._personal_event(conversation_id, message)
+                return
+        sub = self.subscriptions.get(conversation_id)
+        if sub is not None:
+            await sub.on_event(message)
+
+    async def _personal_event(self, conversation_id: str, message: dict) -> None:
+        """An event about this user: it may come twice (conversation and user group), and
+        it reaches this connection whether or not it is subscribed."""
+        if message["event"] == "typing":  # the typist's own devices do not need it
+            return
+        frame = message["frame"]
+        if frame in self._recent_personal:
+            return
+        self._recent_personal[frame] = None
+        if len(self._recent_personal) > RECENT_PERSONAL:
+            self._recent_personal.popitem(last=False)
+        if message["event"] == "member.left":
+            sub = self.subscriptions.pop(conversation_id, None)
+            if sub is not None:
+                sub.close()
+                await self.channel_layer.group_discard(events.conversation_group(self.tenant, conversation_id), self.channel_name)
+        await self._send_event(frame)

@@ -1,0 +1,41 @@
+"""ASGI middleware that turns the WebSocket's token into a principal before the consumer runs.
+
+The token comes from `?token=<JWT>` or from the subprotocol pair `bearer, <JWT>` (browsers
+cannot set headers on a WebSocket). A bad token does not refuse the handshake: the consumer
+accepts and then closes with 4401, which is the only way a browser client can see why.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from aiim_project.auth import decode_token
+from messaging.errors import AiimError
+
+BEARER = "bearer"
+
+
+def token_from_scope(scope: dict) -> tuple[str, bool]:
+    """(token, offered through the bearer subprotocol)."""
+    subprotocols = list(scope.get("subprotocols") or [])
+    if BEARER in subprotocols:
+        others = [p for p in subprotocols if p != BEARER]
+        return (others[0] if others else ""), True
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return (query.get("token") or [""])[0], False
+
+
+class JWTAuthMiddleware:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            token, via_subprotocol = token_from_scope(scope)
+            principal, error = None, None
+            try:
+                principal = decode_token(token)
+            except AiimError as exc:
+                error = exc
+            scope = dict(scope, principal=principal, auth_error=error, bearer_subprotocol=via_subprotocol)
+        return await self.app(scope, receive, send)

@@ -1,0 +1,338 @@
+"""Ordered delivery: one `OrderedDelivery` per (connection, subscribed conversation).
+
+The guarantee (PROTOCOL.md section 5): a subscription hands `message.created` to its socket
+in strictly increasing seq, each exactly once, and misses no acknowledged message, across
+Daphne processes and lost or reordered channel-layer events.
+
+Why it holds. Facts from `messaging.seq` and `messaging.events`:
+  (F1) commits are serialized per conversation (row lock): a seq is allocated only after
+       every lower seq has committed or rolled back, and a rolled-back seq never reappears;
+  (F2) the event for seq N is published only after N committed.
+So when any event carrying seq N reaches us, every seq <= N is final in the database: it is
+there, or it will never exist (a failed send, whose sender got an error, never an ack).
+
+State: `next_seq`, the lowest seq not yet handed to the socket (all lower ones were handed
+over or are known not to exist). Invariant: every seq < next_seq that exists was sent once,
+in order. On a `message.created` event with seq N:
+  * N < next_seq: already sent (or known absent): drop, the duplicate costs nothing;
+  * N == next_seq: send, advance, then send any buffered successors that are now in line;
+  * N > next_seq: buffer it and wait `gap_wait` for the missing events; if they do not come,
+    read [next_seq, N] from the database (F2 makes that read final by F1), send every row in
+    order, and set next_seq = N + 1: a seq absent from that read is a failed send, so the
+    subscription skips it instead of stalling.
+Each step keeps the invariant, and next_seq only grows, so nothing is sent twice or out of
+order. Nothing acknowledged is missed: an acked message committed, so it either arrives as
+an event (sent in order) or is below some later event's seq (read by a gap fill), or it is
+the newest message and its event was lost; the gateway's `check_tail` read after subscribing
+covers the only window where that can happen without a later event (see the consumer).
+
+Subscribing: the gateway joins the group FIRST, then reads `last_seq` L, then the replay
+rows (since_seq, L]. Events for seq <= L that were queued meanwhile are dropped as
+duplicates; every seq > L commits after the read and is published after the join, so it
+arrives as an event (or is filled from the database as above).
+
+Streams. `message.stream_chunk` and `message.updated` carry the stream message's seq and
+id. While that seq >= next_seq (its `message.created` is not sent yet) they are held and
+released right after the message is sent, live or by a gap fill; a held one also arms the
+gap timer, since it proves its message committed. Per delivered streaming message the
+subscription keeps `next_chunk`, starting at the chunk_count the message was sent with (the
+database row always holds the text of exactly chunk_count chunks): a chunk event that ends
+below it is a duplicate; one that starts at it is sent and moves it past its last chunk; one
+that starts beyond it is held `gap_wait`, then `chunk_gap_loader(message_id, next_chunk)`
+supplies the missing text as one frame (if no loader is installed, or it returns None, the
+held chunks are sent as they are: a visible gap beats a stalled stream). After a
+`message.updated` with a final stream state, later chunks of that message are dropped. A
+chunk of a message this subscription never sent (it predates the subscription) is sent, and
+that stream is followed in order from there.
+
+Everything else (typing, receipts, membership) passes straight through, in arrival order.
+The only I/O is the injected `send` and `load` coroutines, so the class is unit-tested
+without a socket or a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .events import event_frame
+from .models import Message
+from .rendering import message_dict
+
+logger = logging.getLogger("aiim.delivery")
+
+# Set by the streaming app at start-up: async (message_id, from_index) -> {"frame": str,
+# "chunk_index": int, "last_chunk_index": int} | None, the text of chunks from_index..end.
+chunk_gap_loader: Callable[[str, int], Awaitable[dict[str, Any] | None]] | None = None
+
+FINAL_STREAM_STATES = frozenset({"completed", "aborted"})
+# Rows per database read when filling a gap; a longer gap takes several reads.
+GAP_READ_LIMIT = 500
+# A failing database read is retried after this long (the subscription keeps buffering).
+RETRY_SECONDS = 1.0
+# Ended streams remembered per subscription, to drop their late chunks.
+FINISHED_MEMORY = 256
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as read from the database, with its ready `message.created` frame."""
+
+    seq: int
+    message_id: str
+    frame: str
+    stream_state: str | None = None
+    chunk_count: int = 0
+
+
+def stored_message(message: Message) -> StoredMessage:
+    frame = event_frame(message.conversation_id, "message.created", {"message": message_dict(message)})
+    return StoredMessage(message.seq, message.id, frame, message.stream_state, message.stream_chunk_count)
+
+
+Send = Callable[[str], Awaitable[None]]
+# (after_seq, up_to_seq, limit) -> stored messages with after_seq < seq <= up_to_seq, ascending.
+Load = Callable[[int, int, int], Awaitable[list[StoredMessage]]]
+
+
+@dataclass(slots=True)
+class _Stream:
+    next_chunk: int
+    held: list[dict] = field(default_factory=list)
+    timer: asyncio.Task | None = None
+
+
+class OrderedDelivery:
+    def __init__(self, *, send: Send, load: Load, next_seq: int, gap_wait: float) -> None:
+        self.next_seq = next_seq
+        self._send = send
+        self._load = load
+        self._gap_wait = gap_wait
+        self._lock = asyncio.Lock()
+        self._out: list[str] = []
+        self._early: dict[int, dict] = {}  # message.created events ahead of next_seq
+        self._held: dict[str, list[dict]] = {}  # chunk/updated events of messages not yet sent
+        self._streams: dict[str, _Stream] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._gap_timer: asyncio.Task | None = None
+        self._closed = False
+
+    # -- entry points -----------------------------------------------------------------
+
+    async def replay(self, rows: list[StoredMessage]) -> None:
+        """Send stored messages (the since_seq replay) in order, then continue live."""
+        async with self._lock:
+            for row in rows:
+                if row.seq >= self.next_seq:
+                    self._send_stored(row)
+            self._release_held()
+            await self._flush()
+
+    async def check_tail(self) -> None:
+        """Read whatever committed at or after next_seq and send it: closes the window in
+        which an event was published before the channel layer had our subscription."""
+        await self._fill(None)
+
+    async def on_event(self, event: dict) -> None:
+        async with self._lock:
+            kind = event["event"]
+            if kind == "message.created":
+                self._on_created(event)
+            elif kind == "message.stream_chunk":
+                self._on_stream_event(event, chunk=True)
+            elif kind == "message.updated" and event.get("message_id") is not None:
+                self._on_stream_event(event, chunk=False)
+            else:
+                self._out.append(event["frame"])
+            await self._flush()
+
+    def close(self) -> None:
+        self._closed = True
+        timers = [self._gap_timer, *(s.timer for s in self._streams.values())]
+        for timer in timers:
+            if timer is not None and timer is not asyncio.current_task():
+                timer.cancel()
+
+    # -- message.created ----------------------------------------------------------------
+
+    def _on_created(self, event: dict) -> None:
+        seq = event["seq"]
+        if seq < self.next_seq:
+            return
+        if seq > self.next_seq:
+            self._early[seq] = event
+            self._arm_gap_timer()
+            return
+        self._send_created(event)
+        self._drain_early()
+        self._release_held()
+
+    def _send_created(self, event: dict) -> None:
+        if "message_id" in event:
+            message_id, stream = event["message_id"], event.get("stream")
+        else:  # published by a writer that sets no route fields: decode once
+            message = orjson.loads(event["frame"])["data"]["message"]
+            message_id, stream = message["message_id"], message.get("stream")
+        self._out.append(event["frame"])
+        self.next_seq = event["seq"] + 1
+        if stream and stream.get("state") == "streaming":
+            self._streams.setdefault(message_id, _Stream(next_chunk=stream.get("chunk_count", 0)))
+
+    def _send_stored(self, row: StoredMessage) -> None:
+        self._out.append(row.frame)
+        self.next_seq = row.seq + 1
+        if row.stream_state == "streaming":
+            stream = self._streams.get(row.message_id)
+            if stream is None:
+                self._streams[row.message_id] = _Stream(next_chunk=row.chunk_count)
+            else:  # the row may hold chunks whose events are still on their way
+                stream.next_chunk = max(stream.next_chunk, row.chunk_count)
+
+    def _drain_early(self) -> None:
+        while self.next_seq in self._early:
+            self._send_created(self._early.pop(self.next_seq))
+        for seq in [s for s in self._early if s < self.next_seq]:
+            del self._early[seq]
+
+    # -- gap fill ---------------------------------------------------------------------
+
+    def _arm_gap_timer(self) -> None:
+        if self._gap_timer is None and not self._closed:
+            self._gap_timer = asyncio.create_task(self._gap_after_wait())
+
+    def _gap_target(self) -> int | None:
+        """Highest seq some received event proves committed, if it is not sent yet."""
+        seqs = list(self._early)
+        seqs += [e["seq"] for events in self._held.values() for e in events if e.get("seq") is not None]
+        target = max(seqs, default=None)
+        return target if target is not None and target >= self.next_seq else None
+
+    async def _gap_after_wait(self) -> None:
+        await asyncio.sleep(self._gap_wait)
+        while not self._closed:
+            target = self._gap_target()
+            if target is None:
+                break
+            try:
+                await self._fill(target)
+            except Exception as exc:  # a down database delays the gap, never loses it
+                logger.warning("gap fill failed: %s", type(exc).__name__)
+                await asyncio.sleep(RETRY_SECONDS)
+        self._gap_timer = None
+        if self._gap_target() is not None and not self._closed:
+            self._arm_gap_timer()
+
+    async def _fill(self, target: int | None) -> None:
+        """Send every stored message in [next_seq, target] (to the newest if None)."""
+        async with self._lock:
+            start = self.next_seq
+            upper = target if target is not None else 2**62
+            rows = await self._load(start - 1, upper, GAP_READ_LIMIT)
+            for row in rows:
+                if row.seq >= self.next_seq:
+                    self._send_stored(row)
+            if target is not None and len(rows) < GAP_READ_LIMIT:
+                # The read was final up to target: a seq missing from it is a failed send.
+                self.next_seq = max(self.next_seq, target + 1)
+            self._drain_early()
+            self._release_held()
+            await self._flush()
+
+    # -- stream chunks and updates ------------------------------------------------------
+
+    def _on_stream_event(self, event: dict, *, chunk: bool) -> None:
+        seq = event.get("seq")
+        message_id = event["message_id"]
+        if seq is not None and seq >= self.next_seq:
+            self._held.setdefault(message_id, []).append(event)
+            self._arm_gap_timer()
+            return
+        if chunk:
+            self._on_chunk(message_id, event)
+        else:
+            self._on_updated(message_id, event)
+
+    def _release_held(self) -> None:
+        for message_id in [m for m, evs in self._held.items() if evs[0].get("seq", 0) < self.next_seq]:
+            for event in self._held.pop(message_id):
+                self._on_stream_event(event, chunk=event["event"] == "message.stream_chunk")
+
+    def _on_chunk(self, message_id: str, event: dict) -> None:
+        if message_id in self._finished:
+            return
+        stream = self._streams.get(message_id)
+        if stream is None:
+            stream = self._streams[message_id] = _Stream(next_chunk=event["chunk_index"])
+        if event["last_chunk_index"] < stream.next_chunk:
+            return
+        if event["chunk_index"] == stream.next_chunk:
+            self._out.append(event["frame"])
+            stream.next_chunk = event["last_chunk_index"] + 1
+            self._drain_chunks(stream)
+            return
+        stream.held.append(event)
+        if stream.timer is None and not self._closed:
+            stream.timer = asyncio.create_task(self._chunk_gap_after_wait(message_id, stream))
+
+    def _drain_chunks(self, stream: _Stream) -> None:
+        progressed = True
+        while progressed and stream.held:
+            progressed = False
+            for event in sorted(stream.held, key=lambda e: e["chunk_index"]):
+                if event["last_chunk_index"] < stream.next_chunk:
+                    stream.held.remove(event)
+                    progressed = True
+                elif event["chunk_index"] == stream.next_chunk:
+                    stream.held.remove(event)
+                    self._out.append(event["frame"])
+                    stream.next_chunk = event["last_chunk_index"] + 1
+                    progressed = True
+
+    async def _chunk_gap_after_wait(self, message_id: str, stream: _Stream) -> None:
+        await asyncio.sleep(self._gap_wait)
+        async with self._lock:
+            stream.timer = None
+            if self._closed or not stream.held or self._streams.get(message_id) is not stream:
+                return
+            filled = None
+            if chunk_gap_loader is not None:
+                try:
+                    filled = await chunk_gap_loader(message_id, stream.next_chunk)
+                except Exception as exc:
+                    logger.warning("chunk gap fill failed: %s", type(exc).__name__)
+            if filled and filled["chunk_index"] == stream.next_chunk and filled["last_chunk_index"] >= stream.next_chunk:
+                self._out.append(filled["frame"])
+                stream.next_chunk = filled["last_chunk_index"] + 1
+                self._drain_chunks(stream)
+            # Whatever is still held cannot be filled: send it in order rather than stall.
+            for event in sorted(stream.held, key=lambda e: e["chunk_index"]):
+                if event["chunk_index"] >= stream.next_chunk:
+                    self._out.append(event["frame"])
+                    stream.next_chunk = event["last_chunk_index"] + 1
+            stream.held.clear()
+            await self._flush()
+
+    def _on_updated(self, message_id: str, event: dict) -> None:
+        self._out.append(event["frame"])
+        state = event.get("stream_state")
+        if state is None:
+            stream = (orjson.loads(event["frame"])["data"].get("message") or {}).get("stream") or {}
+            state = stream.get("state")
+        if state in FINAL_STREAM_STATES:
+            ended = self._streams.pop(message_id, None)
+            if ended is not None and ended.timer is not None:
+                ended.timer.cancel()
+            self._finished[message_id] = None
+            if len(self._finished) > FINISHED_MEMORY:
+                self._finished.popitem(last=False)
+
+    async def _flush(self) -> None:
+        out, self._out = self._out, []
+        for frame in out:
+            await self._send(frame)

@@ -1,0 +1,111 @@
+"""Presence: a user is online while one of their connections is open and active.
+
+Each connection holds a lease that expires `WS_IDLE_TIMEOUT` seconds after its last frame
+(the gateway renews it, at most every quarter of that, so a chatty connection costs one
+Redis round trip per few seconds, not one per frame). With Redis, a user's leases are a
+sorted set (member = connection id, score = expiry) shared by every process, so a user with
+two connections on two processes stays online until both are gone, and a crashed process's
+leases simply expire. In embedded mode the same structure lives in this process.
+
+`last_seen_at` is the last renewal or disconnect.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+from django.conf import settings
+
+from . import redis as aiim_redis
+
+_SEEN_TTL = 30 * 86400
+MAX_LOOKUP = 200
+
+_lock = threading.Lock()
+_leases: dict[tuple[str, str], dict[str, float]] = {}
+_seen: dict[tuple[str, str], float] = {}
+
+
+def _ttl() -> float:
+    return settings.WS_IDLE_TIMEOUT
+
+
+def renew_interval() -> float:
+    return _ttl() / 4
+
+
+def _key(tenant: str, user_id: str) -> str:
+    # Length-prefixed so that ("a:b", "c") and ("a", "b:c") never share a key.
+    return f"aiim:presence:{len(tenant)}:{tenant}:{user_id}"
+
+
+def _seen_key(tenant: str, user_id: str) -> str:
+    return f"aiim:seen:{len(tenant)}:{tenant}:{user_id}"
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def renew(*, tenant: str, user_id: str, conn_id: str) -> None:
+    now = time.time()
+    client = aiim_redis.async_client()
+    if client is None:
+        with _lock:
+            _leases.setdefault((tenant, user_id), {})[conn_id] = now + _ttl()
+            _seen[(tenant, user_id)] = now
+        return
+    key = _key(tenant, user_id)
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(key, {conn_id: now + _ttl()})
+    pipe.zremrangebyscore(key, "-inf", now)
+    pipe.expire(key, int(_ttl()) + 1)
+    pipe.set(_seen_key(tenant, user_id), now, ex=_SEEN_TTL)
+    await pipe.execute()
+
+
+async def release(*, tenant: str, user_id: str, conn_id: str) -> None:
+    now = time.time()
+    client = aiim_redis.async_client()
+    if client is None:
+        with _lock:
+            leases = _leases.get((tenant, user_id), {})
+            leases.pop(conn_id, None)
+            if not leases:
+                _leases.pop((tenant, user_id), None)
+            _seen[(tenant, user_id)] = now
+        return
+    pipe = client.pipeline(transaction=False)
+    pipe.zrem(_key(tenant, user_id), conn_id)
+    pipe.set(_seen_key(tenant, user_id), now, ex=_SEEN_TTL)
+    await pipe.execute()
+
+
+def lookup(*, tenant: str, user_ids: list[str]) -> list[dict]:
+    """[{user_id, online, last_seen_at}] in the order asked, within the caller's tenant."""
+    now = time.time()
+    client = aiim_redis.sync_client()
+    if client is None:
+        with _lock:
+            rows = [
+                (any(exp > now for exp in _leases.get((tenant, u), {}).values()), _seen.get((tenant, u)))
+                for u in user_ids
+            ]
+    else:
+        pipe = client.pipeline(transaction=False)
+        for u in user_ids:
+            pipe.zcount(_key(tenant, u), f"({now}", "+inf")
+            pipe.get(_seen_key(tenant, u))
+        replies = pipe.execute()
+        rows = [
+            (replies[i] > 0, float(replies[i + 1]) if replies[i + 1] is not None else None)
+            for i in range(0, len(replies), 2)
+        ]
+    return [
+        {"user_id": u, "online": online, "last_seen_at": _iso(seen)}
+        for u, (online, seen) in zip(user_ids, rows, strict=True)
+    ]

@@ -1,0 +1,24 @@
+"""GET /api/aiim/presence?user_ids=a,b"""
+
+from __future__ import annotations
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import presence
+from .errors import Invalid
+from .services import check_user_id
+
+
+class PresenceView(APIView):
+    def get(self, request: Request) -> Response:
+        raw = request.query_params.get("user_ids", "")
+        user_ids = list(dict.fromkeys(u for u in raw.split(",") if u))
+        if not user_ids:
+            raise Invalid("user_ids is required: a comma-separated list.", errors={"user_ids": ["This field is required."]})
+        if len(user_ids) > presence.MAX_LOOKUP:
+            raise Invalid(f"At most {presence.MAX_LOOKUP} user ids.", errors={"user_ids": ["Too many."]})
+        for user_id in user_ids:
+            check_user_id(user_id, "user_ids")
+        return Response({"presence": presence.lookup(tenant=request.user.tenant, user_ids=user_ids)})
