@@ -1,0 +1,119 @@
+"""Operator maintenance: seq counter repair, retention, per-tenant counts.
+
+The management commands are thin adapters over these functions. They work across tenants
+on purpose (an operator's view), so each takes an explicit tenant filter where one applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Count, Max, Q
+
+from messaging import redis as aiim_redis
+from messaging.models import Conversation, Member, Message, StreamState
+from messaging.seq import get_allocator, seq_key
+
+
+def seq_floors(*, batch_size: int = 1000) -> Iterator[tuple[str, int]]:
+    """(conversation id, highest seq the database has ever committed) for every conversation.
+
+    `last_seq` is kept even when old messages are purged, so it is the floor, not max(seq).
+    """
+    rows = Conversation.objects.annotate(max_seq=Max("messages__seq")).values_list("id", "last_seq", "max_seq")
+    for conversation_id, last_seq, max_seq in rows.order_by("id").iterator(chunk_size=batch_size):
+        yield conversation_id, max(last_seq, max_seq or 0)
+
+
+@dataclass
+class ReseedResult:
+    backend: str
+    checked: int = 0
+    raised: list[str] = field(default_factory=list)
+
+
+def seq_counters_reseed(*, batch_size: int = 1000) -> ReseedResult:
+    """Raise every Redis seq counter to the database's floor, never lower one.
+
+    Allocation already floors the counter on each call, so this is for operators who want
+    the counters right before traffic returns (after a Redis flush or a restore), and to see
+    how many were behind.
+    """
+    allocator = get_allocator()
+    result = ReseedResult(backend=allocator.name)
+    if allocator.name != "redis":
+        return result
+    client = aiim_redis.sync_client()
+    for conversation_id, floor in seq_floors(batch_size=batch_size):
+        result.checked += 1
+        before = int(client.get(seq_key(conversation_id)) or 0)
+        if before < floor:
+            allocator.raise_floor(conversation_id=conversation_id, floor=floor)
+            result.raised.append(conversation_id)
+    return result
+
+
+def _purge_queryset(*, before: datetime, tenant: str | None):
+    qs = Message.objects.filter(created_at__lt=before)
+    if tenant is not None:
+        qs = qs.filter(tenant=tenant)
+    return qs
+
+
+def messages_purgeable_count(*, before: datetime, tenant: str | None = None) -> int:
+    return _purge_queryset(before=before, tenant=tenant).count()
+
+
+@transaction.atomic
+def _purge_batch(*, before: datetime, tenant: str | None, batch_size: int) -> int:
+    ids = list(_purge_queryset(before=before, tenant=tenant).order_by("created_at", "id").values_list("id", flat=True)[:batch_size])
+    if not ids:
+        return 0
+    Message.objects.filter(id__in=ids).delete()
+    return len(ids)
+
+
+def messages_purge(*, before: datetime, tenant: str | None = None, batch_size: int = 1000) -> Iterator[int]:
+    """Delete messages created before `before`, one short transaction per batch (so a
+    large purge never holds locks for long), yielding each batch's size.
+
+    Conversations keep their `last_seq`: a purged seq is never handed out again. No events
+    fire: retention changes history, not live conversations.
+    """
+    while deleted := _purge_batch(before=before, tenant=tenant, batch_size=batch_size):
+        yield deleted
+
+
+@dataclass
+class TenantStats:
+    tenant: str
+    conversations: int = 0
+    members: int = 0
+    users: int = 0
+    messages: int = 0
+    open_streams: int = 0
+    last_activity: datetime | None = None
+
+
+def tenant_stats(*, tenant: str | None = None) -> list[TenantStats]:
+    """Counts per tenant in three grouped queries, whatever the number of tenants."""
+    scope = Q(tenant=tenant) if tenant is not None else Q()
+    stats: dict[str, TenantStats] = {}
+
+    def row(name: str) -> TenantStats:
+        return stats.setdefault(name, TenantStats(tenant=name))
+
+    for r in Conversation.objects.filter(scope).values("tenant").annotate(n=Count("id"), last=Max("updated_at")).order_by():
+        s = row(r["tenant"])
+        s.conversations, s.last_activity = r["n"], r["last"]
+    for r in Member.objects.filter(scope).values("tenant").annotate(n=Count("id"), users=Count("user_id", distinct=True)).order_by():
+        s = row(r["tenant"])
+        s.members, s.users = r["n"], r["users"]
+    open_streams = Count("id", filter=Q(stream_state=StreamState.STREAMING))
+    for r in Message.objects.filter(scope).values("tenant").annotate(n=Count("id"), streams=open_streams).order_by():
+        s = row(r["tenant"])
+        s.messages, s.open_streams = r["n"], r["streams"]
+    return [stats[name] for name in sorted(stats)]
