@@ -120,6 +120,9 @@ class Message(models.Model):
         ]
         indexes = [
             models.Index(fields=["tenant", "created_at"], name="message_tenant_created"),
+            # Unread counts (messages after a read cursor not sent by the reader) are an
+            # index-only range scan on this: no message row is read.
+            models.Index(fields=["conversation", "seq", "sender_id"], name="message_unread"),
             models.Index(
                 fields=["stream_updated_at"],
                 condition=models.Q(stream_state="streaming"),

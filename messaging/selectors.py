@@ -41,12 +41,15 @@ def members_of(conversation_id: str) -> list[Member]:
 def _with_list_data(qs: QuerySet[Conversation], user_id: str) -> QuerySet[Conversation]:
     """Members, last message and the caller's unread count in a constant number of queries."""
     my_read_seq = Member.objects.filter(conversation=OuterRef(OuterRef("pk")), user_id=user_id).values("read_seq")[:1]
+    # COUNT(*) over (conversation, seq, sender_id) only: an index-only range scan of the
+    # messages after the cursor (index `message_unread`), never the message rows.
     unread = (
         Message.objects.filter(conversation=OuterRef("pk"))
         .exclude(sender_id=user_id)
         .filter(seq__gt=Subquery(my_read_seq))
+        .order_by()
         .values("conversation")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
         .values("n")
     )
     last_id = Message.objects.filter(conversation=OuterRef("pk")).order_by("-seq").values("id")[:1]
