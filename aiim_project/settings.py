@@ -137,6 +137,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
     _db["ENGINE"] = "django.db.backends.postgresql"
     _db["CONN_MAX_AGE"] = 0  # the pool owns connection reuse
+    # The pool checks a connection before handing it out: after a database restart its idle
+    # connections are dead, and without the check the first requests after recovery fail.
+    _db["CONN_HEALTH_CHECKS"] = True
     _db["OPTIONS"] = {
         "pool": {
             "min_size": env.int("DB_POOL_MIN", default=2),

@@ -146,11 +146,22 @@ class TcpProxy:
     def restore(self) -> None:
         self._cut = False
 
+    async def _shutdown(self) -> None:
+        self._server.close()
+        self._abort_all()
+        # Aborted transports close their sockets on the next loop iterations: let them, or
+        # the database keeps the sessions behind them open.
+        await asyncio.sleep(0.2)
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._abort_all)
-        self._loop.call_soon_threadsafe(self._server.close)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
 
 # --- HTTP -------------------------------------------------------------------------------
