@@ -1,0 +1,42 @@
+"""Each server process reaps idle streams in the background, started lazily by the first
+stream frame it handles (Daphne has no start-up hook). Every process may run one: the
+reaper's row locks make that safe. Operators can also run `manage.py abort_stale_streams`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from . import services
+
+logger = logging.getLogger("aiim.streaming")
+
+_tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
+
+
+def interval() -> float:
+    # A stream is aborted at most a quarter of the timeout late.
+    return max(0.2, settings.STREAM_IDLE_TIMEOUT / 4)
+
+
+async def _run() -> None:
+    while True:
+        await asyncio.sleep(interval())
+        try:
+            reaped = await database_sync_to_async(services.streams_reap)()
+        except Exception as exc:  # a database outage must not kill the loop
+            logger.warning("stream reaper failed: %s", type(exc).__name__)
+            continue
+        if reaped:
+            logger.info("aborted %d idle streams", len(reaped))
+
+
+def ensure_running() -> None:
+    loop = asyncio.get_running_loop()
+    task = _tasks.get(loop)
+    if task is None or task.done():
+        _tasks[loop] = loop.create_task(_run(), name="aiim-stream-reaper")

@@ -1,0 +1,256 @@
+"""Stream lifecycle: append a chunk (the first one starts the stream), abort, reap.
+
+A stream is one `messaging.Message` named by the sender's `client_msg_id`. Its row always
+holds the text so far (`content`, a JSON string) and the exact `stream_chunk_count`, both
+written in the transaction that accepts a chunk, together with the chunk's own row (used
+for gap fill). An accepted chunk is therefore committed before it is acknowledged.
+
+Events, published after commit:
+  * the first chunk: `message.created` with the message as it was BEFORE that chunk
+    (content "", chunk_count 0), then `message.stream_chunk` 0..0, like every chunk. So a
+    subscriber always resumes the chunk events at the delivered message's chunk_count;
+  * every chunk: `message.stream_chunk` (chunk_index == last_chunk_index: no coalescing);
+  * completion, abort, reaper: `message.updated` with the final message.
+
+Concurrency: a chunk is applied by one conditional UPDATE (`WHERE stream_state='streaming'
+AND stream_chunk_count = <the index it was read at>`); a writer that loses a race re-reads
+the row under a lock and decides again. Starting a stream takes the conversation row lock
+(the seq path), so two first chunks of one stream cannot both create it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from messaging import events
+from messaging.errors import Conflict, Forbidden, Invalid, NotFound
+from messaging.metrics import STREAM_CHUNKS
+from messaging.models import Member, Message, MessageType, StreamState
+from messaging.rendering import message_dict
+from messaging.selectors import conversation_for_member
+from messaging.services import MAX_ID_LENGTH, check_content_size, insert_with_seq, lock_for_member, publish_message_created
+
+from .models import StreamChunk
+from .rendering import chunk_event
+
+# A streamed reply comes from an AI model: the message type is fixed, clients need not say it.
+STREAM_MESSAGE_TYPE = MessageType.AI
+REAP_BATCH = 500
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    message: Message  # the stream after this call
+    started: bool  # this chunk created the stream (REST answers 201)
+    chunk_index: int
+    applied: bool  # False for a repeat of an index already accepted
+    stream_end: bool  # the stream is completed and this chunk was its last
+
+
+def _check_ids(conversation_id: Any, client_msg_id: Any) -> None:
+    if not isinstance(conversation_id, str) or not conversation_id or len(conversation_id) > 64:
+        raise Invalid("conversation_id must be a conversation id.", errors={"conversation_id": ["Invalid."]})
+    if not isinstance(client_msg_id, str) or not client_msg_id or len(client_msg_id) > MAX_ID_LENGTH or "\x00" in client_msg_id:
+        raise Invalid(
+            "client_msg_id (the stream's id) must be a non-empty string.", errors={"client_msg_id": ["Invalid."]}
+        )
+
+
+def _check_chunk(chunk: Any, chunk_index: Any, stream_end: Any) -> None:
+    if not isinstance(chunk, str):
+        raise Invalid("chunk must be a string.", errors={"chunk": ["Expected a string."]})
+    if chunk_index is not None and (isinstance(chunk_index, bool) or not isinstance(chunk_index, int) or chunk_index < 0):
+        raise Invalid("chunk_index must be an integer >= 0.", errors={"chunk_index": ["Invalid."]})
+    if not isinstance(stream_end, bool):
+        raise Invalid("stream_end must be a boolean.", errors={"stream_end": ["Expected a boolean."]})
+
+
+def _own_stream(*, tenant: str, sender: str, conversation_id: str, client_msg_id: str, lock: bool) -> Message | None:
+    """The caller's message named client_msg_id, with whether the caller is still a member
+    (one query: the hot path of every chunk)."""
+    qs = Message.objects.filter(
+        tenant=tenant, conversation_id=conversation_id, sender_id=sender, client_msg_id=client_msg_id
+    ).annotate(is_member=Exists(Member.objects.filter(conversation_id=OuterRef("conversation_id"), user_id=sender)))
+    if lock:
+        qs = qs.select_for_update(of=("self",))
+    message = qs.first()
+    if message is None:
+        return None
+    if not message.is_member:
+        raise Forbidden("You are not a member of this conversation.")
+    if message.stream_state is None:
+        raise Conflict("client_msg_id names an ordinary message, not a stream.")
+    return message
+
+
+def _refuse_other_senders_stream(conversation_id: str, sender: str, client_msg_id: str) -> None:
+    """A stream id names one stream per conversation: only its sender writes to it."""
+    taken = (
+        Message.objects.filter(conversation_id=conversation_id, client_msg_id=client_msg_id, stream_state__isnull=False)
+        .exclude(sender_id=sender)
+        .exists()
+    )
+    if taken:
+        raise Forbidden("Only the stream's sender may write to it.")
+
+
+def _publish_updated(message: Message) -> None:
+    events.publish_on_commit(
+        [events.conversation_group(message.tenant, message.conversation_id)],
+        events.build(
+            message.conversation_id,
+            "message.updated",
+            {"message": message_dict(message)},
+            seq=message.seq,
+            message_id=message.id,
+            stream_state=message.stream_state,
+        ),
+    )
+
+
+def _apply(message: Message, *, index: int, chunk: str, stream_end: bool, now: datetime) -> bool:
+    """Append chunk `index` if the stream is still open at exactly that index."""
+    text = (message.content or "") + chunk
+    check_content_size(text)  # MAX_MESSAGE_BYTES bounds the whole text, not one chunk
+    state = StreamState.COMPLETED if stream_end else StreamState.STREAMING
+    updated = Message.objects.filter(
+        pk=message.pk, stream_state=StreamState.STREAMING, stream_chunk_count=index
+    ).update(content=text, stream_chunk_count=index + 1, stream_updated_at=now, stream_state=state)
+    if not updated:
+        return False
+    StreamChunk.objects.create(message_id=message.pk, index=index, text=chunk)
+    message.content, message.stream_chunk_count, message.stream_updated_at, message.stream_state = text, index + 1, now, state
+    groups = [events.conversation_group(message.tenant, message.conversation_id)]
+    events.publish_on_commit(groups, chunk_event(message, first=index, last=index, delta=chunk, stream_end=stream_end))
+    if stream_end:
+        _publish_updated(message)
+    transaction.on_commit(STREAM_CHUNKS.inc)
+    return True
+
+
+def _start(
+    *, tenant: str, sender: str, conversation_id: str, client_msg_id: str, chunk: str, chunk_index: int | None, stream_end: bool, now: datetime
+) -> ChunkResult | None:
+    """Create the stream with its first chunk; None if another request created it first."""
+    check_content_size(chunk)  # before the seq is allocated: a refused chunk consumes none
+    conversation = lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=sender)
+    if Message.objects.filter(conversation=conversation, sender_id=sender, client_msg_id=client_msg_id).exists():
+        return None
+    _refuse_other_senders_stream(conversation.id, sender, client_msg_id)
+    if chunk_index not in (None, 0):
+        raise Conflict("A stream starts at chunk_index 0.", expected_chunk_index=0)
+    message = insert_with_seq(
+        conversation,
+        tenant=tenant,
+        sender_id=sender,
+        type=STREAM_MESSAGE_TYPE,
+        content="",
+        client_msg_id=client_msg_id,
+        metadata={},
+        stream_state=StreamState.STREAMING,
+        stream_updated_at=now,
+    )
+    publish_message_created(tenant, message)  # built now: content "" and chunk_count 0
+    _apply(message, index=0, chunk=chunk, stream_end=stream_end, now=now)
+    return ChunkResult(message=message, started=True, chunk_index=0, applied=True, stream_end=stream_end)
+
+
+@transaction.atomic
+def stream_append(
+    *,
+    tenant: str,
+    sender: str,
+    conversation_id: str,
+    client_msg_id: str,
+    chunk: str,
+    chunk_index: int | None = None,
+    stream_end: bool = False,
+) -> ChunkResult:
+    """Accept one chunk of the caller's stream `client_msg_id`, starting it if it is new.
+
+    `chunk_index` defaults to the next one. A repeat of an accepted index is acknowledged
+    again and changes nothing (even after the stream ended: it is a retry, not new text);
+    an index beyond the next one, or any new chunk for an ended stream, is a 409.
+    """
+    _check_ids(conversation_id, client_msg_id)
+    _check_chunk(chunk, chunk_index, stream_end)
+    now = timezone.now()
+    for attempt in range(3):
+        message = _own_stream(
+            tenant=tenant, sender=sender, conversation_id=conversation_id, client_msg_id=client_msg_id, lock=attempt > 0
+        )
+        if message is None:
+            started = _start(
+                tenant=tenant,
+                sender=sender,
+                conversation_id=conversation_id,
+                client_msg_id=client_msg_id,
+                chunk=chunk,
+                chunk_index=chunk_index,
+                stream_end=stream_end,
+                now=now,
+            )
+            if started is not None:
+                return started
+            continue
+        expected = message.stream_chunk_count
+        index = expected if chunk_index is None else chunk_index
+        if index < expected:
+            ended_here = message.stream_state == StreamState.COMPLETED and index == expected - 1
+            return ChunkResult(message=message, started=False, chunk_index=index, applied=False, stream_end=ended_here)
+        if message.stream_state != StreamState.STREAMING:
+            raise Conflict(f"The stream has ended ({message.stream_state}).", stream_state=message.stream_state)
+        if index > expected:
+            raise Conflict(f"chunk_index {index} is ahead; the next expected is {expected}.", expected_chunk_index=expected)
+        if _apply(message, index=index, chunk=chunk, stream_end=stream_end, now=now):
+            return ChunkResult(message=message, started=False, chunk_index=index, applied=True, stream_end=stream_end)
+    # Only reachable if the row changed under a lock, which the lock forbids.
+    raise Conflict("The stream changed while this chunk was written; retry.")
+
+
+@transaction.atomic
+def stream_abort(*, tenant: str, sender: str, conversation_id: str, client_msg_id: str) -> Message:
+    """End the caller's open stream as `aborted`, keeping the text that arrived."""
+    _check_ids(conversation_id, client_msg_id)
+    message = _own_stream(tenant=tenant, sender=sender, conversation_id=conversation_id, client_msg_id=client_msg_id, lock=True)
+    if message is None:
+        conversation_for_member(tenant=tenant, user_id=sender, conversation_id=conversation_id)
+        _refuse_other_senders_stream(conversation_id, sender, client_msg_id)
+        raise NotFound("Stream not found.")
+    if message.stream_state != StreamState.STREAMING:
+        raise Conflict(f"The stream has ended ({message.stream_state}).", stream_state=message.stream_state)
+    now = timezone.now()
+    Message.objects.filter(pk=message.pk).update(stream_state=StreamState.ABORTED, stream_updated_at=now)
+    message.stream_state, message.stream_updated_at = StreamState.ABORTED, now
+    _publish_updated(message)
+    return message
+
+
+@transaction.atomic
+def streams_reap(*, now: datetime | None = None, limit: int = REAP_BATCH) -> list[Message]:
+    """Abort streams with no chunk for STREAM_IDLE_TIMEOUT seconds, keeping what arrived.
+
+    Safe to run in every process at once: rows are locked (a row another reaper or a chunk
+    holds is skipped this round), and a chunk racing the reaper re-reads the row and gets 409.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.STREAM_IDLE_TIMEOUT)
+    stale = list(
+        Message.objects.select_for_update(skip_locked=True)
+        .filter(stream_state=StreamState.STREAMING, stream_updated_at__lt=cutoff)
+        .order_by("stream_updated_at")[:limit]
+    )
+    if not stale:
+        return []
+    Message.objects.filter(pk__in=[m.pk for m in stale]).update(stream_state=StreamState.ABORTED, stream_updated_at=now)
+    for message in stale:
+        message.stream_state, message.stream_updated_at = StreamState.ABORTED, now
+        _publish_updated(message)
+    return stale
