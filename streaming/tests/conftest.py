@@ -1,0 +1,60 @@
+"""Helpers for the streaming tests: a frame handler's caller and a real channel-layer listener."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+from channels.layers import get_channel_layer
+
+from messaging import events
+
+
+@dataclass
+class FakeConnection:
+    """What a frame handler uses of the gateway connection."""
+
+    tenant: str = "default"
+    user_id: str = "alice"
+    conn_id: str = "c1"
+    subscribed: list[str] = field(default_factory=list)
+
+    async def subscribe(self, conversation_id, since_seq):
+        self.subscribed.append(conversation_id)
+        return {"type": "subscribed", "conversation_id": conversation_id, "last_seq": 0}
+
+    async def unsubscribe(self, conversation_id):
+        self.subscribed.remove(conversation_id)
+
+
+class Listener:
+    """A channel on the real channel layer that joined a conversation's group."""
+
+    def __init__(self, layer, channel: str):
+        self.layer, self.channel = layer, channel
+
+    async def next(self, timeout: float = 5.0) -> dict:
+        message = await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+        message["data"] = orjson.loads(message["frame"])["data"]
+        return message
+
+    async def until(self, predicate, timeout: float = 10.0) -> list[dict]:
+        """Every event up to and including the first that satisfies predicate."""
+        seen = []
+        while True:
+            seen.append(await self.next(timeout))
+            if predicate(seen[-1]):
+                return seen
+
+
+@pytest.fixture
+def listen():
+    async def join(conversation_id: str, tenant: str = "default") -> Listener:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(events.conversation_group(tenant, conversation_id), channel)
+        return Listener(layer, channel)
+
+    return join

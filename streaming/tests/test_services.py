@@ -1,0 +1,416 @@
+import random
+import threading
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from messaging import selectors as messaging_selectors
+from messaging.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from messaging.models import Conversation, Message
+from streaming import services
+from streaming.gapfill import chunk_gap_loader, load_chunks
+from streaming.models import StreamChunk
+
+pytestmark = pytest.mark.django_db
+
+
+def append(conv, chunk, sender="alice", cmid="s1", tenant="default", **kw):
+    return services.stream_append(
+        tenant=tenant, sender=sender, conversation_id=conv.id, client_msg_id=cmid, chunk=chunk, **kw
+    )
+
+
+def row(cmid="s1", sender="alice"):
+    return Message.objects.get(client_msg_id=cmid, sender_id=sender)
+
+
+def test_first_chunk_starts_one_ai_message_with_a_seq(make_conversation, send):
+    conv = make_conversation()
+    send(conv, content="before")
+    result = append(conv, "Hel")
+    assert result.started and result.applied and result.chunk_index == 0
+    m = row()
+    assert (m.seq, m.type, m.content, m.stream_state, m.stream_chunk_count) == (2, "ai", "Hel", "streaming", 1)
+    assert list(StreamChunk.objects.values_list("index", "text")) == [(0, "Hel")]
+    assert Conversation.objects.get(pk=conv.pk).last_seq == 2
+
+
+def test_chunks_append_in_order_and_end_completes(make_conversation):
+    conv = make_conversation()
+    parts = ["Hel", "lo, ", "", "wor", "ld  "]
+    for i, part in enumerate(parts):
+        result = append(conv, part, stream_end=i == len(parts) - 1)
+        assert (result.chunk_index, result.started) == (i, i == 0)
+    m = row()
+    assert (m.content, m.stream_chunk_count, m.stream_state) == ("Hello, world  ", 5, "completed")
+    assert result.stream_end
+    assert Message.objects.count() == 1
+
+
+def test_repeated_index_is_acked_again_and_not_applied(make_conversation):
+    conv = make_conversation()
+    append(conv, "a", chunk_index=0)
+    append(conv, "b", chunk_index=1)
+    again = append(conv, "b", chunk_index=1)
+    assert (again.applied, again.chunk_index, again.started) == (False, 1, False)
+    first_again = append(conv, "a", chunk_index=0)
+    assert (first_again.applied, first_again.started) == (False, False)
+    assert (row().content, row().stream_chunk_count) == ("ab", 2)
+    append(conv, "c", chunk_index=2, stream_end=True)
+    retry_of_last = append(conv, "c", chunk_index=2, stream_end=True)
+    assert (retry_of_last.applied, retry_of_last.stream_end) == (False, True)
+    assert row().content == "abc"
+
+
+def test_index_ahead_is_a_conflict_naming_the_expected_one(make_conversation):
+    conv = make_conversation()
+    with pytest.raises(Conflict) as exc:
+        append(conv, "x", chunk_index=3)
+    assert exc.value.extra["expected_chunk_index"] == 0
+    assert not Message.objects.exists()
+    assert Conversation.objects.get(pk=conv.pk).last_seq == 0  # no seq consumed
+    append(conv, "a")
+    with pytest.raises(Conflict) as exc:
+        append(conv, "x", chunk_index=2)
+    assert exc.value.extra["expected_chunk_index"] == 1
+    assert (row().content, row().stream_chunk_count) == ("a", 1)
+
+
+@pytest.mark.parametrize("end", ["complete", "abort"])
+def test_chunk_or_abort_for_an_ended_stream_is_a_conflict(make_conversation, end):
+    conv = make_conversation()
+    append(conv, "a")
+    if end == "complete":
+        append(conv, "b", stream_end=True)
+    else:
+        services.stream_abort(tenant="default", sender="alice", conversation_id=conv.id, client_msg_id="s1")
+    with pytest.raises(Conflict):
+        append(conv, "c")
+    with pytest.raises(Conflict):
+        append(conv, "c", chunk_index=row().stream_chunk_count)
+    with pytest.raises(Conflict):
+        services.stream_abort(tenant="default", sender="alice", conversation_id=conv.id, client_msg_id="s1")
+    assert row().content == ("ab" if end == "complete" else "a")
+
+
+def test_abort_keeps_the_text_that_arrived(make_conversation):
+    conv = make_conversation()
+    append(conv, "partial ")
+    append(conv, "answer")
+    message = services.stream_abort(tenant="default", sender="alice", conversation_id=conv.id, client_msg_id="s1")
+    assert (message.stream_state, message.content) == ("aborted", "partial answer")
+    assert (row().stream_state, row().content, row().stream_chunk_count) == ("aborted", "partial answer", 2)
+
+
+def test_abort_of_an_unknown_stream_is_not_found(make_conversation):
+    conv = make_conversation()
+    with pytest.raises(NotFound):
+        services.stream_abort(tenant="default", sender="alice", conversation_id=conv.id, client_msg_id="nope")
+
+
+def test_only_the_sender_writes_to_a_stream(make_conversation):
+    conv = make_conversation(others=("bob",))
+    append(conv, "mine")
+    with pytest.raises(Forbidden):
+        append(conv, "hijack", sender="bob")
+    with pytest.raises(Forbidden):
+        services.stream_abort(tenant="default", sender="bob", conversation_id=conv.id, client_msg_id="s1")
+    assert (row().content, row().stream_state, Message.objects.count()) == ("mine", "streaming", 1)
+
+
+def test_a_non_member_cannot_start_or_continue_a_stream(make_conversation):
+    conv = make_conversation(others=("bob",))
+    with pytest.raises(Forbidden):
+        append(conv, "x", sender="mallory")
+    append(conv, "a")
+    with pytest.raises(Forbidden):
+        append(conv, "x", sender="mallory")
+    with pytest.raises(Forbidden):
+        services.stream_abort(tenant="default", sender="mallory", conversation_id=conv.id, client_msg_id="s1")
+    assert row().content == "a"
+
+
+def test_a_removed_member_cannot_continue_their_stream(make_conversation):
+    from messaging.services import member_remove
+
+    conv = make_conversation(others=("bob",))
+    append(conv, "a", sender="bob")
+    member_remove(tenant="default", actor="alice", conversation_id=conv.id, user_id="bob")
+    with pytest.raises(Forbidden):
+        append(conv, "b", sender="bob")
+    assert row(sender="bob").content == "a"
+
+
+def test_another_tenants_conversation_is_exactly_a_missing_one(make_conversation):
+    theirs = make_conversation(tenant="acme", creator="alice", others=("bob",))
+    services.stream_append(tenant="acme", sender="alice", conversation_id=theirs.id, client_msg_id="s1", chunk="a")
+    outcomes = []
+    for conversation_id in (theirs.id, "does-not-exist"):
+        with pytest.raises(NotFound) as chunk_exc:
+            services.stream_append(tenant="default", sender="alice", conversation_id=conversation_id, client_msg_id="s1", chunk="x")
+        with pytest.raises(NotFound) as abort_exc:
+            services.stream_abort(tenant="default", sender="alice", conversation_id=conversation_id, client_msg_id="s1")
+        outcomes.append((chunk_exc.value.detail, abort_exc.value.detail))
+    assert outcomes[0] == outcomes[1]
+    assert Message.objects.get().content == "a"
+
+
+@pytest.mark.parametrize(
+    "kw, error",
+    [
+        ({"client_msg_id": None}, Invalid),
+        ({"client_msg_id": ""}, Invalid),
+        ({"chunk": 42}, Invalid),
+        ({"chunk": None}, Invalid),
+        ({"chunk": ["a"]}, Invalid),
+        ({"chunk": "nul\x00"}, Invalid),
+        ({"chunk_index": -1}, Invalid),
+        ({"chunk_index": True}, Invalid),
+        ({"chunk_index": "1"}, Invalid),
+        ({"stream_end": "yes"}, Invalid),
+        ({"conversation_id": 7}, Invalid),
+    ],
+)
+def test_bad_input_is_refused_and_the_stream_is_unharmed(make_conversation, kw, error):
+    conv = make_conversation()
+    append(conv, "ok")
+    args = {"tenant": "default", "sender": "alice", "conversation_id": conv.id, "client_msg_id": "s1", "chunk": "bad"}
+    with pytest.raises(error):
+        services.stream_append(**{**args, **kw})
+    assert (row().content, row().stream_chunk_count, row().stream_state) == ("ok", 1, "streaming")
+    assert StreamChunk.objects.count() == 1
+
+
+def test_the_size_limit_bounds_the_whole_text(make_conversation, settings):
+    settings.MAX_MESSAGE_BYTES = 100
+    conv = make_conversation()
+    with pytest.raises(TooLarge):
+        append(conv, "x" * 200)
+    assert not Message.objects.exists()
+    append(conv, "x" * 60)
+    with pytest.raises(TooLarge):
+        append(conv, "y" * 60)
+    assert (row().content, row().stream_chunk_count) == ("x" * 60, 1)
+    append(conv, "y" * 30, stream_end=True)
+    assert row().content == "x" * 60 + "y" * 30
+
+
+def test_client_msg_id_of_an_ordinary_message_is_not_a_stream(make_conversation, send):
+    conv = make_conversation()
+    send(conv, content="plain", client_msg_id="s1")
+    with pytest.raises(Conflict):
+        append(conv, "x")
+    assert row().content == "plain"
+
+
+def test_a_stream_interleaved_with_messages_keeps_seq_order_and_counts_once(make_conversation, send):
+    conv = make_conversation(others=("bob",))
+    send(conv, content="q1")
+    append(conv, "an")
+    send(conv, sender="bob", content="q2")
+    append(conv, "swer")
+    send(conv, content="q3")
+    append(conv, "!", stream_end=True)
+    page = messaging_selectors.messages_page(tenant="default", user_id="bob", conversation_id=conv.id)
+    assert [(m.seq, m.content) for m in page.messages] == [(1, "q1"), (2, "answer!"), (3, "q2"), (4, "q3")]
+    views, _ = messaging_selectors.conversation_list(tenant="default", user_id="bob")
+    assert views[0].unread_count == 3  # q1, the stream and q3: the stream is one message
+
+
+def test_two_streams_in_one_conversation_stay_separate(make_conversation):
+    conv = make_conversation(others=("bot",))
+    for i in range(5):
+        append(conv, f"a{i}", cmid="A")
+        append(conv, f"b{i}", cmid="B", sender="bot")
+        append(conv, f"c{i}", cmid="C")
+    assert row("A").content == "a0a1a2a3a4"
+    assert row("B", "bot").content == "b0b1b2b3b4"
+    assert row("C").content == "c0c1c2c3c4"
+    assert sorted(Message.objects.values_list("seq", flat=True)) == [1, 2, 3]
+
+
+def test_one_chunk_costs_one_read_and_two_writes(make_conversation, django_assert_num_queries):
+    conv = make_conversation()
+    append(conv, "a")
+    # SELECT the stream (with membership), conditional UPDATE, INSERT the chunk row; the
+    # service's transaction is a SAVEPOINT/RELEASE pair inside the test's transaction.
+    with django_assert_num_queries(5):
+        append(conv, "b")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_apply_every_chunk_exactly_once(make_conversation):
+    conv = make_conversation()
+    append(conv, "start;")
+    errors = []
+
+    def writer(n):
+        try:
+            for i in range(10):
+                append(conv, f"{n}.{i};")
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    m = row()
+    chunks = list(StreamChunk.objects.filter(message=m).order_by("index").values_list("text", flat=True))
+    assert m.stream_chunk_count == 41 == len(chunks)
+    assert m.content == "".join(chunks)
+    assert sorted(chunks[1:]) == sorted(f"{n}.{i};" for n in range(4) for i in range(10))
+    for n in range(4):  # one writer's chunks keep their order
+        mine = [c for c in chunks if c.startswith(f"{n}.")]
+        assert mine == [f"{n}.{i};" for i in range(10)]
+
+
+def test_reaper_aborts_only_idle_streams_keeping_their_text(make_conversation, settings):
+    settings.STREAM_IDLE_TIMEOUT = 60
+    conv = make_conversation()
+    append(conv, "old", cmid="idle")
+    append(conv, "new", cmid="busy")
+    append(conv, "done", cmid="ended", stream_end=True)
+    long_ago = timezone.now() - timedelta(seconds=120)
+    Message.objects.filter(client_msg_id__in=["idle", "ended"]).update(stream_updated_at=long_ago)
+    reaped = services.streams_reap()
+    assert [m.client_msg_id for m in reaped] == ["idle"]
+    assert (row("idle").stream_state, row("idle").content) == ("aborted", "old")
+    assert row("busy").stream_state == "streaming"
+    assert row("ended").stream_state == "completed"
+    with pytest.raises(Conflict):
+        append(conv, "late", cmid="idle")
+    assert services.streams_reap() == []
+    later = services.streams_reap(now=timezone.now() + timedelta(seconds=61))
+    assert [m.client_msg_id for m in later] == ["busy"]
+
+
+def test_abort_stale_streams_command(make_conversation, settings, capsys):
+    settings.STREAM_IDLE_TIMEOUT = 60
+    conv = make_conversation()
+    append(conv, "old")
+    Message.objects.update(stream_updated_at=timezone.now() - timedelta(seconds=61))
+    call_command("abort_stale_streams")
+    assert "aborted 1 stale stream(s)" in capsys.readouterr().out
+    assert row().stream_state == "aborted"
+
+
+def test_gap_loader_returns_exactly_the_missing_chunks(make_conversation):
+    conv = make_conversation()
+    parts = [f"p{i} " for i in range(6)]
+    for part in parts[:4]:
+        append(conv, part)
+    m = row()
+    filled = load_chunks(m.id, 2)
+    assert (filled["chunk_index"], filled["last_chunk_index"]) == (2, 3)
+    import orjson
+
+    data = orjson.loads(filled["frame"])["data"]
+    assert data["event"] == "message.stream_chunk"
+    assert (data["delta"], data["chunk"], data["stream_end"], data["seq"], data["stream_id"]) == ("p2 p3 ", "p2 p3 ", False, m.seq, "s1")
+    assert load_chunks(m.id, 4) is None
+    append(conv, parts[4])
+    append(conv, parts[5], stream_end=True)
+    data = orjson.loads(load_chunks(m.id, 5)["frame"])["data"]
+    assert (data["delta"], data["stream_end"], data["chunk_index"], data["last_chunk_index"]) == ("p5 ", True, 5, 5)
+    assert orjson.loads(load_chunks(m.id, 0)["frame"])["data"]["delta"] == "".join(parts)
+
+
+def test_streaming_app_installs_the_gap_loader():
+    from messaging import delivery
+
+    assert delivery.chunk_gap_loader is chunk_gap_loader
+
+
+# --- events on the real channel layer --------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_events_created_before_the_first_chunk_then_every_chunk_then_updated(make_conversation, listen):
+    conv = await database_sync_to_async(make_conversation)()
+    listener = await listen(conv.id)
+    call = database_sync_to_async(services.stream_append)
+    ids = {"tenant": "default", "sender": "alice", "conversation_id": conv.id, "client_msg_id": "s1"}
+    await call(**ids, chunk="Hel")
+    await call(**ids, chunk="lo")
+    await call(**ids, chunk="lo", chunk_index=1)  # a repeat publishes nothing
+    await call(**ids, chunk="!", stream_end=True)
+    got = await listener.until(lambda e: e["event"] == "message.updated")
+    assert [e["event"] for e in got] == ["message.created"] + ["message.stream_chunk"] * 3 + ["message.updated"]
+    created = got[0]["data"]["message"]
+    assert (created["content"], created["stream"]) == ("", {"stream_id": "s1", "state": "streaming", "chunk_count": 0})
+    assert created["type"] == "ai"
+    assert got[0]["stream"]["chunk_count"] == 0  # the route field the gateway follows
+    for index, (event, delta) in enumerate(zip(got[1:4], ["Hel", "lo", "!"])):
+        assert {k: event[k] for k in ("seq", "message_id", "chunk_index", "last_chunk_index")} == {
+            "seq": created["seq"],
+            "message_id": created["message_id"],
+            "chunk_index": index,
+            "last_chunk_index": index,
+        }
+        data = event["data"]
+        assert (data["delta"], data["chunk"], data["chunk_index"], data["last_chunk_index"]) == (delta, delta, index, index)
+        assert (data["stream_id"], data["seq"], data["message_id"]) == ("s1", created["seq"], created["message_id"])
+        assert data["stream_end"] == (index == 2)
+    final = got[4]
+    assert (final["seq"], final["message_id"], final["stream_state"]) == (created["seq"], created["message_id"], "completed")
+    assert final["data"]["message"]["content"] == "Hello!"
+    assert final["data"]["message"]["stream"] == {"stream_id": "s1", "state": "completed", "chunk_count": 3}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["abort", "reaper"])
+async def test_abort_and_reaper_emit_updated_with_the_final_message(make_conversation, listen, how, settings):
+    settings.STREAM_IDLE_TIMEOUT = 60
+    conv = await database_sync_to_async(make_conversation)()
+    ids = {"tenant": "default", "sender": "alice", "conversation_id": conv.id, "client_msg_id": "s1"}
+    await database_sync_to_async(services.stream_append)(**ids, chunk="kept")
+    listener = await listen(conv.id)
+    if how == "abort":
+        await database_sync_to_async(services.stream_abort)(**ids)
+    else:
+        await database_sync_to_async(services.streams_reap)(now=timezone.now() + timedelta(seconds=61))
+    event = await listener.next()
+    assert (event["event"], event["stream_state"]) == ("message.updated", "aborted")
+    assert event["data"]["message"]["content"] == "kept"
+    assert event["data"]["message"]["stream"]["state"] == "aborted"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_late_joiner_reconstructs_the_text_from_history_and_live_chunks(make_conversation, listen):
+    """Join at a random point of a 500-chunk stream: REST-style history (text so far +
+    chunk_count) followed by the live chunk events from that count gives the final text."""
+    conv = await database_sync_to_async(make_conversation)()
+    ids = {"tenant": "default", "sender": "alice", "conversation_id": conv.id, "client_msg_id": "s1"}
+    rng = random.Random(4)
+    parts = [rng.choice(["tok", " ", "é", "\n", "好", "x" * rng.randint(1, 5)]) for _ in range(500)]
+    join_at = rng.randint(1, 498)
+
+    def write(start, stop):
+        for i in range(start, stop):
+            services.stream_append(**ids, chunk=parts[i], stream_end=i == len(parts) - 1)
+
+    await database_sync_to_async(write)(0, join_at)
+    listener = await listen(conv.id)  # join first, then read: nothing falls in between
+    page = await database_sync_to_async(messaging_selectors.messages_page)(
+        tenant="default", user_id="bob", conversation_id=conv.id
+    )
+    snapshot = page.messages[0]
+    text, next_chunk = snapshot.content, snapshot.stream_chunk_count
+    assert next_chunk >= join_at
+    await database_sync_to_async(write)(join_at, len(parts))
+    for event in await listener.until(lambda e: e["event"] == "message.updated"):
+        if event["event"] == "message.stream_chunk" and event["last_chunk_index"] >= next_chunk:
+            assert event["chunk_index"] == next_chunk
+            text += event["data"]["delta"]
+            next_chunk = event["last_chunk_index"] + 1
+    assert text == "".join(parts)
+    assert next_chunk == 500
