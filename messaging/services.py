@@ -118,7 +118,7 @@ def conversation_create(
     """
     if type not in ConversationType.values:
         raise Invalid("type must be 'direct' or 'group'.", errors={"type": ["Invalid choice."]})
-    roles: dict[str, str] = {}
+    roles: dict[str, str] = {creator: Role.OWNER}  # first, so the owner is listed first
     for user_id in member_ids or []:
         roles.setdefault(check_user_id(user_id, "member_ids"), Role.MEMBER)
     for spec in members or []:

@@ -145,6 +145,7 @@ def test_create_group_conversation(api):
     assert (body["type"], body["name"], body["metadata"], body["last_seq"]) == ("group", "team", {"topic": "x"}, 0)
     roles = {m["user_id"]: m["role"] for m in body["members"]}
     assert roles == {"alice": "owner", "bob": "member", "bot": "assistant"}
+    assert body["members"][0]["user_id"] == "alice"
     assert body["last_message"] is None and body["unread_count"] == 0
     assert body["created_at"].endswith("Z")
 
