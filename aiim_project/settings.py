@@ -205,6 +205,13 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Instant messaging for AI applications. See PROTOCOL.md for the WebSocket contract.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs pages are public: no token needed to read how to get one.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "aiim_project.schema.add_error_responses",
+    ],
 }
 
 LOGGING = {

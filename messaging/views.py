@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from . import selectors, services
 from .metrics import MESSAGES_CREATED
+from .openapi import ConversationListOut, ConversationOut, MessageEnvelopeOut, MessageHistoryOut
 from .rendering import conversation_dict, message_dict, StatusView
 from .serializers import (
     ConversationCreateIn,
@@ -40,7 +41,11 @@ def conversation_response(request: Request, conversation_id: str, code: int = 20
 
 
 class ConversationListView(APIView):
-    @extend_schema(parameters=[ConversationListQuery], summary="List my conversations, most recent activity first")
+    @extend_schema(
+        parameters=[ConversationListQuery],
+        responses=ConversationListOut,
+        summary="List my conversations, most recent activity first",
+    )
     def get(self, request: Request) -> Response:
         q = parse(ConversationListQuery, request.query_params)
         views, next_cursor = selectors.conversation_list(
@@ -48,7 +53,11 @@ class ConversationListView(APIView):
         )
         return Response({"conversations": [render_view(v) for v in views], "next_cursor": next_cursor})
 
-    @extend_schema(request=ConversationCreateIn, summary="Create a conversation (direct ones are de-duplicated)")
+    @extend_schema(
+        request=ConversationCreateIn,
+        responses={201: ConversationOut, 200: ConversationOut},
+        summary="Create a conversation (direct ones are de-duplicated)",
+    )
     def post(self, request: Request) -> Response:
         data = parse(ConversationCreateIn, request.data)
         services.check_tenant(request.user.tenant, data.get("tenant_id"))
@@ -65,13 +74,15 @@ class ConversationListView(APIView):
 
 
 class ConversationDetailView(APIView):
-    @extend_schema(summary="One conversation")
+    @extend_schema(responses=ConversationOut, summary="One conversation")
     def get(self, request: Request, conversation_id: str) -> Response:
         return conversation_response(request, conversation_id)
 
 
 class MembersView(APIView):
-    @extend_schema(request=MembersAddIn, summary="Add members (owner only; not for direct conversations)")
+    @extend_schema(
+        request=MembersAddIn, responses=ConversationOut, summary="Add members (owner only; not for direct conversations)"
+    )
     def post(self, request: Request, conversation_id: str) -> Response:
         data = parse(MembersAddIn, request.data)
         services.check_tenant(request.user.tenant, data.get("tenant_id"))
@@ -95,7 +106,11 @@ class MemberDetailView(APIView):
 
 
 class MessageSendView(APIView):
-    @extend_schema(request=MessageSendIn, summary="Send a message (idempotent on client_msg_id)")
+    @extend_schema(
+        request=MessageSendIn,
+        responses={201: MessageEnvelopeOut, 200: MessageEnvelopeOut},
+        summary="Send a message (idempotent on client_msg_id)",
+    )
     def post(self, request: Request) -> Response:
         data = parse(MessageSendIn, request.data)
         services.check_tenant(request.user.tenant, data.get("tenant_id"))
@@ -119,6 +134,7 @@ class MessageSendView(APIView):
 class MessageHistoryView(APIView):
     @extend_schema(
         parameters=[MessageHistoryQuery, OpenApiParameter("conversation_id", str, OpenApiParameter.PATH)],
+        responses=MessageHistoryOut,
         summary="History, ascending by seq",
     )
     def get(self, request: Request, conversation_id: str) -> Response:
