@@ -22,3 +22,17 @@ class ReadIn(serializers.Serializer):
     last_read_seq = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, required=False)
     user_id = serializers.CharField(required=False, max_length=200)
     tenant_id = serializers.CharField(required=False, max_length=200)
+
+
+class ReceiptOut(serializers.Serializer):
+    user_id = serializers.CharField()
+    delivered_at = serializers.DateTimeField(allow_null=True)
+    read_at = serializers.DateTimeField(allow_null=True)
+
+
+class MessageReceiptsOut(serializers.Serializer):
+    """Documents the response; the view renders it directly."""
+
+    conversation_id = serializers.CharField()
+    message_id = serializers.CharField()
+    receipts = ReceiptOut(many=True)

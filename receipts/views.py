@@ -13,7 +13,7 @@ from messaging.services import check_tenant
 
 from . import selectors, services
 from .models import CursorKind
-from .serializers import DeliveredIn, ReadIn
+from .serializers import DeliveredIn, MessageReceiptsOut, ReadIn
 
 
 def parse(serializer_class, data) -> dict:
@@ -58,7 +58,10 @@ class ReadView(APIView):
 
 
 class MessageReceiptsView(APIView):
-    @extend_schema(summary="Delivered and read times of one message, for every member but its sender")
+    @extend_schema(
+        responses=MessageReceiptsOut,
+        summary="Delivered and read times of one message, for every member but its sender (and members who joined after it)",
+    )
     def get(self, request: Request, conversation_id: str, message_id: str) -> Response:
         result = selectors.message_receipts(
             tenant=request.user.tenant,
