@@ -334,5 +334,7 @@ class OrderedDelivery:
 
     async def _flush(self) -> None:
         out, self._out = self._out, []
+        if self._closed:  # unsubscribed (or removed) while a read was in flight
+            return
         for frame in out:
             await self._send(frame)

@@ -27,6 +27,7 @@ from django.conf import settings
 
 from aiim_project import ratelimit
 from messaging import delivery, events, presence, selectors
+from messaging.frames import FrameSpec
 from messaging.errors import AiimError, Invalid, NotFound, RateLimited, TooLarge, as_aiim_error
 from messaging.metrics import ERRORS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT
 
@@ -180,9 +181,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await self._renew_presence(now)
         frame: Any = None
         try:
-            frame = self._parse(message)
-            spec = FRAMES[frame["type"]]
-            WS_FRAMES_IN.labels(frame["type"]).inc()
+            frame = self._decode(message)
+            spec = self._spec(frame)
             self._check_required(frame, spec.required)
             if spec.rate_limited:
                 await ratelimit.acheck(self.tenant, self.user_id)
@@ -199,7 +199,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         for step in after:
             await step()
 
-    def _parse(self, message: dict) -> dict:
+    @staticmethod
+    def _decode(message: dict) -> dict:
         text = message.get("text")
         if text is None:
             raise Invalid("Frames must be JSON text, not binary.")
@@ -211,11 +212,16 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             raise Invalid("Frame is not valid JSON.") from None
         if not isinstance(frame, dict):
             raise Invalid("Frame must be a JSON object.")
-        frame_type = frame.get("type")
-        if not isinstance(frame_type, str) or frame_type not in FRAMES:
-            WS_FRAMES_IN.labels("unknown").inc()
-            raise Invalid(f"Unknown frame type {frame_type!r}." if isinstance(frame_type, str) else "Frame has no 'type'.")
         return frame
+
+    @staticmethod
+    def _spec(frame: dict) -> FrameSpec:
+        frame_type = frame.get("type")
+        if isinstance(frame_type, str) and frame_type in FRAMES:
+            WS_FRAMES_IN.labels(frame_type).inc()
+            return FRAMES[frame_type]
+        WS_FRAMES_IN.labels("unknown").inc()
+        raise Invalid(f"Unknown frame type {frame_type!r}." if isinstance(frame_type, str) else "Frame has no 'type'.")
 
     @staticmethod
     def _check_required(frame: dict, required: dict[str, type | tuple[type, ...]]) -> None:

@@ -1,0 +1,484 @@
+"""The gateway through channels.testing.WebsocketCommunicator: every frame, error and close
+code, tenant isolation for every frame, and the live effects (events, membership, presence)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import django.db
+import orjson
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.core.exceptions import ImproperlyConfigured
+
+from aiim_project.asgi import application
+from aiim_project.gateway import consumer as gateway
+from aiim_project.gateway.table import merge
+from messaging import frames, services
+from messaging.frames import FrameSpec
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMEOUT = 3
+
+
+@pytest.fixture
+async def ws(token):
+    opened: list[WebsocketCommunicator] = []
+
+    async def connect(user: str = "alice", tenant: str = "default", *, ttl: int | None = 3600, **kw) -> WebsocketCommunicator:
+        comm = WebsocketCommunicator(application, f"/api/aiim/ws?token={token(user, tenant, ttl)}", **kw)
+        connected, _ = await comm.connect(timeout=TIMEOUT)
+        assert connected
+        opened.append(comm)
+        # The accept goes out before the user group and presence are set up; the first
+        # answer proves the connect handler finished.
+        assert await request(comm, {"type": "ping"}) == {"type": "pong"}
+        return comm
+
+    yield connect
+    for comm in opened:
+        await comm.disconnect()
+
+
+@pytest.fixture
+def conv(make_conversation):
+    async def make(creator="alice", others=("bob",), **kw):
+        return await database_sync_to_async(make_conversation)(creator, others, **kw)
+
+    return make
+
+
+async def recv(comm: WebsocketCommunicator) -> dict:
+    return await comm.receive_json_from(timeout=TIMEOUT)
+
+
+async def request(comm: WebsocketCommunicator, frame: dict) -> dict:
+    await comm.send_json_to(frame)
+    return await recv(comm)
+
+
+async def closed_with(comm: WebsocketCommunicator, timeout: float = TIMEOUT) -> int:
+    message = await comm.receive_output(timeout=timeout)
+    while message["type"] == "websocket.send":
+        message = await comm.receive_output(timeout=timeout)
+    assert message["type"] == "websocket.close"
+    return message["code"]
+
+
+async def subscribed(comm, conversation_id: str, **kw) -> dict:
+    reply = await request(comm, {"type": "subscribe", "conversation_id": conversation_id, **kw})
+    assert reply["type"] == "subscribed", reply
+    return reply
+
+
+def data(frame: dict) -> dict:
+    assert frame["type"] == "event", frame
+    return frame["data"]
+
+
+async def send_db(conversation_id: str, sender: str = "alice", content="hi", tenant="default", **kw):
+    message, _ = await database_sync_to_async(services.message_send)(
+        tenant=tenant, sender=sender, conversation_id=conversation_id, content=content, **kw
+    )
+    return message
+
+
+# --- authentication ---------------------------------------------------------------------
+
+
+async def test_query_token_connects(ws):
+    comm = await ws("alice")
+    assert await request(comm, {"type": "ping", "req_id": "p1"}) == {"type": "pong", "req_id": "p1"}
+
+
+async def test_bearer_subprotocol_is_selected(token):
+    comm = WebsocketCommunicator(application, "/api/aiim/ws", subprotocols=["bearer", token("alice")])
+    connected, subprotocol = await comm.connect(timeout=TIMEOUT)
+    assert connected and subprotocol == "bearer"
+    assert (await request(comm, {"type": "ping"}))["type"] == "pong"
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/aiim/ws", "/api/aiim/ws?token=", "/api/aiim/ws?token=not.a.jwt", "/api/aiim/ws?token=EXPIRED", "/api/aiim/ws?token=FORGED"],
+)
+async def test_missing_bad_forged_or_expired_token_is_accepted_then_closed_4401(token, path):
+    path = path.replace("EXPIRED", token("alice", ttl=-10)).replace("FORGED", token("alice")[:-3] + "abc")
+    comm = WebsocketCommunicator(application, path)
+    connected, _ = await comm.connect(timeout=TIMEOUT)
+    assert connected
+    assert await closed_with(comm) == 4401
+
+
+async def test_bad_token_in_subprotocol_still_selects_bearer_then_closes_4401():
+    comm = WebsocketCommunicator(application, "/api/aiim/ws", subprotocols=["bearer", "garbage"])
+    connected, subprotocol = await comm.connect(timeout=TIMEOUT)
+    assert connected and subprotocol == "bearer"
+    assert await closed_with(comm) == 4401
+
+
+async def test_token_expiring_while_connected_closes_4401(ws):
+    comm = await ws("alice", ttl=1)
+    assert (await request(comm, {"type": "ping"}))["type"] == "pong"
+    assert await closed_with(comm, timeout=4) == 4401
+
+
+# --- bad frames -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, code",
+    [
+        ("not json", "invalid"),
+        ("[1, 2]", "invalid"),
+        ('"a string"', "invalid"),
+        ("{}", "invalid"),
+        ('{"type": 5}', "invalid"),
+        ('{"type": "no_such_frame", "req_id": "r"}', "invalid"),
+        ('{"type": "subscribe", "req_id": "r"}', "invalid"),
+        ('{"type": "subscribe", "conversation_id": 7}', "invalid"),
+        ('{"type": "subscribe", "conversation_id": ""}', "invalid"),
+        ('{"type": "subscribe", "conversation_id": "x", "since_seq": "3"}', "invalid"),
+        ('{"type": "subscribe", "conversation_id": "x", "since_seq": -1}', "invalid"),
+        ('{"type": "subscribe", "conversation_id": "x", "since_seq": true}', "invalid"),
+        ('{"type": "send_msg", "conversation_id": "x"}', "invalid"),
+        ('{"type": "typing", "conversation_id": "x"}', "invalid"),
+        ('{"type": "typing", "conversation_id": "x", "state": "dancing"}', "invalid"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_connection_stays_open(ws, text, code):
+    comm = await ws("alice")
+    await comm.send_to(text_data=text)
+    error = await recv(comm)
+    assert error["type"] == "error" and error["code"] == code, error
+    assert isinstance(error["message"], str)
+    if '"req_id": "r"' in text:
+        assert error["req_id"] == "r"
+    assert (await request(comm, {"type": "ping"}))["type"] == "pong"
+
+
+async def test_binary_frame_is_invalid(ws):
+    comm = await ws("alice")
+    await comm.send_to(bytes_data=b"\x00\x01")
+    assert (await recv(comm))["code"] == "invalid"
+    assert (await request(comm, {"type": "ping"}))["type"] == "pong"
+
+
+async def test_oversized_frame_is_too_large(ws, settings):
+    settings.MAX_MESSAGE_BYTES = 100
+    comm = await ws("alice")
+    big = orjson.dumps({"type": "send_msg", "conversation_id": "x", "content": "a" * 20000, "req_id": "big"}).decode()
+    await comm.send_to(text_data=big)
+    error = await recv(comm)
+    assert error["code"] == "too_large"
+    assert (await request(comm, {"type": "ping"}))["type"] == "pong"
+
+
+async def test_error_frame_names_the_conversation(ws, conv):
+    c = await conv()
+    comm = await ws("alice")
+    error = await request(comm, {"type": "send_msg", "conversation_id": c.id, "content": "", "req_id": "e"})
+    assert error == {
+        "type": "error",
+        "code": "invalid",
+        "message": error["message"],
+        "errors": error["errors"],
+        "req_id": "e",
+        "conversation_id": c.id,
+    }
+
+
+# --- subscribe / unsubscribe -------------------------------------------------------------
+
+
+async def test_subscribe_then_live_messages_in_order(ws, conv):
+    c = await conv()
+    await send_db(c.id, content="before")
+    alice, bob = await ws("alice"), await ws("bob")
+    reply = await subscribed(bob, c.id, req_id="s1")
+    assert reply == {"type": "subscribed", "conversation_id": c.id, "last_seq": 1, "req_id": "s1"}
+    await bob.receive_nothing(timeout=0.1)  # no replay without since_seq
+    for i in range(5):
+        ack = await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": f"m{i}", "req_id": f"r{i}"})
+        assert ack["type"] == "ack" and ack["event"] == "message.sent" and ack["req_id"] == f"r{i}"
+    got = [data(await recv(bob)) for _ in range(5)]
+    assert [d["message"]["seq"] for d in got] == [2, 3, 4, 5, 6]
+    assert [d["message"]["content"] for d in got] == [f"m{i}" for i in range(5)]
+    assert all(d["event"] == "message.created" and d["conversation_id"] == c.id for d in got)
+    await bob.receive_nothing(timeout=0.1)
+
+
+async def test_subscribe_with_since_seq_replays_then_goes_live(ws, conv):
+    c = await conv()
+    for i in range(4):
+        await send_db(c.id, content=f"old{i}")
+    bob = await ws("bob")
+    reply = await subscribed(bob, c.id, since_seq=1)
+    assert reply["last_seq"] == 4 and "recovered" not in reply
+    assert [data(await recv(bob))["message"]["seq"] for _ in range(3)] == [2, 3, 4]
+    await send_db(c.id, content="new")
+    assert data(await recv(bob))["message"]["seq"] == 5
+    await bob.receive_nothing(timeout=0.1)
+
+
+async def test_subscribe_with_too_many_missed_is_not_recovered(ws, conv, settings):
+    settings.WS_RECOVERY_LIMIT = 3
+    c = await conv()
+    for i in range(5):
+        await send_db(c.id, content=f"old{i}")
+    bob = await ws("bob")
+    reply = await subscribed(bob, c.id, since_seq=0)
+    assert reply["recovered"] is False and reply["last_seq"] == 5
+    await bob.receive_nothing(timeout=0.1)
+    await send_db(c.id, content="new")
+    assert data(await recv(bob))["message"]["seq"] == 6
+
+
+async def test_subscribe_not_member_is_forbidden(ws, conv):
+    c = await conv("alice", ("bob",))
+    carol = await ws("carol")
+    error = await request(carol, {"type": "subscribe", "conversation_id": c.id})
+    assert error["code"] == "forbidden"
+    await send_db(c.id)
+    await carol.receive_nothing(timeout=0.2)
+
+
+async def test_unsubscribe_stops_events(ws, conv):
+    c = await conv()
+    bob = await ws("bob")
+    await subscribed(bob, c.id)
+    reply = await request(bob, {"type": "unsubscribe", "conversation_id": c.id, "req_id": "u"})
+    assert reply == {"type": "unsubscribed", "conversation_id": c.id, "req_id": "u"}
+    await send_db(c.id)
+    await bob.receive_nothing(timeout=0.2)
+    assert (await request(bob, {"type": "unsubscribe", "conversation_id": c.id}))["code"] == "not_found"
+
+
+# --- send_msg ---------------------------------------------------------------------------
+
+
+async def test_send_msg_ack_and_idempotent_repeat(ws, conv):
+    c = await conv()
+    alice, bob = await ws("alice"), await ws("bob")
+    await subscribed(bob, c.id)
+    frame = {"type": "send_msg", "conversation_id": c.id, "content": {"text": "hi"}, "client_msg_id": "k1", "msg_type": "ai"}
+    first = await request(alice, {**frame, "req_id": "a"})
+    again = await request(alice, {**frame, "req_id": "b"})
+    assert first["seq"] == again["seq"] == 1 and first["message_id"] == again["message_id"]
+    assert first["client_msg_id"] == "k1" and again["req_id"] == "b"
+    event = data(await recv(bob))
+    assert event["message"]["type"] == "ai" and event["message"]["content"] == {"text": "hi"}
+    await bob.receive_nothing(timeout=0.2)  # one event for two sends
+
+
+async def test_send_msg_errors(ws, conv, settings):
+    settings.MAX_MESSAGE_BYTES = 50
+    c = await conv("alice", ("bob",))
+    alice, carol = await ws("alice"), await ws("carol")
+    assert (await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x" * 100}))["code"] == "too_large"
+    assert (await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x", "msg_type": "nope"}))["code"] == "invalid"
+    assert (await request(carol, {"type": "send_msg", "conversation_id": c.id, "content": "x"}))["code"] == "forbidden"
+    assert (await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x", "tenant_id": "other"}))["code"] == "tenant_mismatch"
+
+
+async def test_dependency_failure_in_a_handler_is_unavailable_and_the_connection_lives(ws, conv, monkeypatch):
+    c = await conv()
+    alice = await ws("alice")
+
+    def database_down(**kw):
+        raise django.db.OperationalError("connection refused")
+
+    monkeypatch.setattr(services, "message_send", database_down)
+    error = await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x", "req_id": "d"})
+    assert error["code"] == "unavailable" and error["req_id"] == "d"
+    assert (await request(alice, {"type": "ping"}))["type"] == "pong"
+
+
+# --- typing, ping ------------------------------------------------------------------------
+
+
+async def test_typing_reaches_the_others_not_the_typist(ws, conv):
+    c = await conv("alice", ("bob",))
+    alice, alice2, bob = await ws("alice"), await ws("alice"), await ws("bob")
+    for comm in (alice, alice2, bob):
+        await subscribed(comm, c.id)
+    await alice.send_json_to({"type": "typing", "conversation_id": c.id, "state": "thinking"})
+    event = data(await recv(bob))
+    assert event == {"event": "typing", "conversation_id": c.id, "user_id": "alice", "state": "thinking"}
+    await alice.receive_nothing(timeout=0.1)
+    await alice2.receive_nothing(timeout=0.1)
+
+
+async def test_typing_without_subscription_checks_membership(ws, conv):
+    c = await conv("alice", ("bob",))
+    carol, bob = await ws("carol"), await ws("bob")
+    await subscribed(bob, c.id)
+    assert (await request(carol, {"type": "typing", "conversation_id": c.id, "state": "typing"}))["code"] == "forbidden"
+    await bob.receive_nothing(timeout=0.1)
+    alice = await ws("alice")
+    await alice.send_json_to({"type": "typing", "conversation_id": c.id, "state": "idle"})
+    assert data(await recv(bob))["state"] == "idle"
+
+
+async def test_pong_gets_no_answer(ws):
+    comm = await ws("alice")
+    await comm.send_json_to({"type": "pong"})
+    await comm.receive_nothing(timeout=0.1)
+
+
+async def test_server_pings_when_idle_then_closes_4408(ws, settings):
+    settings.WS_PING_INTERVAL = 0.2
+    settings.WS_IDLE_TIMEOUT = 0.7
+    comm = await ws("alice")
+    assert await comm.receive_json_from(timeout=1) == {"type": "ping"}
+    assert await closed_with(comm, timeout=2) == 4408
+
+
+async def test_client_frames_keep_the_connection_alive(ws, settings):
+    settings.WS_PING_INTERVAL = 0.2
+    settings.WS_IDLE_TIMEOUT = 0.5
+    comm = await ws("alice")
+    for _ in range(6):  # 1.2 s in total, well past the idle timeout
+        await asyncio.sleep(0.2)
+        await comm.send_json_to({"type": "pong"})
+    while not await comm.receive_nothing(timeout=0.05):
+        assert (await recv(comm)) == {"type": "ping"}
+    assert (await request(comm, {"type": "ping"}))["type"] == "pong"
+
+
+# --- rate limit and flood ----------------------------------------------------------------
+
+
+async def test_rate_limited_frames_error_then_flooding_closes_4429(ws, conv, settings):
+    settings.RATE_LIMIT_PER_SEC = 2
+    c = await conv()
+    alice = await ws("alice")
+    codes = []
+    for i in range(gateway.FLOOD_STRIKES + 10):
+        await alice.send_json_to({"type": "typing", "conversation_id": c.id, "state": "typing", "req_id": str(i)})
+    while True:
+        message = await alice.receive_output(timeout=TIMEOUT)
+        if message["type"] == "websocket.close":
+            break
+        frame = orjson.loads(message["text"])
+        codes.append(frame.get("code"))
+    assert message["code"] == 4429
+    assert codes.count("rate_limited") == gateway.FLOOD_STRIKES + 1
+    assert set(codes) == {"rate_limited"}
+
+
+async def test_unlimited_frames_are_not_counted(ws, settings):
+    settings.RATE_LIMIT_PER_SEC = 1
+    comm = await ws("alice")
+    for _ in range(5):
+        assert (await request(comm, {"type": "ping"}))["type"] == "pong"
+
+
+# --- tenant isolation: another tenant's conversation answers like a missing one --------
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "subscribe"},
+        {"type": "subscribe", "since_seq": 0},
+        {"type": "unsubscribe"},
+        {"type": "send_msg", "content": "x"},
+        {"type": "typing", "state": "typing"},
+    ],
+)
+async def test_other_tenants_conversation_is_not_found_like_a_missing_one(ws, conv, frame):
+    theirs = await conv("alice", ("bob",), tenant="acme")
+    await send_db(theirs.id, tenant="acme")
+    alice = await ws("alice", tenant="default")
+    alice_acme = await ws("alice", tenant="acme")
+    await subscribed(alice_acme, theirs.id)
+    foreign = await request(alice, {**frame, "conversation_id": theirs.id, "req_id": "x"})
+    missing = await request(alice, {**frame, "conversation_id": "no-such-conversation", "req_id": "x"})
+    assert foreign["code"] == missing["code"] == "not_found"
+    assert {k: v for k, v in foreign.items() if k != "conversation_id"} == {k: v for k, v in missing.items() if k != "conversation_id"}
+    await alice_acme.receive_nothing(timeout=0.1)  # nothing leaked into the real tenant's stream
+
+
+async def test_same_ids_in_two_tenants_do_not_share_events(ws, conv):
+    c = await conv("alice", ("bob",), tenant="acme")
+    bob_default = await ws("bob", tenant="default")
+    bob_acme = await ws("bob", tenant="acme")
+    await subscribed(bob_acme, c.id)
+    await send_db(c.id, tenant="acme")
+    assert data(await recv(bob_acme))["message"]["seq"] == 1
+    await bob_default.receive_nothing(timeout=0.2)
+
+
+# --- membership and the user group ------------------------------------------------------
+
+
+async def test_removed_member_stops_receiving_at_once(ws, conv):
+    c = await conv("alice", ("bob", "carol"))
+    bob, carol = await ws("bob"), await ws("carol")
+    await subscribed(bob, c.id)
+    await subscribed(carol, c.id)
+    await database_sync_to_async(services.member_remove)(tenant="default", actor="alice", conversation_id=c.id, user_id="bob")
+    left_bob = data(await recv(bob))
+    left_carol = data(await recv(carol))
+    assert left_bob["event"] == left_carol["event"] == "member.left"
+    assert left_bob["user_id"] == "bob"
+    await bob.receive_nothing(timeout=0.1)  # the copy from the user group is not repeated
+    await send_db(c.id)
+    assert data(await recv(carol))["event"] == "message.created"
+    await bob.receive_nothing(timeout=0.2)
+    assert not (await request(bob, {"type": "subscribe", "conversation_id": c.id}))["type"] == "subscribed"
+
+
+async def test_added_member_hears_of_it_without_subscribing(ws, conv):
+    c = await conv("alice", ("bob",))
+    dave = await ws("dave")
+    await database_sync_to_async(services.member_add)(tenant="default", actor="alice", conversation_id=c.id, user_ids=["dave"])
+    event = data(await recv(dave))
+    assert event["event"] == "member.joined" and event["user_id"] == "dave"
+    await dave.receive_nothing(timeout=0.1)
+
+
+# --- presence --------------------------------------------------------------------------
+
+
+async def test_presence_online_while_a_connection_lives(ws, api):
+    def presence(user_ids: str, tenant: str = "default") -> dict:
+        r = api("zed", tenant).get(f"/api/aiim/presence?user_ids={user_ids}")
+        assert r.status_code == 200, r.content
+        return {p["user_id"]: p for p in r.json()["presence"]}
+
+    lookup = database_sync_to_async(presence)
+    assert (await lookup("pia"))["pia"] == {"user_id": "pia", "online": False, "last_seen_at": None}
+    first, second = await ws("pia"), await ws("pia")
+    now = await lookup("pia,quinn")
+    assert now["pia"]["online"] is True and now["pia"]["last_seen_at"]
+    assert now["quinn"]["online"] is False
+    assert (await lookup("pia", "acme"))["pia"]["online"] is False  # same id, other tenant
+    await first.disconnect()
+    assert (await lookup("pia"))["pia"]["online"] is True
+    await second.disconnect()
+    gone = (await lookup("pia"))["pia"]
+    assert gone["online"] is False and gone["last_seen_at"]
+
+
+# --- the frame table --------------------------------------------------------------------
+
+
+def test_frame_table_refuses_duplicate_frame_types():
+    spec = FrameSpec(handler=frames.ping)
+    with pytest.raises(ImproperlyConfigured, match="'ping'"):
+        merge(("a", {"ping": spec}), ("b", {"ping": spec}))
+    assert set(merge(("a", {"x": spec}), ("b", {"y": spec}))) == {"x", "y"}
+
+
+def test_gateway_table_holds_every_apps_frames():
+    import receipts.frames
+    import streaming.frames
+
+    for table in (frames.FRAMES, receipts.frames.FRAMES, streaming.frames.FRAMES):
+        for frame_type, spec in table.items():
+            assert gateway.FRAMES[frame_type] is spec
