@@ -100,3 +100,46 @@ def test_valid_token_sees_its_own_tenant_only(make_conversation):
     listed = get(signed({"sub": "alice", "tenant": "acme"})).json()["conversations"]
     assert len(listed) == 1
     assert get(signed({"sub": "alice"})).json()["conversations"][0]["conversation_id"] != listed[0]["conversation_id"]
+
+
+@pytest.fixture
+def rs256(settings):
+    """Tokens from an external identity provider, verified with its public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from aiim_project import auth
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    settings.JWT_ALGORITHM, settings.JWT_PUBLIC_KEY = "RS256", public_pem
+    auth._backend.cache_clear()
+    yield private, public_pem
+    settings.JWT_ALGORITHM, settings.JWT_PUBLIC_KEY = "HS256", ""
+    auth._backend.cache_clear()
+
+
+def test_rs256_tokens_from_an_identity_provider(rs256):
+    private, public_pem = rs256
+    principal = decode_token(jwt.encode({"sub": "idp-user", "tenant": "acme"}, private, algorithm="RS256"))
+    assert (principal.user_id, principal.tenant) == ("idp-user", "acme")
+    with pytest.raises(TokenInvalid):  # our own HS256 secret no longer signs anything
+        decode_token(signed({"sub": "alice"}))
+    with pytest.raises(TokenInvalid):  # algorithm confusion: the public key used as an HMAC secret
+        decode_token(hs256_by_hand({"sub": "alice"}, public_pem.encode()))
+
+
+def hs256_by_hand(claims: dict, key: bytes) -> str:
+    """PyJWT refuses to sign with a PEM key as HMAC secret; an attacker would not."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(raw: bytes) -> bytes:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(json.dumps(claims).encode())
+    return (signing_input + b"." + b64(hmac.new(key, signing_input, hashlib.sha256).digest())).decode()

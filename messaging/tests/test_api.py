@@ -405,6 +405,13 @@ def test_history_paging(ten, world, api):
     assert seqs(alice.get(f"{API}/messages/{c}?limit=1")) == [10]
 
 
+def test_empty_query_parameters_count_as_absent(ten, world, api):
+    """PROTOCOL.md writes the history URL as `?limit=50&before_id=&before_seq=&after_seq=`."""
+    r = api("alice").get(f"{API}/messages/{world['group']}?limit=50&before_id=&before_seq=&after_seq=")
+    assert seqs(r) == list(range(1, 11))
+    assert api("alice").get(f"{API}/conversations?limit=&cursor=").status_code == 200
+
+
 def test_history_status_as_seen_by_the_sender(ten, world, api):
     Member.objects.filter(conversation_id=world["group"], user_id="alice").update(delivered_seq=6, read_seq=4)
     messages = api("bob").get(f"{API}/messages/{world['group']}").json()["messages"]
@@ -539,6 +546,27 @@ def test_rate_limit_window_lives_in_redis(world, api, settings):
     counted, answer = in_one_window(fill_from_elsewhere)
     assert counted == 1
     assert_error(answer, 429, "rate_limited")
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+def test_rate_limit_is_shared_by_two_server_processes(daphne, token):
+    import urllib.error
+    import urllib.request
+
+    servers = daphne(2, RATE_LIMIT_PER_SEC="3")
+    auth = {"Authorization": f"Bearer {token('alice')}", "Content-Type": "application/json"}
+
+    def post(server) -> int:
+        request = urllib.request.Request(f"{server.url}{API}/messages", data=b"{}", headers=auth)
+        try:
+            urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as answer:
+            return answer.code
+        return 200
+
+    codes = in_one_window(lambda window: [post(servers[i % 2]) for i in range(4)])
+    assert codes == [400, 400, 400, 429]
 
 
 # --- dependency outages ---------------------------------------------------------------
