@@ -1,0 +1,151 @@
+"""Container files: no Docker engine runs here, so the image's entry commands run directly
+(same command lines, same environment shape) and the compose files are checked for shape
+(and with `docker compose config` where the compose plugin exists)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aiim_project.tests.helpers import free_port, http
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def dockerfile_json(instruction: str) -> list[str]:
+    """The exec-form argument list of the last `instruction` line (HEALTHCHECK: its CMD)."""
+    lines = [line for line in DOCKERFILE.splitlines() if line.startswith(instruction + " ")]
+    assert lines, f"no {instruction} in the Dockerfile"
+    args = lines[-1].split(" CMD ", 1)[1] if instruction == "HEALTHCHECK" else lines[-1][len(instruction) + 1 :]
+    return json.loads(args)
+
+
+def container_env(**extra: str) -> dict[str, str]:
+    """The environment the image gives its process, with the venv standing in for the
+    image's site-packages."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        DEBUG="false",
+        SECRET_KEY="container-test-secret",
+        JWT_SECRET="container-test-jwt-secret",
+        PYTHONUNBUFFERED="1",
+        LOG_LEVEL="WARNING",
+    )
+    env.update(extra)
+    return env
+
+
+def database_url() -> str:
+    from django.db import connection
+
+    sd = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{sd['NAME']}"
+    return f"postgres://{sd['USER'] or 'postgres'}@{sd['HOST'] or '127.0.0.1'}:{sd['PORT'] or 5432}/{sd['NAME']}"
+
+
+def test_image_is_slim_non_root_and_never_migrates_on_start():
+    assert re.search(r"^FROM python:3\.11-slim\b", DOCKERFILE, re.M)
+    users = re.findall(r"^USER (\S+)", DOCKERFILE, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert "migrate" not in " ".join(dockerfile_json("CMD"))
+    assert dockerfile_json("HEALTHCHECK") == ["python", "docker/healthcheck.py"]
+
+
+def test_image_installs_runtime_requirements_only():
+    requirements = (ROOT / "requirements.txt").read_text()
+    runtime = requirements.split("\n# Tests", 1)[0]  # what the Dockerfile's sed keeps
+    assert "sed '/^# Tests/,$d' requirements.txt" in DOCKERFILE
+    assert "daphne==" in runtime and "psycopg" in runtime and "drf-spectacular==" in runtime
+    assert "pytest==" not in runtime
+
+
+@pytest.mark.e2e
+def test_container_command_serves_and_passes_its_healthcheck(transactional_db, tmp_path):
+    port = free_port()
+    env = container_env(PORT=str(port), DATABASE_URL=database_url())
+    log = open(tmp_path / "container.log", "wb")
+    proc = subprocess.Popen(dockerfile_json("CMD"), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        healthcheck = dockerfile_json("HEALTHCHECK")
+        deadline = time.monotonic() + 30
+        while subprocess.run(healthcheck, cwd=ROOT, env=env, capture_output=True).returncode != 0:
+            assert proc.poll() is None, (tmp_path / "container.log").read_text()
+            assert time.monotonic() < deadline, "the healthcheck never passed"
+            time.sleep(0.3)
+        status, _, body = http("GET", f"http://127.0.0.1:{port}/health")
+        assert status == 200, body
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def test_healthcheck_fails_when_nothing_listens():
+    env = container_env(PORT=str(free_port()))
+    assert subprocess.run(dockerfile_json("HEALTHCHECK"), cwd=ROOT, env=env, capture_output=True).returncode == 1
+
+
+def compose(name: str) -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def test_migrate_one_shot_command_builds_a_fresh_database(tmp_path):
+    command = compose("docker-compose.yml")["services"]["migrate"]["command"]
+    db = tmp_path / "fresh.sqlite3"
+    result = subprocess.run(
+        command, cwd=ROOT, env=container_env(DATABASE_URL=f"sqlite:///{db}"), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    tables = {row[0] for row in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
+    assert {"messaging_conversation", "messaging_message", "auth_user"} <= tables
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.prod.yml"])
+def test_compose_runs_migrations_once_before_the_service(name):
+    services = compose(name)["services"]
+    assert {"postgres", "redis", "migrate", "aiim"} <= set(services)
+    assert services["migrate"]["command"] == ["python", "manage.py", "migrate", "--noinput"]
+    assert services["aiim"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    env = services["aiim"]["environment"]
+    assert env["DATABASE_URL"].startswith("postgres://") and env["REDIS_URL"].startswith("redis://redis:")
+    assert env["DEBUG"] == "false"
+
+
+def test_prod_runs_replicas_behind_nginx_with_websocket_upgrade():
+    services = compose("docker-compose.prod.yml")["services"]
+    assert services["aiim"]["deploy"]["replicas"] > 1
+    assert "ports" not in services["aiim"]  # only nginx is published
+    mounts = " ".join(services["nginx"]["volumes"])
+    assert "docs/deploy/nginx.conf" in mounts
+    conf = (ROOT / "docs" / "deploy" / "nginx.conf").read_text()
+    ws = conf[conf.index("location = /api/aiim/ws") :]
+    ws = ws[: ws.index("}")]
+    assert "proxy_set_header Upgrade $http_upgrade;" in ws
+    assert "proxy_set_header Connection $connection_upgrade;" in ws
+    assert "proxy_http_version 1.1;" in ws
+    assert int(re.search(r"proxy_read_timeout (\d+)s", ws).group(1)) > 60  # beyond WS_IDLE_TIMEOUT
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.prod.yml"])
+def test_docker_compose_config_accepts_the_files(name):
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("the docker compose plugin is not installed here")
+    env = {**os.environ, "SECRET_KEY": "s", "JWT_SECRET": "j", "POSTGRES_PASSWORD": "p", "AIIM_HOST": "chat.example.com"}
+    result = subprocess.run(shlex.split(f"{docker} compose -f {name} config -q"), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
