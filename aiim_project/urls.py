@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from aiim_project import health
@@ -21,6 +22,7 @@ urlpatterns = [
     path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("health", health.health, name="health"),
     path("health/live", health.live, name="health-live"),
+    path("ws-test", TemplateView.as_view(template_name="ws_test.html"), name="ws-test"),
     path("admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),
 ]
