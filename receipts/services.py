@@ -35,7 +35,6 @@ MAX_MESSAGE_ID = 64
 @dataclass(frozen=True)
 class CursorUpdate:
     conversation_id: str
-    kind: str
     # The seq the client asked for, after clamping to the conversation's last seq.
     target_seq: int
     advanced: bool
@@ -106,7 +105,9 @@ def _publish(tenant: str, member: Member, kind: str, seq: int, message_id: str |
         if message_id is not None:
             data["message_id"] = message_id
         groups = [events.conversation_group(tenant, conversation_id)]
-    events.publish_on_commit(groups, events.build(conversation_id, f"receipt.{kind}", data))
+    # The `user_id` route field lets the gateway tell the reader's own connections without
+    # decoding the frame.
+    events.publish_on_commit(groups, events.build(conversation_id, f"receipt.{kind}", data, user_id=member.user_id))
 
 
 @transaction.atomic
@@ -126,8 +127,6 @@ def cursor_advance(
     `seq_field`/`id_field` name the fields in error messages (the wire names differ between
     REST and frames). Publishes `receipt.<kind>` after commit, only if the cursor moved.
     """
-    if kind not in CursorKind.values:
-        raise Invalid("kind must be 'delivered' or 'read'.")
     _check_position(seq, message_id, seq_field, id_field)
     member = _member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
     if message_id is not None:
@@ -143,4 +142,4 @@ def cursor_advance(
     advanced = _advance(member, kind, target, now)
     if advanced:
         _publish(tenant, member, kind, target, message_id)
-    return CursorUpdate(conversation_id=member.conversation_id, kind=kind, target_seq=target, advanced=advanced)
+    return CursorUpdate(conversation_id=member.conversation_id, target_seq=target, advanced=advanced)

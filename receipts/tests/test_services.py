@@ -163,7 +163,7 @@ async def test_read_event_reaches_conversation_and_readers_devices_once_per_upda
 
     for layer, channel in ((room, room_ch), (mine, mine_ch)):
         event = await _next_event(layer, channel)
-        assert event["event"] == "receipt.read"
+        assert (event["event"], event["seq"], event["user_id"]) == ("receipt.read", None, "bob")
         assert json.loads(event["frame"])["data"] == {
             "event": "receipt.read",
             "conversation_id": conv.id,
