@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from messaging.events import conversation_group
-from messaging.models import Member
+from messaging.models import Member, Message
 
 CHANGELISTS = [
     "admin:messaging_conversation_changelist",
@@ -143,3 +143,34 @@ async def test_remove_member_action_fires_member_left(make_conversation):
         lambda: sorted(Member.objects.filter(conversation=conversation).values_list("user_id", flat=True))
     )()
     assert remaining == ["alice", "eve"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_abort_stream_action_ends_the_stream_and_fires_message_updated(make_conversation):
+    from streaming import services as streaming
+
+    conversation = await database_sync_to_async(make_conversation)("alice", ["bob"])
+
+    def start_stream():
+        return streaming.stream_append(
+            tenant="default", sender="alice", conversation_id=conversation.id, client_msg_id="answer-1", chunk="Hel"
+        ).message
+
+    stream = await database_sync_to_async(start_stream)()
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(conversation_group("default", conversation.id), channel)
+
+    def act():
+        admin = User.objects.create_superuser("ops", password="x")
+        client = Client()
+        client.force_login(admin)
+        return client.post(
+            reverse("admin:messaging_message_changelist"), {"action": "abort_streams", "_selected_action": [stream.pk]}
+        )
+
+    assert (await database_sync_to_async(act)()).status_code == 302
+    event = await asyncio.wait_for(layer.receive(channel), 5)
+    assert event["event"] == "message.updated"
+    state = await database_sync_to_async(lambda: Message.objects.get(pk=stream.pk).stream_state)()
+    assert state == "aborted"
