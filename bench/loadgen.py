@@ -1,0 +1,714 @@
+"""Black-box load generator for AIIM (run by hand; see bench/README in RESULTS.md).
+
+A separate process from the server: it talks to one or more Daphne processes only over
+HTTP and WebSocket, spreading connections round-robin over the given ports. Each scenario
+is bounded in time and in count and prints one JSON object with throughput, latency
+percentiles, server CPU and RSS (read from /proc of the server PIDs), and correctness per
+subscriber (missing, duplicated and out-of-order messages, which must all be zero).
+
+Latency: every message's content carries the loadgen's send time (`ts`, perf_counter);
+stream chunks are token-sized, so their send times are kept in a table instead.
+
+    JWT_SECRET=... python bench/loadgen.py --ports 18800,18801 --pids 123,456 fanout-light
+
+Tokens are minted with aiim_project.auth.mint_token, so JWT_SECRET (and JWT_ALGORITHM)
+must match the server's. The server should run with RATE_LIMIT_PER_SEC=0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import resource
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import connect as ws_connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiim_project.settings")
+# The loadgen needs only the token signer: keep it off the server's database and Redis.
+for _var in ("DATABASE_URL", "REDIS_URL"):
+    os.environ.pop(_var, None)
+import django  # noqa: E402
+
+django.setup()
+from aiim_project.auth import mint_token  # noqa: E402
+
+TENANT = "bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+now = time.perf_counter
+
+
+# -- server and self accounting from /proc ----------------------------------------------
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class ProcStats:
+    """CPU seconds and RSS of the server processes (and of the loadgen) over a window."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.peak_rss_kb = {pid: 0 for pid in pids}
+        self._sampler: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.t0 = now()
+        self.cpu0 = {pid: _cpu_ticks(pid) for pid in self.pids}
+        self.self0 = _cpu_ticks(os.getpid())
+        self.rss0 = {pid: _rss_kb(pid) for pid in self.pids}
+        self._sampler = asyncio.create_task(self._sample())
+
+    async def _sample(self) -> None:
+        while True:
+            for pid in self.pids:
+                self.peak_rss_kb[pid] = max(self.peak_rss_kb[pid], _rss_kb(pid))
+            await asyncio.sleep(0.5)
+
+    def stop(self) -> dict[str, Any]:
+        if self._sampler:
+            self._sampler.cancel()
+        wall = now() - self.t0
+        out: dict[str, Any] = {"wall_s": round(wall, 2), "server": []}
+        for pid in self.pids:
+            cpu = (_cpu_ticks(pid) - self.cpu0[pid]) / CLK_TCK
+            rss = _rss_kb(pid)
+            self.peak_rss_kb[pid] = max(self.peak_rss_kb[pid], rss)
+            out["server"].append(
+                {
+                    "pid": pid,
+                    "cpu_s": round(cpu, 2),
+                    "cpu_pct": round(100 * cpu / wall, 1),
+                    "rss_start_mb": round(self.rss0[pid] / 1024, 1),
+                    "rss_end_mb": round(rss / 1024, 1),
+                    "rss_peak_mb": round(self.peak_rss_kb[pid] / 1024, 1),
+                }
+            )
+        out["loadgen_cpu_pct"] = round(100 * (_cpu_ticks(os.getpid()) - self.self0) / CLK_TCK / wall, 1)
+        return out
+
+
+def pct(values: list[float]) -> dict[str, Any]:
+    """p50/p95/p99/max in milliseconds."""
+    if not values:
+        return {"n": 0}
+    v = sorted(values)
+    pick = lambda p: round(1000 * v[min(len(v) - 1, int(p * (len(v) - 1) + 0.5))], 2)  # noqa: E731
+    return {"n": len(v), "p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99), "max": round(1000 * v[-1], 2)}
+
+
+# -- a minimal keep-alive HTTP/1.1 client ----------------------------------------------
+# Light on purpose: the loadgen shares one core with everything it measures, and this is
+# all it needs (JSON in, JSON out, Content-Length or chunked answers).
+
+
+class Http:
+    def __init__(self, port: int, token: str) -> None:
+        self.port, self.token = port, token
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        data = orjson.dumps(body) if body is not None else b""
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nAuthorization: Bearer {self.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + data)
+        status_line = await self.reader.readline()
+        if not status_line:
+            await self.close()
+            raise ConnectionError("server closed the connection")
+        status = int(status_line.split()[1])
+        headers: dict[str, str] = {}
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            k, _, v = line.decode("latin-1").partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if "content-length" in headers:
+            payload = await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int((await self.reader.readline()).strip(), 16)
+                if size == 0:
+                    await self.reader.readline()
+                    break
+                parts.append(await self.reader.readexactly(size))
+                await self.reader.readline()
+            payload = b"".join(parts)
+        else:
+            payload = b""
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, (orjson.loads(payload) if payload else None)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+# -- WebSocket client ----------------------------------------------------------------
+
+
+@dataclass
+class StreamView:
+    """What one subscriber saw of one stream."""
+
+    next_chunk: int = 0
+    chunks: int = 0
+    dup: int = 0
+    gaps: int = 0
+    text: list[str] = field(default_factory=list)
+    final: str | None = None
+
+
+class Client:
+    """One WebSocket connection of one user: frames with req_id resolve futures; events are
+    recorded per conversation (seqs in arrival order, latencies)."""
+
+    def __init__(self, user: str, port: int, rec: Recorder) -> None:
+        self.user, self.port, self.rec = user, port, rec
+        self.token = mint_token(user_id=user, tenant=TENANT, ttl=7200)
+        self.pending: dict[str, asyncio.Future] = {}
+        self.seqs: dict[str, list[int]] = defaultdict(list)
+        self.streams: dict[str, StreamView] = {}
+        self._ids = itertools.count()
+        self.ws = None
+        self.reader: asyncio.Task | None = None
+
+    async def open(self) -> float:
+        t0 = now()
+        self.ws = await ws_connect(
+            f"ws://127.0.0.1:{self.port}/api/aiim/ws?token={self.token}",
+            compression=None,
+            ping_interval=None,
+            max_queue=None,
+            open_timeout=30,
+        )
+        took = now() - t0
+        self.reader = asyncio.create_task(self._read())
+        return took
+
+    async def request(self, frame: dict) -> dict:
+        req_id = str(next(self._ids))
+        frame["req_id"] = req_id
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[req_id] = fut
+        await self.ws.send(orjson.dumps(frame).decode())
+        return await fut
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                t = now()
+                frame = orjson.loads(raw)
+                kind = frame.get("type")
+                if kind == "event":
+                    self._on_event(frame["data"], t)
+                elif kind == "ping":
+                    await self.ws.send('{"type":"pong"}')
+                else:
+                    fut = self.pending.pop(frame.get("req_id"), None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(frame)
+                    elif kind == "error":
+                        self.rec.errors[frame.get("code", "?")] += 1
+        except websockets.ConnectionClosed as exc:
+            self.rec.closed[str(exc.rcvd.code if exc.rcvd else "none")] += 1
+        finally:
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("closed"))
+
+    def _on_event(self, data: dict, t: float) -> None:
+        event = data["event"]
+        if event == "message.created":
+            message = data["message"]
+            self.seqs[data["conversation_id"]].append(message["seq"])
+            self.rec.deliveries += 1
+            self.rec.last_delivery = t
+            content = message["content"]
+            if isinstance(content, dict) and "ts" in content:
+                self.rec.delivery_lat.append(t - content["ts"])
+        elif event == "message.stream_chunk":
+            view = self.streams.setdefault(data["message_id"], StreamView())
+            first, last = data["chunk_index"], data["last_chunk_index"]
+            if last < view.next_chunk:
+                view.dup += 1
+            else:
+                if first != view.next_chunk:
+                    view.gaps += 1
+                view.text.append(data["delta"])
+                view.chunks += last - first + 1
+                view.next_chunk = last + 1
+            self.rec.deliveries += 1
+            self.rec.last_delivery = t
+            sent = self.rec.chunk_sent.get((data["message_id"], last))
+            if sent is not None:
+                self.rec.delivery_lat.append(t - sent)
+        elif event == "message.updated":
+            message = data["message"]
+            stream = message.get("stream") or {}
+            if stream.get("state") in ("completed", "aborted"):
+                self.streams.setdefault(message["message_id"], StreamView()).final = message["content"]
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.reader is not None:
+            await asyncio.gather(self.reader, return_exceptions=True)
+
+
+@dataclass
+class Recorder:
+    deliveries: int = 0
+    last_delivery: float = 0.0
+    delivery_lat: list[float] = field(default_factory=list)
+    ack_lat: list[float] = field(default_factory=list)
+    acked: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    chunk_sent: dict[tuple[str, int], float] = field(default_factory=dict)
+    errors: Counter = field(default_factory=Counter)
+    closed: Counter = field(default_factory=Counter)
+
+
+# -- shared set-up -------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.ports: list[int] = args.ports
+        self.pids: list[int] = args.pids
+        self.run = uuid.uuid4().hex[:8]
+        self._rr = itertools.cycle(self.ports)
+        self.args = args
+
+    def user(self, i: int, j: int = 0) -> str:
+        return f"u{self.run}-{i}-{j}"
+
+    def next_port(self) -> int:
+        return next(self._rr)
+
+    async def create_conversation(self, owner: str, others: list[str]) -> str:
+        http = Http(self.ports[0], mint_token(user_id=owner, tenant=TENANT, ttl=7200))
+        try:
+            status, body = await http.request("POST", "/api/aiim/conversations", {"type": "group", "member_ids": others})
+        finally:
+            await http.close()
+        if status != 201:
+            raise RuntimeError(f"create conversation: {status} {body}")
+        return body["conversation_id"]
+
+    async def groups(self, n_conv: int, n_members: int) -> list[tuple[str, list[str]]]:
+        """n_conv conversations of n_members fresh users each (member 0 is the owner)."""
+        sem = asyncio.Semaphore(10)
+
+        async def one(i: int) -> tuple[str, list[str]]:
+            users = [self.user(i, j) for j in range(n_members)]
+            async with sem:
+                return await self.create_conversation(users[0], users[1:]), users
+
+        return await asyncio.gather(*(one(i) for i in range(n_conv)))
+
+    async def connect_all(self, rec: Recorder, groups, limit: int = 100) -> tuple[list[list[Client]], list[float], list[float]]:
+        """One WS per member, round-robin over the ports, each subscribed to its conversation."""
+        sem = asyncio.Semaphore(limit)
+        connect_lat: list[float] = []
+        sub_lat: list[float] = []
+
+        async def one(conv: str, user: str) -> Client:
+            client = Client(user, self.next_port(), rec)
+            async with sem:
+                connect_lat.append(await client.open())
+                t0 = now()
+                reply = await client.request({"type": "subscribe", "conversation_id": conv})
+                sub_lat.append(now() - t0)
+            if reply.get("type") != "subscribed":
+                raise RuntimeError(f"subscribe failed: {reply}")
+            return client
+
+        clients = await asyncio.gather(*(asyncio.gather(*(one(conv, u) for u in users)) for conv, users in groups))
+        return [list(c) for c in clients], connect_lat, sub_lat
+
+
+def correctness(rec: Recorder, groups, clients: list[list[Client]]) -> dict[str, int]:
+    """Per subscriber: acked seqs it never got, seqs it got twice, seqs not above the last."""
+    missing = dup = ooo = unexpected = 0
+    for (conv, _), members in zip(groups, clients):
+        acked = rec.acked[conv]
+        for c in members:
+            got = c.seqs.get(conv, [])
+            seen = set(got)
+            missing += len(acked - seen)
+            dup += len(got) - len(seen)
+            unexpected += len(seen - acked)
+            ooo += sum(1 for a, b in zip(got, got[1:]) if b <= a)
+    return {"missing": missing, "duplicated": dup, "out_of_order": ooo, "unacked_received": unexpected}
+
+
+async def drain(rec: Recorder, groups, clients, timeout: float = 15.0) -> float:
+    """Wait until every subscriber has the highest acked seq of its conversation."""
+    t0 = now()
+    while now() - t0 < timeout:
+        if all(
+            not rec.acked[conv] or max(rec.acked[conv]) in set(c.seqs.get(conv, ()))
+            for (conv, _), members in zip(groups, clients)
+            for c in members
+        ):
+            break
+        await asyncio.sleep(0.05)
+    return now() - t0
+
+
+async def close_all(clients: list[list[Client]]) -> None:
+    await asyncio.gather(*(c.close() for members in clients for c in members), return_exceptions=True)
+
+
+# -- scenarios -----------------------------------------------------------------------
+
+
+async def sender_loop(rec: Recorder, client: Client, conv: str, *, until: float, window: int, max_msgs: int, interval: float | None) -> int:
+    """send_msg with `window` acks outstanding (or one every `interval` s) until the deadline."""
+    sem = asyncio.Semaphore(window)
+    tasks: set[asyncio.Task] = set()
+    sent = 0
+
+    async def one(i: int) -> None:
+        t0 = now()
+        try:
+            reply = await client.request(
+                {
+                    "type": "send_msg",
+                    "conversation_id": conv,
+                    "client_msg_id": f"m{i}",
+                    "content": {"text": f"message {i} from the load generator", "ts": t0},
+                }
+            )
+        except ConnectionError:
+            rec.errors["connection_closed"] += 1
+            return
+        finally:
+            sem.release()
+        if reply.get("type") == "ack":
+            rec.ack_lat.append(now() - t0)
+            rec.acked[conv].add(reply["seq"])
+        else:
+            rec.errors[reply.get("code", "?")] += 1
+
+    next_at = now()
+    while now() < until and sent < max_msgs:
+        if interval is not None:
+            await asyncio.sleep(max(0.0, next_at - now()))
+            next_at += interval
+        await sem.acquire()
+        task = asyncio.create_task(one(sent))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        sent += 1
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)
+    return sent
+
+
+async def fanout(b: Bench, n_conv: int, n_members: int, *, duration: float, window: int, interval: float | None = None) -> dict:
+    rec = Recorder()
+    groups = await b.groups(n_conv, n_members)
+    clients, connect_lat, _ = await b.connect_all(rec, groups)
+    await asyncio.sleep(0.5)
+    stats = ProcStats(b.pids)
+    stats.start()
+    t0 = now()
+    sent = await asyncio.gather(
+        *(
+            sender_loop(rec, members[0], conv, until=t0 + duration, window=window, max_msgs=b.args.max_msgs, interval=interval)
+            for (conv, _), members in zip(groups, clients)
+        )
+    )
+    t_acked = now()
+    drain_s = await drain(rec, groups, clients)
+    proc = stats.stop()
+    acked = sum(len(s) for s in rec.acked.values())
+    elapsed = t_acked - t0
+    result = {
+        "conversations": n_conv,
+        "members": n_members,
+        "connections": n_conv * n_members,
+        "window": window,
+        "interval_ms": None if interval is None else interval * 1000,
+        "sent": sum(sent),
+        "acked": acked,
+        "acked_per_s": round(acked / elapsed, 1),
+        "deliveries": rec.deliveries,
+        "deliveries_per_s": round(rec.deliveries / (max(rec.last_delivery, t_acked) - t0), 1),
+        "ack_latency_ms": pct(rec.ack_lat),
+        "delivery_latency_ms": pct(rec.delivery_lat),
+        "drain_s": round(drain_s, 2),
+        "correctness": correctness(rec, groups, clients),
+        "errors": dict(rec.errors),
+        "closed": dict(rec.closed),
+        **proc,
+    }
+    await close_all(clients)
+    return result
+
+
+async def stream_one(rec: Recorder, client: Client, conv: str, *, chunks: int, window: int) -> tuple[str | None, str]:
+    """Stream `chunks` token-sized chunks with `window` acks outstanding (in order: the
+    server handles one connection's frames one after another)."""
+    stream_id = f"s-{uuid.uuid4().hex[:8]}"
+    sem = asyncio.Semaphore(window)
+    sent_text: list[str] = []
+    message_id: list[str] = []
+    tasks = []
+
+    async def one(i: int, text: str, end: bool) -> None:
+        t0 = now()
+        frame = {"type": "stream_chunk", "conversation_id": conv, "client_msg_id": stream_id, "chunk": text, "chunk_index": i, "stream_end": end}
+        if message_id:
+            rec.chunk_sent[(message_id[0], i)] = t0
+        try:
+            reply = await client.request(frame)
+        finally:
+            sem.release()
+        if reply.get("type") == "ack":
+            rec.ack_lat.append(now() - t0)
+            if not message_id:
+                message_id.append(reply["message_id"])
+            rec.acked[conv].add(i)
+        else:
+            rec.errors[reply.get("code", "?")] += 1
+
+    # The first chunk alone: it creates the message whose id keys the latency table.
+    for i in range(chunks):
+        text = f" tok{i % 1000:03d}"
+        sent_text.append(text)
+        await sem.acquire()
+        tasks.append(asyncio.create_task(one(i, text, i == chunks - 1)))
+        if i == 0:
+            await tasks[0]
+    await asyncio.gather(*tasks)
+    return (message_id[0] if message_id else None), "".join(sent_text)
+
+
+async def stream(b: Bench, n_streams: int, *, chunks: int, subscribers: int, window: int) -> dict:
+    rec = Recorder()
+    groups = await b.groups(n_streams, subscribers)
+    clients, _, _ = await b.connect_all(rec, groups)
+    await asyncio.sleep(0.5)
+    stats = ProcStats(b.pids)
+    stats.start()
+    t0 = now()
+    outcomes = await asyncio.gather(
+        *(stream_one(rec, members[0], conv, chunks=chunks, window=window) for (conv, _), members in zip(groups, clients))
+    )
+    t_acked = now()
+    # Drain: every subscriber has the final message.updated of its stream.
+    while now() - t_acked < 15 and not all(
+        mid is not None and c.streams.get(mid, StreamView()).final is not None
+        for (mid, _), members in zip(outcomes, clients)
+        for c in members
+    ):
+        await asyncio.sleep(0.05)
+    proc = stats.stop()
+    acked = sum(len(s) for s in rec.acked.values())
+    missing = dup = gaps = bad_text = 0
+    for (mid, text), members in zip(outcomes, clients):
+        for c in members:
+            view = c.streams.get(mid, StreamView())
+            missing += chunks - view.chunks
+            dup += view.dup
+            gaps += view.gaps
+            bad_text += int("".join(view.text) != text or view.final != text)
+    elapsed = t_acked - t0
+    result = {
+        "streams": n_streams,
+        "subscribers": subscribers,
+        "chunks_per_stream": chunks,
+        "window": window,
+        "acked_chunks": acked,
+        "chunks_per_s": round(acked / elapsed, 1),
+        "chunk_events": rec.deliveries,
+        "ack_latency_ms": pct(rec.ack_lat),
+        "delivery_latency_ms": pct(rec.delivery_lat),
+        "correctness": {"missing_chunks": missing, "duplicated": dup, "out_of_order": gaps, "text_mismatch": bad_text},
+        "errors": dict(rec.errors),
+        **proc,
+    }
+    await close_all(clients)
+    return result
+
+
+async def rest(b: Bench, n_clients: int, *, duration: float, history_s: float) -> dict:
+    """n_clients keep-alive HTTP clients, each posting into its own conversation."""
+    groups = await b.groups(n_clients, 2)
+    https = [Http(b.next_port(), mint_token(user_id=users[0], tenant=TENANT, ttl=7200)) for _, users in groups]
+    lat: list[float] = []
+    statuses: Counter = Counter()
+    seqs: dict[str, list[int]] = defaultdict(list)
+
+    async def poster(http: Http, conv: str, until: float) -> None:
+        i = 0
+        while now() < until and i < b.args.max_msgs:
+            t0 = now()
+            status, body = await http.request(
+                "POST", "/api/aiim/messages", {"conversation_id": conv, "client_msg_id": f"r{i}", "content": {"text": f"rest {i}", "ts": t0}}
+            )
+            statuses[status] += 1
+            if status == 201:
+                lat.append(now() - t0)
+                seqs[conv].append(body["message"]["seq"])
+            i += 1
+
+    stats = ProcStats(b.pids)
+    stats.start()
+    t0 = now()
+    await asyncio.gather(*(poster(h, conv, t0 + duration) for h, (conv, _) in zip(https, groups)))
+    elapsed = now() - t0
+    proc = stats.stop()
+    posts = sum(len(s) for s in seqs.values())
+    # Each client's seqs must be 1..n with no gap (one writer per conversation).
+    seq_errors = sum(1 for s in seqs.values() if s != list(range(1, len(s) + 1)))
+
+    read_lat: list[float] = []
+    read_status: Counter = Counter()
+
+    async def reader(http: Http, conv: str, until: float) -> None:
+        while now() < until:
+            t1 = now()
+            status, body = await http.request("GET", f"/api/aiim/messages/{conv}?limit=50")
+            read_status[status] += 1
+            if status == 200:
+                read_lat.append(now() - t1)
+
+    stats2 = ProcStats(b.pids)
+    stats2.start()
+    t1 = now()
+    await asyncio.gather(*(reader(h, conv, t1 + history_s) for h, (conv, _) in zip(https, groups)))
+    read_elapsed = now() - t1
+    proc2 = stats2.stop()
+    for h in https:
+        await h.close()
+    return {
+        "clients": n_clients,
+        "posts": posts,
+        "posts_per_s": round(posts / elapsed, 1),
+        "post_latency_ms": pct(lat),
+        "post_status": dict(statuses),
+        "seq_errors": seq_errors,
+        **proc,
+        "history": {
+            "reads": len(read_lat),
+            "reads_per_s": round(len(read_lat) / read_elapsed, 1),
+            "latency_ms": pct(read_lat),
+            "status": dict(read_status),
+            "server": proc2["server"],
+        },
+    }
+
+
+async def connect(b: Bench, n: int, *, members: int, hold: float, limit: int) -> dict:
+    """n concurrent connections, each subscribed; RSS per idle connection; then one message
+    per conversation must reach every connection."""
+    rec = Recorder()
+    groups = await b.groups(n // members, members)
+    await asyncio.sleep(1.0)
+    rss0 = {pid: _rss_kb(pid) for pid in b.pids}
+    stats = ProcStats(b.pids)
+    stats.start()
+    t0 = now()
+    clients, connect_lat, sub_lat = await b.connect_all(rec, groups, limit=limit)
+    setup_s = now() - t0
+    await asyncio.sleep(hold)
+    rss1 = {pid: _rss_kb(pid) for pid in b.pids}
+    for (conv, _), ms in zip(groups, clients):
+        reply = await ms[0].request({"type": "send_msg", "conversation_id": conv, "content": {"text": "hello", "ts": now()}})
+        if reply.get("type") == "ack":
+            rec.acked[conv].add(reply["seq"])
+    await drain(rec, groups, clients)
+    proc = stats.stop()
+    grown_kb = sum(rss1[p] - rss0[p] for p in b.pids)
+    result = {
+        "connections": sum(len(m) for m in clients),
+        "in_flight_limit": limit,
+        "setup_s": round(setup_s, 2),
+        "connect_latency_ms": pct(connect_lat),
+        "subscribe_latency_ms": pct(sub_lat),
+        "rss_before_mb": round(sum(rss0.values()) / 1024, 1),
+        "rss_idle_mb": round(sum(rss1.values()) / 1024, 1),
+        "kb_per_connection": round(grown_kb / max(1, n), 1),
+        "delivery_latency_ms": pct(rec.delivery_lat),
+        "correctness": correctness(rec, groups, clients),
+        "errors": dict(rec.errors),
+        "closed": dict(rec.closed),
+        **proc,
+    }
+    await close_all(clients)
+    return result
+
+
+SCENARIOS = {
+    "fanout-light": lambda b, a: fanout(b, 10, 5, duration=a.duration, window=4),
+    "fanout-heavy": lambda b, a: fanout(b, 50, 10, duration=a.duration, window=4),
+    "sparse": lambda b, a: fanout(b, 10, 5, duration=min(a.duration, 10), window=1, interval=0.150),
+    "stream": lambda b, a: stream(b, 1, chunks=500, subscribers=5, window=a.stream_window),
+    "stream-20": lambda b, a: stream(b, 20, chunks=500, subscribers=5, window=a.stream_window),
+    "rest-10": lambda b, a: rest(b, 10, duration=a.duration, history_s=min(a.duration, 10)),
+    "rest-20": lambda b, a: rest(b, 20, duration=a.duration, history_s=min(a.duration, 10)),
+    "connect-500": lambda b, a: connect(b, 500, members=10, hold=3.0, limit=a.connect_limit),
+    "connect-1000": lambda b, a: connect(b, 1000, members=10, hold=3.0, limit=a.connect_limit),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="+", choices=[*SCENARIOS, "all"])
+    parser.add_argument("--ports", type=lambda s: [int(p) for p in s.split(",")], default=[18800])
+    parser.add_argument("--pids", type=lambda s: [int(p) for p in s.split(",") if p], default=[])
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of sending per scenario")
+    parser.add_argument("--max-msgs", type=int, default=200_000, help="cap per sender")
+    parser.add_argument("--stream-window", type=int, default=4, help="chunk acks outstanding per stream")
+    parser.add_argument("--connect-limit", type=int, default=100, help="handshakes in flight at once")
+    parser.add_argument("--label", default="", help="free text copied into each result line")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    names = list(SCENARIOS) if "all" in args.scenarios else args.scenarios
+
+    async def run() -> None:
+        b = Bench(args)
+        for name in names:
+            result = await SCENARIOS[name](b, args)
+            print(json.dumps({"scenario": name, "label": args.label, "ports": args.ports, **result}), flush=True)
+            await asyncio.sleep(1.0)
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

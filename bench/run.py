@@ -1,0 +1,167 @@
+"""Benchmark driver: start N Daphne processes pinned to core 0, run the load generator
+pinned to core 1, write every result line (with the command, commit and date) to
+bench/results/<backend>-<N>p-<time>.jsonl.
+
+    .venv/bin/python bench/run.py --backend postgres --procs 1 fanout-light stream
+    .venv/bin/python bench/run.py --backend embedded --procs 1 all
+
+Backends: `embedded` (SQLite file in /tmp, in-memory channel layer: one process only, as
+the README says) and `postgres` (database aiim_bench on 127.0.0.1, Redis db 7, channel
+layer prefix "bench"). The database is emptied before the servers start. Extra server
+settings: --env NAME=VALUE (repeatable), e.g. --env CHANNEL_LAYER=core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv" / "bin" / "python")
+BASE_PORT = 18800
+JWT_SECRET = "bench-secret-0123456789-0123456789-0123456789"
+PG_URL = "postgres://postgres@127.0.0.1:5432/aiim_bench"
+SQLITE_PATH = "/tmp/aiim_bench.sqlite3"
+REDIS_URL = "redis://127.0.0.1:6379/7"
+
+
+def server_env(backend: str, extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="aiim_project.settings",
+        DEBUG="false",
+        SECRET_KEY="bench-django-secret",
+        JWT_SECRET=JWT_SECRET,
+        RATE_LIMIT_PER_SEC="0",
+        LOG_LEVEL="WARNING",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        WS_IDLE_TIMEOUT="600",
+    )
+    if backend == "postgres":
+        env.update(DATABASE_URL=PG_URL, REDIS_URL=REDIS_URL, CHANNEL_LAYER_PREFIX="bench")
+    else:
+        env.update(DATABASE_URL=f"sqlite:///{SQLITE_PATH}")
+    env.update(extra)
+    return env
+
+
+def reset_database(backend: str, env: dict[str, str]) -> None:
+    if backend == "postgres":
+        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", "aiim_bench"], check=True)
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "aiim_bench"], check=True)
+        subprocess.run(["redis-cli", "-n", "7", "FLUSHDB"], check=True, stdout=subprocess.DEVNULL)
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(SQLITE_PATH + suffix).unlink(missing_ok=True)
+    subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daphne on {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"daphne did not listen on {port}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=["embedded", "postgres"], required=True)
+    parser.add_argument("--procs", type=int, default=1)
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the servers")
+    parser.add_argument("--label", default="")
+    parser.add_argument("--server-cpus", default="0", help="taskset list for the servers")
+    parser.add_argument("--loadgen-cpus", default="1", help="taskset list for the load generator")
+    parser.add_argument("--profile", default="", help="py-spy record the first server into this SVG/speedscope file")
+    args, loadgen_args = parser.parse_known_args()
+    extra = dict(item.split("=", 1) for item in args.env)
+    env = server_env(args.backend, extra)
+    reset_database(args.backend, env)
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
+    stamp = datetime.datetime.now(datetime.timezone.utc)
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    out_path = out_dir / f"{args.backend}-{args.procs}p-{stamp:%Y%m%dT%H%M%S}{'-' + args.label if args.label else ''}.jsonl"
+    log_dir = Path("/tmp/aiim_bench_logs")
+    log_dir.mkdir(exist_ok=True)
+
+    procs: list[subprocess.Popen] = []
+    ports = [BASE_PORT + i for i in range(args.procs)]
+    spy = None
+    try:
+        for port in ports:
+            log = open(log_dir / f"daphne-{port}.log", "wb")
+            procs.append(
+                subprocess.Popen(
+                    ["taskset", "-c", args.server_cpus, PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aiim_project.asgi:application"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        for port, proc in zip(ports, procs):
+            wait_port(port, proc)
+        if args.profile:
+            spy = subprocess.Popen(
+                [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "-p", str(procs[0].pid), "-o", args.profile, "-r", "97", "-f", "speedscope" if args.profile.endswith(".json") else "flamegraph"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        cmd = [
+            "taskset", "-c", args.loadgen_cpus, PY, str(ROOT / "bench" / "loadgen.py"),
+            "--ports", ",".join(map(str, ports)), "--pids", ",".join(str(p.pid) for p in procs), "--label", args.label, *loadgen_args,
+        ]
+        lg_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        lg_env.update(JWT_SECRET=JWT_SECRET, DEBUG="false", SECRET_KEY="bench-django-secret")
+        header = {
+            "command": "bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "commit": commit + ("+dirty" if dirty else ""),
+            "date": stamp.isoformat(timespec="seconds"),
+            "backend": args.backend,
+            "procs": args.procs,
+            "server_env": extra,
+            "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+        }
+        print(json.dumps(header), flush=True)
+        with open(out_path, "w") as out:
+            out.write(json.dumps(header) + "\n")
+            lg = subprocess.Popen(cmd, cwd=ROOT, env=lg_env, stdout=subprocess.PIPE, text=True)
+            for line in lg.stdout:
+                print(line, end="", flush=True)
+                out.write(line)
+                out.flush()
+            lg.wait()
+        if lg.returncode:
+            sys.exit(lg.returncode)
+    finally:
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"results: {out_path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
