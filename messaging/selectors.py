@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 
@@ -98,8 +98,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         when = datetime.fromisoformat(stamp)
         if when.tzinfo is None or "\x00" in conv_id:
             raise ValueError(cursor)
-        return when, conv_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        # In UTC, as stored; a forged offset at the edge of the calendar overflows here.
+        return when.astimezone(timezone.utc), conv_id
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise Invalid("Invalid cursor.", errors={"cursor": ["Invalid cursor."]}) from None
 
 

@@ -628,3 +628,44 @@ def test_cursor_is_opaque_base64(api, make_conversation):
         make_conversation("alice", [f"x{i}"])
     cursor = api("alice").get(f"{API}/conversations?limit=1").json()["next_cursor"]
     assert cursor and base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+
+
+# --- fuzzed input: a clean answer, never a 500 ----------------------------------------
+
+from hypothesis import HealthCheck, given  # noqa: E402
+from hypothesis import settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ = hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(content=JSON, metadata=JSON, client_msg_id=JSON, reply_to=JSON, kind=JSON)
+def test_fuzzed_send_bodies_get_a_clean_answer(world, api, content, metadata, client_msg_id, reply_to, kind):
+    body = {"conversation_id": world["group"], "content": content, "metadata": metadata,
+            "client_msg_id": client_msg_id, "reply_to": reply_to, "type": kind}
+    r = api("alice").post(f"{API}/messages", body, format="json")
+    assert r.status_code in (200, 201, 400, 413), r.content
+    assert r.status_code < 300 or r.json()["code"] in ("invalid", "too_large")
+
+
+@FUZZ
+@given(params=st.dictionaries(st.sampled_from(["limit", "after_seq", "before_seq", "before_id", "cursor"]), st.text(max_size=30)))
+def test_fuzzed_query_parameters_get_a_clean_answer(world, api, params):
+    for path in (f"/messages/{world['group']}", "/conversations"):
+        r = api("alice").get(API + path, params)
+        assert r.status_code in (200, 400, 404), r.content
+        assert r.status_code == 200 or r.json()["code"] in ("invalid", "not_found")
+
+
+@FUZZ
+@given(when=st.datetimes(timezones=st.timezones()), conv_id=st.text(max_size=70))
+def test_fuzzed_cursors_get_a_clean_answer(world, api, when, conv_id):
+    cursor = base64.urlsafe_b64encode(f"{when.isoformat()}|{conv_id}".encode()).decode()
+    r = api("alice").get(f"{API}/conversations", {"cursor": cursor})
+    assert r.status_code in (200, 400), r.content
