@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 
 import orjson
@@ -59,3 +60,35 @@ async def test_phone_on_one_process_reads_laptop_on_the_other_follows(daphne, ma
         # The laptop's view of unread, from either process, matches the phone's read.
         assert await asyncio.to_thread(unread_over_rest, b, "bob", conv.id) == 1
         assert await asyncio.to_thread(unread_over_rest, a, "bob", conv.id) == 1
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_database_down_is_503_over_rest_and_unavailable_over_ws(daphne):
+    (server,) = daphne(DATABASE_URL=f"postgres://postgres@127.0.0.1:{_closed_port()}/aiim", DB_POOL_TIMEOUT="0.5")
+    token = mint_token(user_id="bob")
+    request = urllib.request.Request(
+        f"{server.url}/api/aiim/receipts/read",
+        data=json.dumps({"conversation_id": "c1", "last_read_seq": 1}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        await asyncio.to_thread(urllib.request.urlopen, request, timeout=30)
+    assert refused.value.code == 503
+    assert refused.value.headers["Retry-After"]
+    assert json.loads(refused.value.read())["code"] == "unavailable"
+
+    async with connect(f"{server.ws_url}?token={token}") as ws:
+        await ws.send(orjson.dumps({"type": "delivered", "conversation_id": "c1", "up_to_seq": 1, "req_id": "d"}).decode())
+        reply = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
+        assert (reply["type"], reply["code"], reply["req_id"]) == ("error", "unavailable", "d")
+        # The connection survives the outage.
+        await ws.send('{"type":"ping"}')
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 30)) == {"type": "pong"}
