@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 
 from . import events, selectors, services
 from .errors import Invalid
+from .metrics import MESSAGES_CREATED
 
 
 class Connection(Protocol):
@@ -71,7 +72,7 @@ async def unsubscribe(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]
 
 async def send_msg(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
     services.check_tenant(conn.tenant, frame.get("tenant_id"))
-    message, _ = await database_sync_to_async(services.message_send)(
+    message, created = await database_sync_to_async(services.message_send)(
         tenant=conn.tenant,
         sender=conn.user_id,
         conversation_id=frame["conversation_id"],
@@ -81,6 +82,8 @@ async def send_msg(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
         reply_to=frame.get("reply_to"),
         metadata=frame.get("metadata"),
     )
+    if created:
+        MESSAGES_CREATED.labels(via="ws").inc()
     return {
         "type": "ack",
         "event": "message.sent",
