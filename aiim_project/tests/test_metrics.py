@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import orjson
 import pytest
+from channels.db import database_sync_to_async
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
 
 from aiim_project.auth import mint_token
 from aiim_project.tests.helpers import http
@@ -65,3 +71,28 @@ def test_metrics_count_rate_limit_rejections(daphne, make_conversation, tmp_path
     text = scrape(server)
     assert sample(text, "aiim_rate_limited_total", via="rest") == refused
     assert sample(text, "aiim_errors_total", code="rate_limited", via="rest") == refused
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+async def test_websocket_traffic_on_one_process_shows_on_the_other(daphne, make_conversation, tmp_path):
+    prom_dir = tmp_path / "prom"
+    prom_dir.mkdir()
+    first, second = daphne(2, PROMETHEUS_MULTIPROC_DIR=str(prom_dir))
+    conversation = await database_sync_to_async(make_conversation)("alice", ["bob"])
+
+    async with connect(f"{second.ws_url}?token={mint_token(user_id='alice')}") as ws:
+        await ws.send(orjson.dumps({"type": "send_msg", "conversation_id": conversation.id, "content": "hi"}).decode())
+        while (frame := orjson.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "ack":
+            pass
+        text = await asyncio.to_thread(scrape, first)
+        assert sample(text, "aiim_ws_connections") == 1
+        assert sample(text, "aiim_ws_frames_in_total", type="send_msg") == 1
+        assert sample(text, "aiim_messages_created_total", via="ws") == 1
+        assert sample(text, "aiim_ws_frames_out_total") >= 1
+
+    # The server notices the close on its own schedule: wait for it, then the live sum drops.
+    deadline = time.monotonic() + 10
+    while sample(await asyncio.to_thread(scrape, first), "aiim_ws_connections") != 0:
+        assert time.monotonic() < deadline, "aiim_ws_connections never went back to 0"
+        await asyncio.sleep(0.1)
