@@ -193,3 +193,28 @@ def test_check_tenant():
 
     with pytest.raises(TenantMismatch):
         services.check_tenant("t", "u")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_creates_of_one_direct_pair_give_one_conversation():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    start = threading.Barrier(6)
+
+    def create(i: int) -> tuple[str, bool]:
+        try:
+            start.wait()
+            a, b = ("alice", "bob") if i % 2 else ("bob", "alice")
+            conversation, created = services.conversation_create(tenant="default", creator=a, member_ids=[b])
+            return conversation.id, created
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(create, range(6)))
+    assert len({cid for cid, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert Conversation.objects.count() == 1 and Member.objects.count() == 2
