@@ -25,7 +25,8 @@ _local: dict[tuple[str, str, int], int] = {}
 
 
 def _key(tenant: str, user_id: str, window: int) -> str:
-    return f"aiim:rl:{tenant}:{user_id}:{window}"
+    # The tenant's length keeps ("a:b", "c") and ("a", "b:c") apart: ids are opaque strings.
+    return f"aiim:rl:{len(tenant)}:{tenant}:{user_id}:{window}"
 
 
 def _local_hit(tenant: str, user_id: str, window: int) -> int:

@@ -529,6 +529,13 @@ def test_rate_limit_is_per_user_and_shared_between_clients(world, api, settings)
     assert phone.get(f"{API}/messages/{world['group']}").status_code == 200  # reads are not limited
 
 
+def test_rate_limit_budgets_of_lookalike_ids_are_separate(api, settings):
+    settings.RATE_LIMIT_PER_SEC = 1
+    first, second = api("b:c", tenant="a"), api("c", tenant="a:b")
+    codes = in_one_window(lambda window: [c.post(f"{API}/messages", {}, format="json").status_code for c in (first, second)])
+    assert codes == [400, 400]
+
+
 @pytest.mark.redis
 def test_rate_limit_window_lives_in_redis(world, api, settings):
     from messaging.redis import sync_client
@@ -537,7 +544,7 @@ def test_rate_limit_window_lives_in_redis(world, api, settings):
 
     def fill_from_elsewhere(window):
         api("alice").post(f"{API}/messages", {}, format="json")
-        key = f"aiim:rl:default:alice:{window}"
+        key = f"aiim:rl:7:default:alice:{window}"
         counted = int(sync_client().get(key) or 0)
         # another process sharing this Redis has used up alice's budget
         sync_client().set(key, 1000, ex=2)
