@@ -61,3 +61,9 @@ def message_receipts(*, tenant: str, user_id: str, conversation_id: str, message
         message_id=message_id,
         receipts=[Receipt(user_id=u, delivered_at=d, read_at=r) for u, d, r in rows],
     )
+
+
+def unread_after(*, conversation_id: str, user_id: str, read_seq: int) -> int:
+    """Messages after `read_seq` not sent by `user_id`: the unread count the conversation
+    list shows, for one conversation (same index-only scan)."""
+    return Message.objects.filter(conversation_id=conversation_id, seq__gt=read_seq).exclude(sender_id=user_id).count()

@@ -27,6 +27,7 @@ from messaging.errors import Forbidden, Invalid, NotFound
 from messaging.models import Conversation, Member, Message
 
 from .models import CursorKind, CursorMove
+from .selectors import unread_after
 
 MAX_SEQ = 2**62
 MAX_MESSAGE_ID = 64
@@ -97,6 +98,9 @@ def _publish(tenant: str, member: Member, kind: str, seq: int, message_id: str |
         data: dict[str, Any] = {"user_id": member.user_id, "last_read_seq": seq}
         if message_id is not None:
             data["last_read_message_id"] = message_id
+        # A device without the messages (a conversation list) can show the new count as is.
+        # Not private: every member can count it from last_read_seq and the history.
+        data["unread_count"] = unread_after(conversation_id=conversation_id, user_id=member.user_id, read_seq=seq)
         # The reader's own devices get it through their user group too, subscribed to the
         # conversation or not, so each of them can update its unread count at once.
         groups = [events.conversation_group(tenant, conversation_id), events.user_group(tenant, member.user_id)]

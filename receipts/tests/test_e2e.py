@@ -54,6 +54,7 @@ async def test_phone_on_one_process_reads_laptop_on_the_other_follows(daphne, ma
             "user_id": "bob",
             "last_read_seq": 4,
             "last_read_message_id": messages[3].id,
+            "unread_count": 1,
         }
         assert (await next_frame(laptop))["data"] == expected
         assert (await next_frame(alice))["data"] == expected

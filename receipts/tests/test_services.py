@@ -169,6 +169,7 @@ async def test_read_event_reaches_conversation_and_readers_devices_once_per_upda
             "conversation_id": conv.id,
             "user_id": "bob",
             "last_read_seq": 3,
+            "unread_count": 0,
         }
         await _nothing_more(layer, channel)
 
