@@ -26,7 +26,9 @@ from django.db import transaction
 logger = logging.getLogger("aiim.events")
 
 EVENT_TYPE = "aiim.event"
-_GROUP_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+# No "." in a raw part: the parts are joined with dots, so tenant "a.user.b" + user "c" and
+# tenant "a" + user "b.user.c" would share a group. Such ids are hashed instead.
+_GROUP_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _safe(part: str) -> str:

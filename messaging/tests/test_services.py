@@ -218,3 +218,12 @@ def test_racing_creates_of_one_direct_pair_give_one_conversation():
     assert len({cid for cid, _ in results}) == 1
     assert sum(created for _, created in results) == 1
     assert Conversation.objects.count() == 1 and Member.objects.count() == 2
+
+
+def test_group_names_of_lookalike_ids_differ():
+    from messaging import events
+
+    assert events.user_group("a.user.b", "c") != events.user_group("a", "b.user.c")
+    assert events.conversation_group("t", "x.conv.y") != events.conversation_group("t.conv.x", "y")
+    for name in (events.user_group("acme.com", "ü" * 300), events.conversation_group("default", "abc")):
+        assert len(name) < 100 and all(ch.isalnum() or ch in "._-" for ch in name)
