@@ -34,4 +34,6 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=15s --retries=3 CMD ["pyt
 
 # Migrations are a separate one-shot step (`python manage.py migrate --noinput`), never run
 # here: several replicas starting at once must not race to migrate.
-CMD ["sh", "-c", "exec daphne --bind 0.0.0.0 --port \"$PORT\" --proxy-headers aiim_project.asgi:application"]
+# --verbosity 0 turns off Daphne's access log, which prints query strings (a token could be
+# in one); the request-id middleware logs each request instead, path only.
+CMD ["sh", "-c", "exec daphne --bind 0.0.0.0 --port \"$PORT\" --proxy-headers --verbosity 0 aiim_project.asgi:application"]

@@ -13,6 +13,7 @@ import logging
 import re
 
 import orjson
+from django.http import HttpRequest
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
 
@@ -35,7 +36,13 @@ class ContextFilter(logging.Filter):
 
 
 def _clean(key: str, value):
-    return REDACTED if _SENSITIVE_KEY.search(key) else value
+    if _SENSITIVE_KEY.search(key):
+        return REDACTED
+    if isinstance(value, HttpRequest):
+        # Django attaches the request to its own error lines; its repr shows the query
+        # string, where a WebSocket-style `?token=` would leak.
+        return f"{value.method} {value.path}"
+    return value
 
 
 class JsonFormatter(logging.Formatter):

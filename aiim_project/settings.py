@@ -232,6 +232,9 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's default "django" handler would print a second, unformatted copy of its
+        # lines (with DEBUG on): send them through the one console handler instead.
+        "django": {"handlers": [], "propagate": True},
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
     },

@@ -4,57 +4,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
 import shutil
 import sqlite3
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from aiim_project.tests.helpers import free_port, http
-
-ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = (ROOT / "Dockerfile").read_text()
-
-
-def dockerfile_json(instruction: str) -> list[str]:
-    """The exec-form argument list of the last `instruction` line (HEALTHCHECK: its CMD)."""
-    lines = [line for line in DOCKERFILE.splitlines() if line.startswith(instruction + " ")]
-    assert lines, f"no {instruction} in the Dockerfile"
-    args = lines[-1].split(" CMD ", 1)[1] if instruction == "HEALTHCHECK" else lines[-1][len(instruction) + 1 :]
-    return json.loads(args)
-
-
-def container_env(**extra: str) -> dict[str, str]:
-    """The environment the image gives its process, with the venv standing in for the
-    image's site-packages."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        DEBUG="false",
-        SECRET_KEY="container-test-secret",
-        JWT_SECRET="container-test-jwt-secret",
-        PYTHONUNBUFFERED="1",
-        LOG_LEVEL="WARNING",
-    )
-    env.update(extra)
-    return env
-
-
-def database_url() -> str:
-    from django.db import connection
-
-    sd = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{sd['NAME']}"
-    return f"postgres://{sd['USER'] or 'postgres'}@{sd['HOST'] or '127.0.0.1'}:{sd['PORT'] or 5432}/{sd['NAME']}"
+from aiim_project.tests.helpers import DOCKERFILE, ROOT, Container, container_env, dockerfile_json, free_port, http
 
 
 def test_image_is_slim_non_root_and_never_migrates_on_start():
@@ -75,23 +35,10 @@ def test_image_installs_runtime_requirements_only():
 
 @pytest.mark.e2e
 def test_container_command_serves_and_passes_its_healthcheck(transactional_db, tmp_path):
-    port = free_port()
-    env = container_env(PORT=str(port), DATABASE_URL=database_url())
-    log = open(tmp_path / "container.log", "wb")
-    proc = subprocess.Popen(dockerfile_json("CMD"), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        healthcheck = dockerfile_json("HEALTHCHECK")
-        deadline = time.monotonic() + 30
-        while subprocess.run(healthcheck, cwd=ROOT, env=env, capture_output=True).returncode != 0:
-            assert proc.poll() is None, (tmp_path / "container.log").read_text()
-            assert time.monotonic() < deadline, "the healthcheck never passed"
-            time.sleep(0.3)
-        status, _, body = http("GET", f"http://127.0.0.1:{port}/health")
+    with Container(tmp_path) as container:
+        assert container.healthcheck() == 0
+        status, _, body = http("GET", f"{container.url}/health")
         assert status == 200, body
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def test_healthcheck_fails_when_nothing_listens():

@@ -88,3 +88,36 @@ def test_text_format_for_development_renders_context_ids():
     ContextFilter().filter(record)
     line = formatter.format(record)
     assert "aiim.x" in line and line.endswith("hello")
+
+
+def test_requests_attached_by_django_are_logged_without_query_string(json_log, rf):
+    request = rf.get("/api/aiim/conversations", {"token": "eyJsecret"})
+    logging.getLogger("django.request").warning("Not Found: %s", request.path, extra={"request": request, "status_code": 404})
+    (entry,) = [e for e in json_log() if e["logger"] == "django.request"]
+    assert entry["request"] == "GET /api/aiim/conversations"
+    assert "eyJsecret" not in json.dumps(entry)
+
+
+@pytest.mark.e2e
+def test_the_container_writes_one_json_line_per_request_and_no_token(transactional_db, tmp_path, token):
+    from django.conf import settings
+
+    from aiim_project.tests.helpers import Container, http
+
+    secret = token("alice")
+    with Container(tmp_path, LOG_FORMAT="json", LOG_LEVEL="INFO", JWT_SECRET=settings.JWT_SECRET) as container:
+        status, headers, _ = http(
+            "GET",
+            f"{container.url}/api/aiim/conversations?token={secret}",
+            headers={"Authorization": f"Bearer {secret}", "X-Request-ID": "e2e-1"},
+        )
+        assert (status, headers["X-Request-ID"]) == (200, "e2e-1")
+        assert http("GET", f"{container.url}/api/aiim/nowhere", headers={"X-Request-ID": "e2e-2"})[0] == 404
+
+    log = container.log_path.read_text()
+    assert secret not in log
+    lines = [line for line in log.splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    requests = {e["request_id"]: e for e in entries if e["logger"] == "aiim.request"}
+    assert (requests["e2e-1"]["status"], requests["e2e-1"]["path"]) == (200, "/api/aiim/conversations")
+    assert requests["e2e-2"]["status"] == 404
