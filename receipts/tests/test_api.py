@@ -281,3 +281,22 @@ def test_message_receipts_query_count_is_constant(api, make_conversation, send, 
         r = api("alice").get(f"/api/aiim/receipts/{conv.id}/{last.id}")
     # everyone but the sender (alice); the member added after the message is omitted
     assert sorted(x["user_id"] for x in r.json()["receipts"]) == sorted(f"u{j}" for j in range(members))
+
+
+@pytest.mark.parametrize("backlog", [1, 300])
+def test_marking_a_backlog_read_costs_the_same_queries_as_one_message(api, make_conversation, django_assert_num_queries, backlog):
+    from messaging.models import Message
+
+    conv = make_conversation(others=["bob", "carol"])
+    Message.objects.bulk_create(
+        [Message(tenant="default", conversation=conv, seq=s, sender_id="alice", content="x") for s in range(1, backlog + 1)]
+    )
+    conv.last_seq = backlog
+    conv.save(update_fields=["last_seq"])
+    bob = api("bob")
+    # member + conversation, two cursor updates, two moves, the unread count for the event,
+    # and the savepoint pair of the service's atomic block inside the test's transaction
+    with django_assert_num_queries(8):
+        r = bob.post(READ, {"conversation_id": conv.id, "last_read_seq": backlog}, format="json")
+    assert r.status_code == 204
+    assert unread(bob, conv) == 0
