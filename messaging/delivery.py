@@ -193,6 +193,10 @@ class OrderedDelivery:
                 self._streams[row.message_id] = _Stream(next_chunk=row.chunk_count)
             else:  # the row may hold chunks whose events are still on their way
                 stream.next_chunk = max(stream.next_chunk, row.chunk_count)
+        elif row.stream_state in FINAL_STREAM_STATES:
+            # Read after its stream ended: the row holds the whole text, so chunk events
+            # still on their way are duplicates.
+            self._finish(row.message_id)
 
     def _drain_early(self) -> None:
         while self.next_seq in self._early:
@@ -325,12 +329,15 @@ class OrderedDelivery:
             stream = (orjson.loads(event["frame"])["data"].get("message") or {}).get("stream") or {}
             state = stream.get("state")
         if state in FINAL_STREAM_STATES:
-            ended = self._streams.pop(message_id, None)
-            if ended is not None and ended.timer is not None:
-                ended.timer.cancel()
-            self._finished[message_id] = None
-            if len(self._finished) > FINISHED_MEMORY:
-                self._finished.popitem(last=False)
+            self._finish(message_id)
+
+    def _finish(self, message_id: str) -> None:
+        ended = self._streams.pop(message_id, None)
+        if ended is not None and ended.timer is not None:
+            ended.timer.cancel()
+        self._finished[message_id] = None
+        if len(self._finished) > FINISHED_MEMORY:
+            self._finished.popitem(last=False)
 
     async def _flush(self) -> None:
         out, self._out = self._out, []

@@ -337,6 +337,16 @@ async def test_final_update_drops_later_chunks():
     assert sink.frames == ["m1", "c1:0-0", updated(1, "completed")["frame"]]
 
 
+async def test_stream_read_from_the_database_after_it_ended_drops_its_late_chunks():
+    db, sink = FakeDB(), Sink()
+    d = make(db, sink)
+    db.add(1, state="completed", chunks=3)  # the created event was missed; the row is final
+    for i in range(3):
+        await d.on_event(chunk(1, i))
+    await settle(sink, 1)
+    assert sink.frames == ["m1"]
+
+
 async def test_chunks_of_a_stream_older_than_the_subscription_are_followed_from_the_first_seen():
     db, sink = FakeDB(), Sink()
     d = make(db, sink, next_seq=5)  # the stream (seq 2) predates the subscription
