@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -79,7 +80,7 @@ def _member(*, tenant: str, user_id: str, conversation_id: Any) -> Member:
     raise NotFound("Conversation not found.")
 
 
-def _advance(member: Member, kind: str, seq: int, now) -> bool:
+def _advance(member: Member, kind: str, seq: int, now: datetime) -> bool:
     """One conditional UPDATE: atomic against a concurrent advance from another device (the
     loser re-checks the condition on the committed row and becomes a no-op, never a step
     back), and a record of the move when it happened."""
