@@ -478,9 +478,10 @@ async def fanout(b: Bench, n_conv: int, n_members: int, *, duration: float, wind
     return result
 
 
-async def stream_one(rec: Recorder, client: Client, conv: str, *, chunks: int, window: int) -> tuple[str | None, str]:
+async def stream_one(rec: Recorder, client: Client, conv: str, *, chunks: int, window: int, until: float) -> tuple[str | None, str]:
     """Stream `chunks` token-sized chunks with `window` acks outstanding (in order: the
-    server handles one connection's frames one after another)."""
+    server handles one connection's frames one after another); past `until` the next chunk
+    ends the stream early."""
     stream_id = f"s-{uuid.uuid4().hex[:8]}"
     sem = asyncio.Semaphore(window)
     sent_text: list[str] = []
@@ -509,14 +510,17 @@ async def stream_one(rec: Recorder, client: Client, conv: str, *, chunks: int, w
         text = f" tok{i % 1000:03d}"
         sent_text.append(text)
         await sem.acquire()
-        tasks.append(asyncio.create_task(one(i, text, i == chunks - 1)))
+        last = i == chunks - 1 or now() >= until
+        tasks.append(asyncio.create_task(one(i, text, last)))
         if i == 0:
             await tasks[0]
+        if last:
+            break
     await asyncio.gather(*tasks)
     return (message_id[0] if message_id else None), "".join(sent_text)
 
 
-async def stream(b: Bench, n_streams: int, *, chunks: int, subscribers: int, window: int) -> dict:
+async def stream(b: Bench, n_streams: int, *, chunks: int, subscribers: int, window: int, duration: float) -> dict:
     rec = Recorder()
     groups = await b.groups(n_streams, subscribers)
     clients, _, _ = await b.connect_all(rec, groups)
@@ -525,7 +529,10 @@ async def stream(b: Bench, n_streams: int, *, chunks: int, subscribers: int, win
     stats.start()
     t0 = now()
     outcomes = await asyncio.gather(
-        *(stream_one(rec, members[0], conv, chunks=chunks, window=window) for (conv, _), members in zip(groups, clients))
+        *(
+            stream_one(rec, members[0], conv, chunks=chunks, window=window, until=t0 + duration)
+            for (conv, _), members in zip(groups, clients)
+        )
     )
     t_acked = now()
     # Drain: every subscriber has the final message.updated of its stream.
@@ -541,7 +548,7 @@ async def stream(b: Bench, n_streams: int, *, chunks: int, subscribers: int, win
     for (mid, text), members in zip(outcomes, clients):
         for c in members:
             view = c.streams.get(mid, StreamView())
-            missing += chunks - view.chunks
+            missing += len(text) // len(" tok000") - view.chunks
             dup += view.dup
             gaps += view.gaps
             bad_text += int("".join(view.text) != text or view.final != text)
@@ -550,6 +557,7 @@ async def stream(b: Bench, n_streams: int, *, chunks: int, subscribers: int, win
         "streams": n_streams,
         "subscribers": subscribers,
         "chunks_per_stream": chunks,
+        "chunks_sent": sum(len(text) // len(" tok000") for _, text in outcomes),
         "window": window,
         "acked_chunks": acked,
         "chunks_per_s": round(acked / elapsed, 1),
@@ -676,8 +684,8 @@ SCENARIOS = {
     "fanout-light": lambda b, a: fanout(b, 10, 5, duration=a.duration, window=4),
     "fanout-heavy": lambda b, a: fanout(b, 50, 10, duration=a.duration, window=4),
     "sparse": lambda b, a: fanout(b, 10, 5, duration=min(a.duration, 10), window=1, interval=0.150),
-    "stream": lambda b, a: stream(b, 1, chunks=500, subscribers=5, window=a.stream_window),
-    "stream-20": lambda b, a: stream(b, 20, chunks=500, subscribers=5, window=a.stream_window),
+    "stream": lambda b, a: stream(b, 1, chunks=500, subscribers=5, window=a.stream_window, duration=a.duration),
+    "stream-20": lambda b, a: stream(b, 20, chunks=500, subscribers=5, window=a.stream_window, duration=a.duration),
     "rest-10": lambda b, a: rest(b, 10, duration=a.duration, history_s=min(a.duration, 10)),
     "rest-20": lambda b, a: rest(b, 20, duration=a.duration, history_s=min(a.duration, 10)),
     "connect-500": lambda b, a: connect(b, 500, members=10, hold=3.0, limit=a.connect_limit),

@@ -53,7 +53,19 @@ def server_env(backend: str, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def reset_database(backend: str, env: dict[str, str]) -> None:
+def export(commit: str) -> Path:
+    """The source tree of `commit`, exported once to /tmp."""
+    src = Path("/tmp/aiim_bench_src") / commit
+    if not src.exists():
+        tmp = src.with_suffix(".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        tmp.rename(src)
+    return src
+
+
+def reset_database(backend: str, env: dict[str, str], src: Path) -> None:
     if backend == "postgres":
         subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", "aiim_bench"], check=True)
         subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "aiim_bench"], check=True)
@@ -61,7 +73,7 @@ def reset_database(backend: str, env: dict[str, str]) -> None:
     else:
         for suffix in ("", "-wal", "-shm"):
             Path(SQLITE_PATH + suffix).unlink(missing_ok=True)
-    subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=src, env=env, check=True)
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -85,14 +97,20 @@ def main() -> None:
     parser.add_argument("--label", default="")
     parser.add_argument("--server-cpus", default="0", help="taskset list for the servers")
     parser.add_argument("--loadgen-cpus", default="1", help="taskset list for the load generator")
+    parser.add_argument("--ref", default="HEAD", help="commit to serve (exported with git archive, so other people's uncommitted edits are not measured); 'worktree' serves the work tree as it is")
     parser.add_argument("--profile", default="", help="py-spy record the first server into this SVG/speedscope file")
     args, loadgen_args = parser.parse_known_args()
     extra = dict(item.split("=", 1) for item in args.env)
     env = server_env(args.backend, extra)
-    reset_database(args.backend, env)
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
+    if args.ref == "worktree":
+        src = ROOT
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
+        commit += "+worktree" + ("-dirty" if dirty else "")
+    else:
+        commit = subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        src = export(commit)
+    reset_database(args.backend, env, src)
     stamp = datetime.datetime.now(datetime.timezone.utc)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
@@ -109,7 +127,7 @@ def main() -> None:
             procs.append(
                 subprocess.Popen(
                     ["taskset", "-c", args.server_cpus, PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aiim_project.asgi:application"],
-                    cwd=ROOT,
+                    cwd=src,
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -131,7 +149,7 @@ def main() -> None:
         lg_env.update(JWT_SECRET=JWT_SECRET, DEBUG="false", SECRET_KEY="bench-django-secret")
         header = {
             "command": "bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-            "commit": commit + ("+dirty" if dirty else ""),
+            "commit": commit,
             "date": stamp.isoformat(timespec="seconds"),
             "backend": args.backend,
             "procs": args.procs,
