@@ -61,6 +61,8 @@ RATE_LIMIT_PER_SEC: int = env.int("RATE_LIMIT_PER_SEC", default=10)
 MAX_MESSAGE_BYTES: int = env.int("MAX_MESSAGE_BYTES", default=64 * 1024)
 WS_PING_INTERVAL: float = env.float("WS_PING_INTERVAL", default=20.0)
 WS_IDLE_TIMEOUT: float = env.float("WS_IDLE_TIMEOUT", default=60.0)
+# Unsent bytes the server holds for one connection before it closes it with 4413.
+WS_SEND_BUFFER_BYTES: int = env.int("WS_SEND_BUFFER_BYTES", default=1024 * 1024)
 WS_RECOVERY_LIMIT: int = env.int("WS_RECOVERY_LIMIT", default=1000)
 # How long a subscription holds an early seq before it reads the gap from the database.
 WS_GAP_WAIT_MS: int = env.int("WS_GAP_WAIT_MS", default=50)

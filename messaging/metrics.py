@@ -6,6 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 WS_CONNECTIONS = Gauge("aiim_ws_connections", "Open WebSocket connections", multiprocess_mode="livesum")
 WS_FRAMES_IN = Counter("aiim_ws_frames_in_total", "Client frames received, by frame type", ["type"])
 WS_FRAMES_OUT = Counter("aiim_ws_frames_out_total", "Frames sent to clients, by kind", ["type"])
+WS_SLOW_CONSUMERS = Counter("aiim_ws_slow_consumers_total", "Connections closed (4413) because the client stopped reading")
 MESSAGES_CREATED = Counter("aiim_messages_created_total", "Messages stored", ["via"])
 STREAM_CHUNKS = Counter("aiim_stream_chunks_total", "Stream chunks accepted")
 FANOUT_SECONDS = Histogram(

@@ -29,8 +29,9 @@ from aiim_project import ratelimit
 from messaging import delivery, events, presence, selectors
 from messaging.frames import FrameSpec
 from messaging.errors import AiimError, Invalid, NotFound, RateLimited, TooLarge, as_aiim_error
-from messaging.metrics import ERRORS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT
+from messaging.metrics import ERRORS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SLOW_CONSUMERS
 
+from . import backpressure
 from .table import build_table
 
 logger = logging.getLogger("aiim.gateway")
@@ -38,6 +39,8 @@ logger = logging.getLogger("aiim.gateway")
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_IDLE = 4408
 CLOSE_FLOOD = 4429
+# The client stopped reading: its unsent frames passed WS_SEND_BUFFER_BYTES.
+CLOSE_SLOW_CONSUMER = 4413
 CLOSE_SERVER_ERROR = 1011
 # A client that gets this many rate_limited errors within FLOOD_WINDOW seconds is closed.
 FLOOD_STRIKES = 20
@@ -88,6 +91,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self._strikes: deque[float] = deque()
         self._watchdog: asyncio.Task | None = None
         self._closing = False
+        self._transport = backpressure.transport_of(self.base_send)
         await self.accept("bearer" if self.scope.get("bearer_subprotocol") else None)
         principal = self.scope.get("principal")
         if principal is None or (principal.expires_at is not None and principal.expires_at <= time.time()):
@@ -272,6 +276,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def _send_text(self, text: str, kind: str) -> None:
         WS_FRAMES_OUT.labels(kind).inc()
         await self.base_send({"type": "websocket.send", "text": text})
+        # Nothing it missed is lost (the database has it: it resumes with since_seq), so a
+        # client that does not read is cut off instead of held in server memory.
+        if not self._closing and backpressure.buffered_bytes(self._transport) > settings.WS_SEND_BUFFER_BYTES:
+            logger.warning("ws closed: client not reading, send buffer over %d bytes", settings.WS_SEND_BUFFER_BYTES)
+            WS_SLOW_CONSUMERS.inc()
+            await self._close(CLOSE_SLOW_CONSUMER)
 
     async def _send_event(self, text: str) -> None:
         await self._send_text(text, "event")

@@ -7,7 +7,7 @@ Nothing here mocks a dependency: faults are produced by killing or cutting real 
 from __future__ import annotations
 
 import asyncio
-from http.client import HTTPConnection
+import base64
 import json
 import os
 import socket
@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -261,3 +262,83 @@ def rss_kb(pid: int) -> int:
 
 def open_sockets(pid: int) -> int:
     return sum(1 for fd in os.listdir(f"/proc/{pid}/fd") if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+
+
+class StalledClient:
+    """A WebSocket client on a raw socket with a tiny receive buffer that stops reading
+    after its handshake and first frames: the slow consumer the server must cut off."""
+
+    def __init__(self, port: int, token: str, rcvbuf: int = 4096):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET /api/aiim/ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        self._buf = b""
+        while b"\r\n\r\n" not in self._buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("handshake refused")
+            self._buf += chunk
+        head, self._buf = self._buf.split(b"\r\n\r\n", 1)
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise ConnectionError(head.decode(errors="replace"))
+
+    def send(self, frame: dict) -> None:
+        payload = json.dumps(frame).encode()
+        mask = os.urandom(4)
+        header = bytearray([0x81])
+        if len(payload) < 126:
+            header.append(0x80 | len(payload))
+        else:
+            header.append(0x80 | 126)
+            header += len(payload).to_bytes(2, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(bytes(header) + mask + masked)
+
+    def _read_exact(self, n: int, deadline: float) -> bytes:
+        while len(self._buf) < n:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self._buf += chunk
+        data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+    def read_frame(self, timeout: float = 10.0) -> tuple[int, bytes]:
+        """(opcode, payload) of the next server frame."""
+        deadline = time.monotonic() + timeout
+        b0, b1 = self._read_exact(2, deadline)
+        length = b1 & 0x7F
+        if length == 126:
+            length = int.from_bytes(self._read_exact(2, deadline), "big")
+        elif length == 127:
+            length = int.from_bytes(self._read_exact(8, deadline), "big")
+        return b0 & 0x0F, self._read_exact(length, deadline)
+
+    def drain_until_closed(self, timeout: float = 30.0) -> tuple[str, int | None, int]:
+        """Read everything left: ("close", code, frames) for a close frame, ("eof" |
+        "reset", None, frames) when the server dropped the socket, ("open", None, frames)
+        when it is still open at the timeout."""
+        frames, deadline = 0, time.monotonic() + timeout
+        while True:
+            try:
+                opcode, payload = self.read_frame(max(0.01, deadline - time.monotonic()))
+            except EOFError:
+                return "eof", None, frames
+            except ConnectionResetError:
+                return "reset", None, frames
+            except TimeoutError:
+                return "open", None, frames
+            if opcode == 0x8:
+                return "close", int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None, frames
+            frames += 1
+
+    def close(self) -> None:
+        self.sock.close()
