@@ -72,7 +72,7 @@ async def unsubscribe(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]
 
 async def send_msg(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
     services.check_tenant(conn.tenant, frame.get("tenant_id"))
-    message, created = await database_sync_to_async(services.message_send)(
+    message, created = await database_sync_to_async(services.message_send, thread_sensitive=False)(
         tenant=conn.tenant,
         sender=conn.user_id,
         conversation_id=frame["conversation_id"],
