@@ -137,7 +137,12 @@ def main() -> None:
             wait_port(port, proc)
         if args.profile:
             spy = subprocess.Popen(
-                [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "-p", str(procs[0].pid), "-o", args.profile, "-r", "97", "-f", "speedscope" if args.profile.endswith(".json") else "flamegraph"],
+                [
+                    str(ROOT / ".venv" / "bin" / "py-spy"), "record", "-p", str(procs[0].pid), "-o", args.profile, "-r", "97",
+                    # .txt: collapsed stacks (grep-able); .idle.txt also samples waiting threads
+                    "-f", "raw" if args.profile.endswith(".txt") else "flamegraph",
+                    *(["--idle", "--threads"] if args.profile.endswith(".idle.txt") else []),
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
