@@ -210,6 +210,10 @@ SPECTACULAR_SETTINGS = {
     # The schema and the docs pages are public: no token needed to read how to get one.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    "ENUM_NAME_OVERRIDES": {
+        "ConversationTypeEnum": "messaging.models.ConversationType",
+        "MessageTypeEnum": "messaging.models.MessageType",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "aiim_project.schema.add_error_responses",

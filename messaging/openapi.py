@@ -69,3 +69,13 @@ class MessageHistoryOut(serializers.Serializer):
     conversation_id = serializers.CharField()
     messages = MessageOut(many=True)
     has_more = serializers.BooleanField()
+
+
+class PresenceEntryOut(serializers.Serializer):
+    user_id = serializers.CharField()
+    online = serializers.BooleanField()
+    last_seen_at = serializers.DateTimeField(allow_null=True)
+
+
+class PresenceOut(serializers.Serializer):
+    presence = PresenceEntryOut(many=True)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import presence
 from .errors import Invalid
+from .openapi import PresenceOut
 from .services import check_user_id
 
 
 class PresenceView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("user_ids", str, required=True, description="Comma-separated user ids (same tenant)")],
+        responses=PresenceOut,
+        summary="Who is online",
+    )
     def get(self, request: Request) -> Response:
         raw = request.query_params.get("user_ids", "")
         user_ids = list(dict.fromkeys(u for u in raw.split(",") if u))

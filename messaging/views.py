@@ -44,6 +44,7 @@ class ConversationListView(APIView):
     @extend_schema(
         parameters=[ConversationListQuery],
         responses=ConversationListOut,
+        operation_id="api_aiim_conversations_list",
         summary="List my conversations, most recent activity first",
     )
     def get(self, request: Request) -> Response:

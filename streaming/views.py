@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from messaging.openapi import MessageEnvelopeOut
 from messaging.rendering import StatusView, message_dict
 from messaging.selectors import members_of
 from messaging.services import check_tenant
@@ -22,6 +23,7 @@ class StreamChunkView(APIView):
 
     @extend_schema(
         request=StreamChunkIn,
+        responses={201: MessageEnvelopeOut, 200: MessageEnvelopeOut},
         summary="Append a chunk to my stream (the first one starts it: 201), end it, or abort it",
     )
     def post(self, request: Request) -> Response:

@@ -4,6 +4,7 @@ section 2 that the URLconf serves, with the bearer scheme and the shared error b
 from __future__ import annotations
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.urls import Resolver404, resolve
 from openapi_spec_validator import validate
@@ -92,3 +93,10 @@ def test_browsable_api_works_with_a_token(token, make_conversation):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     assert "browsable" in response.content.decode()
+
+
+def test_schema_generates_without_warnings(tmp_path):
+    # A view whose shapes drf-spectacular cannot see (or an ambiguous enum or operation id)
+    # is a warning; --fail-on-warn turns it into a failure here rather than a vague schema.
+    call_command("spectacular", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    assert "PresenceOut" in (tmp_path / "schema.yaml").read_text()
