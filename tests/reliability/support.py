@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import redis
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 
 def free_port() -> int:
@@ -342,3 +343,66 @@ class StalledClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class ResumingSubscriber:
+    """A client that stays subscribed to one conversation across faults: when its
+    connection is lost it reconnects (to the next server of its list) and resumes with
+    `since_seq` = the last seq it got. Records the seqs of every `message.created`, and any
+    that arrives out of order or twice."""
+
+    def __init__(self, servers: list, token: str, conversation_id: str):
+        self.servers, self.token, self.conversation_id = list(servers), token, conversation_id
+        self.seqs: list[int] = []
+        self.violations: list[tuple[int, int]] = []
+        self.reconnects = 0
+        self.refusals: list[dict] = []
+
+    @property
+    def last(self) -> int:
+        return self.seqs[-1] if self.seqs else 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        turn = 0
+        while not stop.is_set():
+            server = self.servers[turn % len(self.servers)]
+            turn += 1
+            try:
+                ws = await ws_open(server.ws_url, self.token, open_timeout=3)
+            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake):
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                await self._follow(ws, stop)
+            except (OSError, TimeoutError, ConnectionClosed):
+                pass
+            finally:
+                await ws.close()
+            if not stop.is_set():
+                self.reconnects += 1
+                await asyncio.sleep(0.05)
+
+    async def _follow(self, ws: ClientConnection, stop: asyncio.Event) -> None:
+        reply = await ws_request(ws, {"type": "subscribe", "conversation_id": self.conversation_id, "since_seq": self.last}, timeout=5)
+        if reply["type"] != "subscribed":
+            self.refusals.append(reply)
+            await asyncio.sleep(0.2)
+            return
+        while not stop.is_set():
+            try:
+                frame = await ws_recv(ws, 0.5)
+            except TimeoutError:
+                continue
+            for seq in created_seqs([frame], self.conversation_id):
+                if seq <= self.last:
+                    self.violations.append((self.last, seq))
+                else:
+                    self.seqs.append(seq)
+
+    async def wait_for(self, seqs: set[int], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if seqs <= set(self.seqs):
+                return True
+            await asyncio.sleep(0.1)
+        return False
