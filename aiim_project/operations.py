@@ -47,13 +47,27 @@ def seq_counters_reseed(*, batch_size: int = 1000) -> ReseedResult:
     if allocator.name != "redis":
         return result
     client = aiim_redis.sync_client()
-    for conversation_id, floor in seq_floors(batch_size=batch_size):
-        result.checked += 1
-        before = int(client.get(seq_key(conversation_id)) or 0)
-        if before < floor:
+    batch: list[tuple[str, int]] = []
+    for row in seq_floors(batch_size=batch_size):
+        batch.append(row)
+        if len(batch) == batch_size:
+            _reseed_batch(client, allocator, batch, result)
+            batch = []
+    _reseed_batch(client, allocator, batch, result)
+    return result
+
+
+def _reseed_batch(client, allocator, batch: list[tuple[str, int]], result: ReseedResult) -> None:
+    """One round trip reads a batch of counters; only those behind are raised (atomically,
+    by the allocator's floor script, so a concurrent INCR is never lowered)."""
+    if not batch:
+        return
+    counters = client.mget([seq_key(conversation_id) for conversation_id, _ in batch])
+    result.checked += len(batch)
+    for (conversation_id, floor), counter in zip(batch, counters):
+        if int(counter or 0) < floor:
             allocator.raise_floor(conversation_id=conversation_id, floor=floor)
             result.raised.append(conversation_id)
-    return result
 
 
 def _purge_queryset(*, before: datetime, tenant: str | None):
