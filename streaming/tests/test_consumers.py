@@ -1,0 +1,345 @@
+"""The stream frames: the handlers called directly, then through the real gateway, channel
+layer and (end-to-end) real Daphne processes."""
+
+import asyncio
+import json
+import random
+import urllib.request
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from aiim_project.asgi import application
+from aiim_project.auth import mint_token
+from messaging.errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch
+from messaging.models import Message
+from streaming import frames
+
+from .conftest import FakeConnection
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def conversation(make_conversation):
+    return database_sync_to_async(make_conversation)
+
+
+def chunk_frame(conv_id, chunk, cmid="s1", **kw):
+    return {"type": "stream_chunk", "conversation_id": conv_id, "client_msg_id": cmid, "chunk": chunk, **kw}
+
+
+async def stored(cmid="s1"):
+    return await Message.objects.aget(client_msg_id=cmid)
+
+
+# --- handlers, called directly ---------------------------------------------------------
+
+
+async def test_handlers_ack_chunks_and_abort(conversation):
+    conv = await conversation()
+    alice = FakeConnection(user_id="alice")
+    ack = await frames.stream_chunk(alice, chunk_frame(conv.id, "a"))
+    message = await stored()
+    assert ack == {
+        "type": "ack",
+        "event": "stream.sent",
+        "conversation_id": conv.id,
+        "message_id": message.id,
+        "seq": 1,
+        "client_msg_id": "s1",
+        "chunk_index": 0,
+        "stream_end": False,
+    }
+    ack = await frames.stream_chunk(alice, chunk_frame(conv.id, "b", stream_end=True))
+    assert (ack["chunk_index"], ack["stream_end"], ack["seq"]) == (1, True, 1)
+    repeat = await frames.stream_chunk(alice, chunk_frame(conv.id, "a", chunk_index=0))
+    assert (repeat["chunk_index"], repeat["stream_end"]) == (0, False)
+    await frames.stream_chunk(alice, chunk_frame(conv.id, "x", cmid="s2"))
+    ack = await frames.stream_abort(alice, {"type": "stream_abort", "conversation_id": conv.id, "client_msg_id": "s2"})
+    s2 = await stored("s2")
+    assert ack == {
+        "type": "ack",
+        "event": "stream.aborted",
+        "conversation_id": conv.id,
+        "message_id": s2.id,
+        "seq": 2,
+        "client_msg_id": "s2",
+    }
+    assert s2.stream_state == "aborted"
+
+
+async def test_handlers_raise_the_domain_errors(conversation):
+    conv = await conversation(others=("bob",))
+    theirs = await conversation(tenant="acme")
+    alice = FakeConnection(user_id="alice")
+    await frames.stream_chunk(alice, chunk_frame(conv.id, "a"))
+    with pytest.raises(Conflict) as exc:
+        await frames.stream_chunk(alice, chunk_frame(conv.id, "c", chunk_index=5))
+    assert exc.value.extra["expected_chunk_index"] == 1
+    with pytest.raises(Forbidden):
+        await frames.stream_chunk(FakeConnection(user_id="bob"), chunk_frame(conv.id, "x"))
+    with pytest.raises(NotFound):
+        await frames.stream_chunk(alice, chunk_frame(theirs.id, "x"))
+    with pytest.raises(NotFound):
+        await frames.stream_abort(alice, {"conversation_id": theirs.id, "client_msg_id": "s1"})
+    with pytest.raises(Invalid):
+        await frames.stream_chunk(alice, chunk_frame(conv.id, "x", chunk_index=-1))
+    with pytest.raises(TenantMismatch):
+        await frames.stream_chunk(alice, chunk_frame(conv.id, "x", tenant_id="acme"))
+    assert (await stored()).content == "a"
+
+
+# --- through the gateway -----------------------------------------------------------------
+
+
+async def connect(user_id="alice", tenant="default"):
+    comm = WebsocketCommunicator(application, f"/api/aiim/ws?token={mint_token(user_id=user_id, tenant=tenant)}")
+    connected, _ = await comm.connect()
+    assert connected
+    return comm
+
+
+async def ask(comm, frame):
+    await comm.send_json_to(frame)
+    return await comm.receive_json_from(timeout=5)
+
+
+async def subscribe(comm, conversation_id, **kw):
+    reply = await ask(comm, {"type": "subscribe", "conversation_id": conversation_id, **kw})
+    assert reply["type"] == "subscribed", reply
+    return reply
+
+
+async def events_until_updated(comm):
+    got = []
+    while True:
+        frame = await comm.receive_json_from(timeout=10)
+        assert frame["type"] == "event", frame
+        got.append(frame["data"])
+        if frame["data"]["event"] == "message.updated":
+            return got
+
+
+def apply_stream_events(data_list, text="", next_chunk=0):
+    """What a client does: take the snapshot, then append each chunk event in order."""
+    for data in data_list:
+        if data["event"] == "message.created" and data["message"]["stream"]:
+            text, next_chunk = data["message"]["content"], data["message"]["stream"]["chunk_count"]
+        elif data["event"] == "message.stream_chunk":
+            assert data["chunk_index"] == next_chunk, (data, next_chunk)
+            text += data["delta"]
+            next_chunk = data["last_chunk_index"] + 1
+    return text, next_chunk
+
+
+async def test_a_subscriber_sees_created_then_every_chunk_then_updated(conversation):
+    conv = await conversation(others=("bob",))
+    alice, bob = await connect("alice"), await connect("bob")
+    await subscribe(bob, conv.id)
+    ack = await ask(alice, chunk_frame(conv.id, "Hel", req_id="r1"))
+    assert (ack["type"], ack["event"], ack["req_id"], ack["chunk_index"], ack["seq"]) == ("ack", "stream.sent", "r1", 0, 1)
+    assert (await ask(alice, chunk_frame(conv.id, "lo")))["chunk_index"] == 1
+    ack = await ask(alice, chunk_frame(conv.id, "!", stream_end=True))
+    assert (ack["chunk_index"], ack["stream_end"]) == (2, True)
+    got = await events_until_updated(bob)
+    # The created message is the live event (content "", chunk_count 0) or, if the stream
+    # began while the subscription was still reading its tail, the stored row with chunk 0
+    # already in it; either way the chunks continue exactly from its chunk_count.
+    assert got[0]["event"] == "message.created"
+    skipped = got[0]["message"]["stream"]["chunk_count"]
+    assert [d["chunk"] for d in got if d["event"] == "message.stream_chunk"] == ["Hel", "lo", "!"][skipped:]
+    assert apply_stream_events(got) == ("Hello!", 3)
+    assert got[-1]["message"]["stream"] == {"stream_id": "s1", "state": "completed", "chunk_count": 3}
+    assert got[-1]["message"]["content"] == "Hello!"
+    for comm in (alice, bob):
+        await comm.disconnect()
+
+
+async def test_abort_frame_is_acked_and_subscribers_get_the_final_message(conversation):
+    conv = await conversation(others=("bob",))
+    alice, bob = await connect("alice"), await connect("bob")
+    await subscribe(bob, conv.id)
+    await ask(alice, chunk_frame(conv.id, "kept"))
+    ack = await ask(alice, {"type": "stream_abort", "conversation_id": conv.id, "client_msg_id": "s1", "req_id": "x"})
+    assert (ack["event"], ack["req_id"], ack["seq"]) == ("stream.aborted", "x", 1)
+    got = await events_until_updated(bob)
+    assert got[-1]["message"]["stream"]["state"] == "aborted"
+    assert got[-1]["message"]["content"] == "kept"
+    error = await ask(alice, {"type": "stream_abort", "conversation_id": conv.id, "client_msg_id": "s1"})
+    assert (error["type"], error["code"]) == ("error", "conflict")
+    for comm in (alice, bob):
+        await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    "frame_fields, code",
+    [
+        ({"client_msg_id": None}, "invalid"),
+        ({"chunk": 12}, "invalid"),
+        ({"chunk_index": -2}, "invalid"),
+        ({"chunk_index": 7}, "conflict"),
+        ({"chunk": "y" * 200}, "too_large"),
+    ],
+)
+async def test_bad_frames_get_error_frames_and_the_stream_is_unharmed(conversation, settings, frame_fields, code):
+    settings.MAX_MESSAGE_BYTES = 100
+    conv = await conversation()
+    alice = await connect("alice")
+    await ask(alice, chunk_frame(conv.id, "ok"))
+    frame = {k: v for k, v in {**chunk_frame(conv.id, "x", req_id="r9"), **frame_fields}.items() if v is not None}
+    error = await ask(alice, frame)
+    assert (error["type"], error["code"], error["req_id"], error["conversation_id"]) == ("error", code, "r9", conv.id)
+    if code == "conflict":
+        assert error["expected_chunk_index"] == 1
+    assert (await ask(alice, {"type": "ping"})) == {"type": "pong"}  # still open
+    message = await stored()
+    assert (message.content, message.stream_chunk_count, message.stream_state) == ("ok", 1, "streaming")
+    await alice.disconnect()
+
+
+async def test_other_writers_get_forbidden_and_other_tenants_not_found(conversation):
+    conv = await conversation(others=("bob",))
+    theirs = await conversation(tenant="acme")
+    alice, bob, mallory = await connect("alice"), await connect("bob"), await connect("mallory")
+    await ask(alice, chunk_frame(conv.id, "mine"))
+    for comm in (bob, mallory):
+        assert (await ask(comm, chunk_frame(conv.id, "x")))["code"] == "forbidden"
+        assert (await ask(comm, {"type": "stream_abort", "conversation_id": conv.id, "client_msg_id": "s1"}))["code"] == "forbidden"
+    missing = [await ask(alice, chunk_frame(cid, "x", cmid="t")) for cid in (theirs.id, "missing")]
+    assert [(e["type"], e["code"], e["message"]) for e in missing] == [("error", "not_found", missing[1]["message"])] * 2
+    aborts = [await ask(alice, {"type": "stream_abort", "conversation_id": cid, "client_msg_id": "t"}) for cid in (theirs.id, "missing")]
+    assert [(e["code"], e["message"]) for e in aborts] == [("not_found", aborts[1]["message"])] * 2
+    assert (await stored()).content == "mine"
+    for comm in (alice, bob, mallory):
+        await comm.disconnect()
+
+
+async def test_two_streams_and_a_message_interleaved_over_ws(conversation):
+    conv = await conversation(others=("bot",))
+    alice, bot, watcher = await connect("alice"), await connect("bot"), await connect("alice")
+    await subscribe(watcher, conv.id)
+    await ask(bot, chunk_frame(conv.id, "A0", cmid="A"))
+    await ask(alice, {"type": "send_msg", "conversation_id": conv.id, "content": "question"})
+    await ask(bot, chunk_frame(conv.id, "B0", cmid="B"))
+    await ask(bot, chunk_frame(conv.id, "A1", cmid="A"))
+    await ask(bot, chunk_frame(conv.id, "B1", cmid="B", stream_end=True))
+    await ask(bot, chunk_frame(conv.id, "A2", cmid="A", stream_end=True))
+    events, ended = [], 0
+    while ended < 2:
+        events.append((await watcher.receive_json_from(timeout=5))["data"])
+        ended += events[-1]["event"] == "message.updated"
+    created = [(d["message"]["seq"], d["message"]["client_msg_id"]) for d in events if d["event"] == "message.created"]
+    assert created == [(1, "A"), (2, None), (3, "B")]
+
+    def of(stream_id):
+        return [
+            d
+            for d in events
+            if d.get("stream_id") == stream_id or (d["event"] == "message.created" and d["message"]["client_msg_id"] == stream_id)
+        ]
+
+    assert apply_stream_events(of("A")) == ("A0A1A2", 3)
+    assert apply_stream_events(of("B")) == ("B0B1", 2)
+    for comm in (alice, bot, watcher):
+        await comm.disconnect()
+
+
+async def test_late_joiner_reconstructs_a_500_chunk_stream_from_replay_and_live_chunks(conversation):
+    """Bob subscribes with since_seq while Alice is streaming, at a random chunk: the replayed
+    message (text so far, chunk_count) plus the live chunks is exactly the final text."""
+    conv = await conversation(others=("bob",))
+    rng = random.Random()
+    parts = [rng.choice(["tok", " ", "é", "\n", "好", "x" * rng.randint(1, 4)]) for _ in range(500)]
+    join_at = rng.randint(1, 498)
+    reached = asyncio.Event()
+    alice, bob = await connect("alice"), await connect("bob")
+
+    async def stream():
+        for i, part in enumerate(parts):
+            ack = await ask(alice, chunk_frame(conv.id, part, stream_end=i == len(parts) - 1))
+            assert ack["chunk_index"] == i, ack
+            if i == join_at:
+                reached.set()
+
+    writer = asyncio.create_task(stream())
+    await reached.wait()
+    await subscribe(bob, conv.id, since_seq=0)  # Alice keeps streaming meanwhile
+    got = await events_until_updated(bob)
+    await writer
+    assert got[0]["event"] == "message.created"
+    assert got[0]["message"]["stream"]["chunk_count"] > join_at
+    assert apply_stream_events(got) == ("".join(parts), 500), f"join_at={join_at}"
+    assert got[-1]["message"]["content"] == "".join(parts)
+    for comm in (alice, bob):
+        await comm.disconnect()
+
+
+# --- end to end: real Daphne processes ------------------------------------------------
+
+
+def _get_json(url, token):
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+async def test_sigkill_mid_stream_keeps_every_acked_chunk_and_the_client_resumes_elsewhere(conversation, daphne):
+    import websockets
+
+    conv = await conversation(others=("bob",))
+    first, second = await asyncio.to_thread(daphne, 2)
+    alice_token, bob_token = mint_token(user_id="alice"), mint_token(user_id="bob")
+    parts = [f"t{i} " for i in range(200)]
+    async with websockets.connect(f"{second.ws_url}?token={bob_token}") as bob:
+        await bob.send(json.dumps({"type": "subscribe", "conversation_id": conv.id}))
+        assert json.loads(await bob.recv())["type"] == "subscribed"
+        acked = -1
+        async with websockets.connect(f"{first.ws_url}?token={alice_token}") as alice:
+            # Pipelined: many chunks are in flight when the process dies.
+            for i, part in enumerate(parts[:150]):
+                await alice.send(json.dumps(chunk_frame(conv.id, part, chunk_index=i)))
+            while acked < 60:
+                ack = json.loads(await alice.recv())
+                assert ack["type"] == "ack", ack
+                acked = ack["chunk_index"]
+            await asyncio.to_thread(first.kill)
+        message = (await asyncio.to_thread(_get_json, f"{second.url}/api/aiim/messages/{conv.id}", alice_token))["messages"][0]
+        count = message["stream"]["chunk_count"]
+        assert count >= acked + 1
+        assert message["content"] == "".join(parts[:count])
+        assert message["stream"]["state"] == "streaming"
+        async with websockets.connect(f"{second.ws_url}?token={alice_token}") as alice:
+            for i in range(count, len(parts)):
+                await alice.send(json.dumps(chunk_frame(conv.id, parts[i], chunk_index=i, stream_end=i == len(parts) - 1)))
+                ack = json.loads(await alice.recv())
+                assert (ack["type"], ack["chunk_index"]) == ("ack", i), ack
+        got = []
+        while not got or got[-1]["event"] != "message.updated":
+            got.append(json.loads(await asyncio.wait_for(bob.recv(), 10))["data"])
+    assert apply_stream_events(got) == ("".join(parts), len(parts))
+    final = (await asyncio.to_thread(_get_json, f"{second.url}/api/aiim/messages/{conv.id}", bob_token))["messages"][0]
+    assert (final["content"], final["stream"]["state"], final["stream"]["chunk_count"]) == ("".join(parts), "completed", 200)
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+async def test_an_idle_stream_is_aborted_by_the_servers_reaper(conversation, daphne):
+    import websockets
+
+    conv = await conversation(others=("bob",))
+    (server,) = await asyncio.to_thread(daphne, 1, STREAM_IDLE_TIMEOUT="1")
+    async with websockets.connect(f"{server.ws_url}?token={mint_token(user_id='bob')}") as bob:
+        await bob.send(json.dumps({"type": "subscribe", "conversation_id": conv.id}))
+        assert json.loads(await bob.recv())["type"] == "subscribed"
+        async with websockets.connect(f"{server.ws_url}?token={mint_token(user_id='alice')}") as alice:
+            await alice.send(json.dumps(chunk_frame(conv.id, "then silence")))
+            assert json.loads(await alice.recv())["type"] == "ack"
+            got = []
+            while not got or got[-1]["event"] != "message.updated":
+                got.append(json.loads(await asyncio.wait_for(bob.recv(), 10))["data"])
+    assert got[-1]["message"]["stream"]["state"] == "aborted"
+    assert got[-1]["message"]["content"] == "then silence"
