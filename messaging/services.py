@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Exists, Max, OuterRef, Subquery
 from django.utils import timezone
 
 from . import events
@@ -72,12 +72,24 @@ def _direct_key(a: str, b: str) -> str:
     return hashlib.sha256(f"{len(lo)}:{lo}|{hi}".encode()).hexdigest()
 
 
-def lock_for_member(*, tenant: str, conversation_id: str, user_id: str) -> Conversation:
-    """Lock the conversation row (serializing writers of this conversation) and authorize."""
-    conversation = Conversation.objects.select_for_update().filter(tenant=tenant, id=conversation_id).first()
+def lock_for_member(*, tenant: str, conversation_id: str, user_id: str, client_msg_id: str | None = None) -> Conversation:
+    """Lock the conversation row (serializing writers of this conversation) and authorize.
+
+    One round trip: the membership test (and, with `client_msg_id`, the id of the caller's
+    message by that id, as `existing_id`) ride on the locking SELECT. It runs on every send.
+    """
+    qs = (
+        Conversation.objects.select_for_update(of=("self",))
+        .filter(tenant=tenant, id=conversation_id)
+        .annotate(is_member=Exists(Member.objects.filter(conversation_id=OuterRef("pk"), user_id=user_id)))
+    )
+    if client_msg_id is not None:
+        mine = Message.objects.filter(conversation_id=OuterRef("pk"), sender_id=user_id, client_msg_id=client_msg_id)
+        qs = qs.annotate(existing_id=Subquery(mine.values("id")[:1]))
+    conversation = qs.first()
     if conversation is None:
         raise NotFound("Conversation not found.")
-    if not Member.objects.filter(conversation=conversation, user_id=user_id).exists():
+    if not conversation.is_member:
         raise Forbidden("You are not a member of this conversation.")
     return conversation
 
@@ -254,21 +266,21 @@ def insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
     for _ in range(3):
         with SEQ_ALLOC_SECONDS.labels(backend=allocator.name).time():
             seq = allocator.allocate(conversation_id=conversation.id, floor=floor)
-        try:
-            with transaction.atomic():
-                message = Message.objects.create(conversation=conversation, seq=seq, **fields)
-        except IntegrityError:
-            # Last line of defence: the counter handed out a seq that exists. Raise it to
-            # the database's maximum (only ever upward) and try again.
-            floor = Message.objects.filter(conversation=conversation).aggregate(m=Max("seq"))["m"] or 0
-            floor = max(floor, conversation.last_seq)
-            allocator.raise_floor(conversation_id=conversation.id, floor=floor)
-            logger.warning("seq collision in conversation %s; counter raised to %s", conversation.id, floor)
-            continue
+        # No savepoint (two round trips): a conflicting row is skipped, and the conditional
+        # UPDATE below, which moves last_seq only if this row went in, tells which happened.
+        message = Message(conversation=conversation, seq=seq, **fields)
+        Message.objects.bulk_create([message], ignore_conflicts=True)
         now = message.created_at
-        Conversation.objects.filter(pk=conversation.pk).update(last_seq=seq, updated_at=now)
-        conversation.last_seq, conversation.updated_at = seq, now
-        return message
+        inserted = Exists(Message.objects.filter(pk=message.pk, seq=seq))
+        if Conversation.objects.filter(inserted, pk=conversation.pk).update(last_seq=seq, updated_at=now):
+            conversation.last_seq, conversation.updated_at = seq, now
+            return message
+        # Last line of defence: the counter handed out a seq that exists. Raise it to the
+        # database's maximum (only ever upward) and try again.
+        floor = Message.objects.filter(conversation=conversation).aggregate(m=Max("seq"))["m"] or 0
+        floor = max(floor, conversation.last_seq)
+        allocator.raise_floor(conversation_id=conversation.id, floor=floor)
+        logger.warning("seq collision in conversation %s; counter raised to %s", conversation.id, floor)
     raise Conflict("Could not allocate a sequence number; retry.")
 
 
@@ -307,11 +319,9 @@ def message_send(
     happen before allocation, so a rejected message consumes no seq.
     """
     check_message_input(type=type, content=content, metadata=metadata, client_msg_id=client_msg_id, reply_to=reply_to)
-    conversation = lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=sender)
-    if client_msg_id is not None:
-        existing = Message.objects.filter(conversation=conversation, sender_id=sender, client_msg_id=client_msg_id).first()
-        if existing is not None:
-            return existing, False
+    conversation = lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=sender, client_msg_id=client_msg_id)
+    if client_msg_id is not None and conversation.existing_id is not None:
+        return Message.objects.get(pk=conversation.existing_id), False
     if reply_to is not None and not Message.objects.filter(conversation=conversation, id=reply_to).exists():
         raise Invalid("reply_to is not a message of this conversation.", errors={"reply_to": ["Not found."]})
     message = insert_with_seq(
