@@ -98,11 +98,15 @@ def main() -> None:
     parser.add_argument("--server-cpus", default="0", help="taskset list for the servers")
     parser.add_argument("--loadgen-cpus", default="1", help="taskset list for the load generator")
     parser.add_argument("--ref", default="HEAD", help="commit to serve (exported with git archive, so other people's uncommitted edits are not measured); 'worktree' serves the work tree as it is")
+    parser.add_argument("--src", default="", help="serve this directory (a patched export, for an experiment)")
     parser.add_argument("--profile", default="", help="py-spy record the first server into this SVG/speedscope file")
     args, loadgen_args = parser.parse_known_args()
     extra = dict(item.split("=", 1) for item in args.env)
     env = server_env(args.backend, extra)
-    if args.ref == "worktree":
+    if args.src:  # an experiment: a patched copy of a commit, never recorded as that commit
+        src = Path(args.src).resolve()
+        commit = "experiment:" + src.name
+    elif args.ref == "worktree":
         src = ROOT
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
