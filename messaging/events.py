@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import time
 from typing import Any
 
 import orjson
@@ -92,6 +93,8 @@ def publish_now(groups: list[str], message: dict) -> None:
     publish is scheduled on that loop (fire and forget: the database is the truth). Outside
     a server (management commands, tests) it runs to completion here.
     """
+    # Called right after commit: subscribers measure commit-to-socket latency from here.
+    message["committed_at"] = time.time()
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     if loop is not None and loop.is_running():
         future = asyncio.run_coroutine_threadsafe(_group_send(groups, message), loop)

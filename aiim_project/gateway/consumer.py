@@ -29,7 +29,7 @@ from aiim_project import ratelimit
 from messaging import delivery, events, presence, selectors
 from messaging.frames import FrameSpec
 from messaging.errors import AiimError, Invalid, NotFound, RateLimited, TooLarge, as_aiim_error
-from messaging.metrics import ERRORS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SLOW_CONSUMERS
+from messaging.metrics import ERRORS, FANOUT_SECONDS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SLOW_CONSUMERS
 
 from . import backpressure
 from .table import build_table
@@ -58,7 +58,9 @@ async def _load_stored(conversation_id: str, after_seq: int, up_to_seq: int, lim
         rows = selectors.messages_after(conversation_id=conversation_id, after_seq=after_seq, limit=limit, up_to_seq=up_to_seq)
         return [delivery.stored_message(m) for m in rows]
 
-    return await database_sync_to_async(read)()
+    # Reads need no thread affinity: off the single thread-sensitive executor, they run
+    # beside the sends instead of queueing behind them.
+    return await database_sync_to_async(read, thread_sensitive=False)()
 
 
 def _snapshot(**kw: Any) -> tuple[int, list[delivery.StoredMessage] | None]:
@@ -297,7 +299,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         # Join BEFORE reading: every seq above the snapshot is then published to us.
         await self.channel_layer.group_add(group, self.channel_name)
         try:
-            last_seq, rows = await database_sync_to_async(_snapshot)(
+            last_seq, rows = await database_sync_to_async(_snapshot, thread_sensitive=False)(
                 tenant=self.tenant,
                 user_id=self.user_id,
                 conversation_id=conversation_id,
@@ -363,7 +365,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 return
         sub = self.subscriptions.get(conversation_id)
         if sub is not None:
+            fresh = message["event"] == "message.created" and message["seq"] >= sub.next_seq
             await sub.on_event(message)
+            if fresh and "committed_at" in message:
+                FANOUT_SECONDS.observe(max(0.0, time.time() - message["committed_at"]))
 
     async def _personal_event(self, conversation_id: str, message: dict) -> None:
         """An event about this user: it may come twice (conversation and user group), and

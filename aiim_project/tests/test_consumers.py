@@ -482,3 +482,36 @@ def test_gateway_table_holds_every_apps_frames():
     for table in (frames.FRAMES, receipts.frames.FRAMES, streaming.frames.FRAMES):
         for frame_type, spec in table.items():
             assert gateway.FRAMES[frame_type] is spec
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+
+async def test_frames_connections_and_fanout_latency_are_measured(ws, conv):
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    c = await conv()
+    before = (
+        sample("aiim_fanout_seconds_count"),
+        sample("aiim_ws_frames_in_total", type="send_msg"),
+        sample("aiim_messages_created_total", via="ws"),
+        sample("aiim_errors_total", code="invalid", via="ws"),
+    )
+    alice, bob = await ws("alice"), await ws("bob")
+    assert sample("aiim_ws_connections") >= 2
+    await subscribed(bob, c.id)
+    await asyncio.sleep(0.2)  # past the subscription's tail check: the message arrives live
+    assert (await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "m"}))["type"] == "ack"
+    assert data(await recv(bob))["event"] == "message.created"
+    await alice.send_to(text_data="nope")
+    assert (await recv(alice))["code"] == "invalid"
+    after = (
+        sample("aiim_fanout_seconds_count"),
+        sample("aiim_ws_frames_in_total", type="send_msg"),
+        sample("aiim_messages_created_total", via="ws"),
+        sample("aiim_errors_total", code="invalid", via="ws"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1, 1]
