@@ -515,3 +515,44 @@ async def test_frames_connections_and_fanout_latency_are_measured(ws, conv):
         sample("aiim_errors_total", code="invalid", via="ws"),
     )
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1, 1]
+
+
+# --- streams through ordered delivery ----------------------------------------------------
+
+
+async def test_subscriber_joining_mid_stream_gets_snapshot_then_exactly_the_later_chunks(ws, conv):
+    c = await conv("alice", ("bob",))
+    alice, watcher = await ws("alice"), await ws("bob")
+    await subscribed(watcher, c.id)
+    parts = [f"p{i} " for i in range(10)]
+
+    async def chunk(i: int, end: bool = False) -> None:
+        frame = {"type": "stream_chunk", "conversation_id": c.id, "client_msg_id": "s1", "chunk": parts[i], "stream_end": end}
+        ack = await request(alice, frame)
+        assert ack["type"] == "ack" and ack["chunk_index"] == i, ack
+
+    for i in range(5):
+        await chunk(i)
+    late = await ws("bob")
+    await subscribed(late, c.id, since_seq=0)
+    for i in range(5, 9):
+        await chunk(i)
+    await chunk(9, end=True)
+
+    async def text_seen(comm) -> str:
+        created = data(await recv(comm))
+        assert created["event"] == "message.created"
+        text, next_index = created["message"]["content"], created["message"]["stream"]["chunk_count"]
+        while True:
+            event = data(await recv(comm))
+            if event["event"] == "message.updated":
+                assert event["message"]["stream"]["state"] == "completed"
+                assert event["message"]["content"] == text
+                return text
+            assert event["event"] == "message.stream_chunk" and event["chunk_index"] == next_index, event
+            text += event["delta"]
+            next_index = event["last_chunk_index"] + 1
+
+    assert await text_seen(watcher) == "".join(parts)
+    assert await text_seen(late) == "".join(parts)
+    await late.receive_nothing(timeout=0.1)
