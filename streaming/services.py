@@ -26,18 +26,17 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from messaging import events
 from messaging.errors import Conflict, Forbidden, Invalid, NotFound
 from messaging.metrics import STREAM_CHUNKS
-from messaging.models import Member, Message, MessageType, StreamState
+from messaging.models import Message, MessageType, StreamState
 from messaging.rendering import message_dict
 from messaging.selectors import conversation_for_member
 from messaging.services import MAX_ID_LENGTH, check_content_size, insert_with_seq, lock_for_member, publish_message_created
 
-from .models import StreamChunk
+from . import storage
 from .rendering import chunk_event
 
 # A streamed reply comes from an AI model: the message type is fixed, clients need not say it.
@@ -73,14 +72,10 @@ def _check_chunk(chunk: Any, chunk_index: Any, stream_end: Any) -> None:
 
 
 def _own_stream(*, tenant: str, sender: str, conversation_id: str, client_msg_id: str, lock: bool) -> Message | None:
-    """The caller's message named client_msg_id, with whether the caller is still a member
-    (one query: the hot path of every chunk)."""
-    qs = Message.objects.filter(
-        tenant=tenant, conversation_id=conversation_id, sender_id=sender, client_msg_id=client_msg_id
-    ).annotate(is_member=Exists(Member.objects.filter(conversation_id=OuterRef("conversation_id"), user_id=sender)))
-    if lock:
-        qs = qs.select_for_update(of=("self",))
-    message = qs.first()
+    """The caller's message named client_msg_id, checked: still a member, and a stream."""
+    message = storage.find_stream(
+        tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id, lock=lock
+    )
     if message is None:
         return None
     if not message.is_member:
@@ -120,12 +115,8 @@ def _apply(message: Message, *, index: int, chunk: str, stream_end: bool, now: d
     text = (message.content or "") + chunk
     check_content_size(text)  # MAX_MESSAGE_BYTES bounds the whole text, not one chunk
     state = StreamState.COMPLETED if stream_end else StreamState.STREAMING
-    updated = Message.objects.filter(
-        pk=message.pk, stream_state=StreamState.STREAMING, stream_chunk_count=index
-    ).update(content=text, stream_chunk_count=index + 1, stream_updated_at=now, stream_state=state)
-    if not updated:
+    if not storage.append_chunk(message_id=message.pk, index=index, chunk=chunk, text=text, state=state, now=now):
         return False
-    StreamChunk.objects.create(message_id=message.pk, index=index, text=chunk)
     message.content, message.stream_chunk_count, message.stream_updated_at, message.stream_state = text, index + 1, now, state
     groups = [events.conversation_group(message.tenant, message.conversation_id)]
     events.publish_on_commit(groups, chunk_event(message, first=index, last=index, delta=chunk, stream_end=stream_end))

@@ -1,0 +1,72 @@
+"""The per-chunk hot path as fixed SQL statements.
+
+Every chunk runs the same three statements (find the stream, conditional UPDATE, INSERT the
+chunk row). Built through the ORM, compiling them cost about as much CPU as the rest of the
+chunk (see docs/streaming.md); here they are written once per database vendor and only
+their parameters change. Parameters still go through the model fields' own adaptation, so
+JSON and datetimes are stored exactly as the ORM stores them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+
+from django.db import connection
+
+from messaging.models import Member, Message, StreamState
+
+from .models import StreamChunk
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+@cache
+def _find_sql(vendor: str, lock: bool) -> str:
+    m, member = _q(Message._meta.db_table), _q(Member._meta.db_table)
+    sql = (
+        f"SELECT {m}.*, EXISTS(SELECT 1 FROM {member} WHERE {member}.{_q('conversation_id')} = {m}.{_q('conversation_id')}"
+        f" AND {member}.{_q('user_id')} = %s) AS is_member FROM {m}"
+        f" WHERE {m}.{_q('tenant')} = %s AND {m}.{_q('conversation_id')} = %s"
+        f" AND {m}.{_q('sender_id')} = %s AND {m}.{_q('client_msg_id')} = %s"
+    )
+    if lock and connection.features.has_select_for_update_of:
+        sql += f" FOR UPDATE OF {m}"
+    elif lock and connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    return sql
+
+
+def find_stream(*, tenant: str, conversation_id: str, sender: str, client_msg_id: str, lock: bool) -> Message | None:
+    """The sender's message named client_msg_id, annotated `is_member` (one query)."""
+    rows = list(
+        Message.objects.raw(_find_sql(connection.vendor, lock), [sender, tenant, conversation_id, sender, client_msg_id])
+    )
+    return rows[0] if rows else None
+
+
+@cache
+def _append_sql(vendor: str) -> tuple[str, str]:
+    m, c = _q(Message._meta.db_table), _q(StreamChunk._meta.db_table)
+    update = (
+        f"UPDATE {m} SET {_q('content')} = %s, {_q('stream_chunk_count')} = %s, {_q('stream_updated_at')} = %s,"
+        f" {_q('stream_state')} = %s WHERE {_q('id')} = %s AND {_q('stream_state')} = %s AND {_q('stream_chunk_count')} = %s"
+    )
+    insert = f"INSERT INTO {c} ({_q('message_id')}, {_q('index')}, {_q('text')}) VALUES (%s, %s, %s)"
+    return update, insert
+
+
+def append_chunk(*, message_id: str, index: int, chunk: str, text: str, state: str, now: datetime) -> bool:
+    """Store chunk `index` if the stream is still open at exactly that index."""
+    update, insert = _append_sql(connection.vendor)
+    fields = Message._meta
+    content = fields.get_field("content").get_db_prep_value(text, connection)
+    updated_at = fields.get_field("stream_updated_at").get_db_prep_value(now, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(update, [content, index + 1, updated_at, state, message_id, StreamState.STREAMING, index])
+        if cursor.rowcount != 1:
+            return False
+        cursor.execute(insert, [message_id, index, chunk])
+    return True
