@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, Max, OuterRef, Subquery
 from django.utils import timezone
 
@@ -259,6 +260,33 @@ def check_message_input(*, type: str, content: Any, metadata: Any, client_msg_id
     check_content_size(content, metadata)
 
 
+_UPDATE_LAST_SEQ = f"UPDATE {Conversation._meta.db_table} SET last_seq = %s, updated_at = %s WHERE id = %s"
+
+
+@lru_cache(maxsize=1)
+def _insert_sql() -> tuple[str, list]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id for one message, and its fields.
+
+    Raw SQL because this runs on every send and stream start: compiling the ORM's insert
+    cost more CPU than the database round trip. No savepoint either (two more round trips):
+    a row that conflicts is skipped, and the missing RETURNING row says so.
+    """
+    fields = Message._meta.concrete_fields
+    qn = connection.ops.quote_name
+    sql = "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING RETURNING {}".format(
+        qn(Message._meta.db_table), ", ".join(qn(f.column) for f in fields), ", ".join(["%s"] * len(fields)), qn("id")
+    )
+    return sql, fields
+
+
+def _insert_message(message: Message) -> bool:
+    sql, fields = _insert_sql()
+    params = [f.get_db_prep_save(f.pre_save(message, True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
 def insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
     """Allocate the next seq and insert. Runs under the conversation's row lock."""
     allocator = get_allocator()
@@ -266,18 +294,16 @@ def insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
     for _ in range(3):
         with SEQ_ALLOC_SECONDS.labels(backend=allocator.name).time():
             seq = allocator.allocate(conversation_id=conversation.id, floor=floor)
-        # No savepoint (two round trips): a conflicting row is skipped, and the conditional
-        # UPDATE below, which moves last_seq only if this row went in, tells which happened.
-        message = Message(conversation=conversation, seq=seq, **fields)
-        Message.objects.bulk_create([message], ignore_conflicts=True)
-        now = message.created_at
-        inserted = Exists(Message.objects.filter(pk=message.pk, seq=seq))
-        if Conversation.objects.filter(inserted, pk=conversation.pk).update(last_seq=seq, updated_at=now):
+        message = Message(conversation_id=conversation.id, seq=seq, **fields)
+        if _insert_message(message):
+            now = message.created_at
+            with connection.cursor() as cursor:
+                cursor.execute(_UPDATE_LAST_SEQ, [seq, connection.ops.adapt_datetimefield_value(now), conversation.id])
             conversation.last_seq, conversation.updated_at = seq, now
             return message
         # Last line of defence: the counter handed out a seq that exists. Raise it to the
         # database's maximum (only ever upward) and try again.
-        floor = Message.objects.filter(conversation=conversation).aggregate(m=Max("seq"))["m"] or 0
+        floor = Message.objects.filter(conversation_id=conversation.id).aggregate(m=Max("seq"))["m"] or 0
         floor = max(floor, conversation.last_seq)
         allocator.raise_floor(conversation_id=conversation.id, floor=floor)
         logger.warning("seq collision in conversation %s; counter raised to %s", conversation.id, floor)
