@@ -257,6 +257,7 @@ class Client:
             content = message["content"]
             if isinstance(content, dict) and "ts" in content:
                 self.rec.delivery_lat.append(t - content["ts"])
+                self.rec.delivery_at.append(t)
         elif event == "message.stream_chunk":
             view = self.streams.setdefault(data["message_id"], StreamView())
             first, last = data["chunk_index"], data["last_chunk_index"]
@@ -291,6 +292,7 @@ class Recorder:
     deliveries: int = 0
     last_delivery: float = 0.0
     delivery_lat: list[float] = field(default_factory=list)
+    delivery_at: list[float] = field(default_factory=list)  # receive times, same order
     ack_lat: list[float] = field(default_factory=list)
     acked: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     chunk_sent: dict[tuple[str, int], float] = field(default_factory=dict)
@@ -355,6 +357,14 @@ class Bench:
 
         clients = await asyncio.gather(*(asyncio.gather(*(one(conv, u) for u in users)) for conv, users in groups))
         return [list(c) for c in clients], connect_lat, sub_lat
+
+
+def timeline(rec: Recorder, t0: float, step: float) -> list[float]:
+    """Median delivery latency per `step` seconds of the run: a queue that grows shows here."""
+    buckets: dict[int, list[float]] = defaultdict(list)
+    for at, lat in zip(rec.delivery_at, rec.delivery_lat):
+        buckets[int((at - t0) // step)].append(lat)
+    return [pct(buckets[k])["p50"] for k in sorted(buckets)]
 
 
 def correctness(rec: Recorder, groups, clients: list[list[Client]]) -> dict[str, int]:
@@ -469,6 +479,7 @@ async def fanout(b: Bench, n_conv: int, n_members: int, *, duration: float, wind
         "ack_latency_ms": pct(rec.ack_lat),
         "delivery_latency_ms": pct(rec.delivery_lat),
         "drain_s": round(drain_s, 2),
+        "delivery_p50_ms_per_2s": timeline(rec, t0, 2.0),
         "correctness": correctness(rec, groups, clients),
         "errors": dict(rec.errors),
         "closed": dict(rec.closed),

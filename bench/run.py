@@ -142,10 +142,12 @@ def main() -> None:
         if args.profile:
             spy = subprocess.Popen(
                 [
-                    str(ROOT / ".venv" / "bin" / "py-spy"), "record", "-p", str(procs[0].pid), "-o", args.profile, "-r", "97",
-                    # .txt: collapsed stacks (grep-able); .idle.txt also samples waiting threads
+                    str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--nonblocking", "-p", str(procs[0].pid), "-o", args.profile, "-r", "97",
+                    # .txt: collapsed stacks (grep-able); .idle.txt also samples waiting threads;
+                    # .gil.txt only the thread holding the GIL (where the CPU goes)
                     "-f", "raw" if args.profile.endswith(".txt") else "flamegraph",
                     *(["--idle", "--threads"] if args.profile.endswith(".idle.txt") else []),
+                    *(["--gil"] if args.profile.endswith(".gil.txt") else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
