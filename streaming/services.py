@@ -54,7 +54,7 @@ class ChunkResult:
 
 
 def _check_ids(conversation_id: Any, client_msg_id: Any) -> None:
-    if not isinstance(conversation_id, str) or not conversation_id or len(conversation_id) > 64:
+    if not isinstance(conversation_id, str) or not conversation_id or len(conversation_id) > 64 or "\x00" in conversation_id:
         raise Invalid("conversation_id must be a conversation id.", errors={"conversation_id": ["Invalid."]})
     if not isinstance(client_msg_id, str) or not client_msg_id or len(client_msg_id) > MAX_ID_LENGTH or "\x00" in client_msg_id:
         raise Invalid(

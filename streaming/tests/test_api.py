@@ -84,6 +84,8 @@ def test_stream_abort_ends_the_stream_keeping_its_text(api, make_conversation):
         ({"chunk": "x", "chunk_index": -1}, "chunk_index"),
         ({"chunk": "x", "chunk_index": "one"}, "chunk_index"),
         ({"chunk": "x", "stream_end": "maybe"}, "stream_end"),
+        ({"chunk": "nul\x00"}, "chunk"),
+        ({"client_msg_id": "s\x00", "chunk": "x"}, "client_msg_id"),
     ],
 )
 def test_bad_input_is_400_and_the_stream_is_unharmed(api, make_conversation, body, field):

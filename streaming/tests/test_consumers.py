@@ -179,6 +179,9 @@ async def test_abort_frame_is_acked_and_subscribers_get_the_final_message(conver
         ({"client_msg_id": None}, "invalid"),
         ({"chunk": 12}, "invalid"),
         ({"chunk_index": -2}, "invalid"),
+        ({"conversation_id": "nul\x00"}, "invalid"),
+        ({"client_msg_id": "nul\x00"}, "invalid"),
+        ({"chunk": "nul\x00"}, "invalid"),
         ({"chunk_index": 7}, "conflict"),
         ({"chunk": "y" * 200}, "too_large"),
     ],
@@ -190,7 +193,7 @@ async def test_bad_frames_get_error_frames_and_the_stream_is_unharmed(conversati
     await ask(alice, chunk_frame(conv.id, "ok"))
     frame = {k: v for k, v in {**chunk_frame(conv.id, "x", req_id="r9"), **frame_fields}.items() if v is not None}
     error = await ask(alice, frame)
-    assert (error["type"], error["code"], error["req_id"], error["conversation_id"]) == ("error", code, "r9", conv.id)
+    assert (error["type"], error["code"], error["req_id"], error["conversation_id"]) == ("error", code, "r9", frame["conversation_id"])
     if code == "conflict":
         assert error["expected_chunk_index"] == 1
     assert (await ask(alice, {"type": "ping"})) == {"type": "pong"}  # still open

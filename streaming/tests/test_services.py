@@ -173,6 +173,8 @@ def test_another_tenants_conversation_is_exactly_a_missing_one(make_conversation
         ({"chunk_index": "1"}, Invalid),
         ({"stream_end": "yes"}, Invalid),
         ({"conversation_id": 7}, Invalid),
+        ({"conversation_id": "c\x00"}, Invalid),
+        ({"client_msg_id": "s\x00"}, Invalid),
     ],
 )
 def test_bad_input_is_refused_and_the_stream_is_unharmed(make_conversation, kw, error):
