@@ -73,6 +73,24 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     user_id: str
     conn_id: str
 
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            # The channel layer (Redis) can fail before any handler runs (pub/sub subscribes
+            # the connection's own channel first): end the connection with 1011 so the client
+            # retries, never a traceback and a half-open socket.
+            if as_aiim_error(exc) is None:
+                raise
+            logger.warning("ws connection ended: dependency unavailable: %s", type(exc).__name__)
+            if getattr(self, "principal", None) is not None:
+                await self.disconnect(CLOSE_SERVER_ERROR)
+            if not getattr(self, "_accepted", False):
+                if (await receive())["type"] != "websocket.connect":
+                    return
+                await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CLOSE_SERVER_ERROR})
+
     async def dispatch(self, message: dict) -> None:
         kind = message["type"]
         if kind == events.EVENT_TYPE:
@@ -95,6 +113,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self._closing = False
         self._transport = backpressure.transport_of(self.base_send)
         await self.accept("bearer" if self.scope.get("bearer_subprotocol") else None)
+        self._accepted = True
         principal = self.scope.get("principal")
         if principal is None or (principal.expires_at is not None and principal.expires_at <= time.time()):
             err = self.scope.get("auth_error")
