@@ -406,3 +406,40 @@ class ResumingSubscriber:
                 return True
             await asyncio.sleep(0.1)
         return False
+
+
+def production_env(jwt_secret: str) -> dict[str, str]:
+    """Daphne env with DEBUG off, as in production: with DEBUG on Django keeps the text of
+    recent SQL queries (message contents included), which swamps any memory measurement."""
+    return {"DEBUG": "false", "SECRET_KEY": "reliability-" + "k" * 40, "JWT_SECRET": jwt_secret}
+
+
+def metric_value(base_url: str, name: str) -> float:
+    """Sum of a metric's samples on /metrics (0 when absent)."""
+    text = http(base_url, "GET", "/metrics").body
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def churn(server, tokens: list[str], conversation_ids: list[str], cycles: int, concurrency: int = 50) -> list:
+    """Each cycle: connect, subscribe (with since_seq: a replay), get the answer, close."""
+    failures: list = []
+    counter = iter(range(cycles))
+
+    async def worker():
+        for n in counter:
+            try:
+                ws = await ws_open(server.ws_url, tokens[n % len(tokens)])
+                reply = await ws_request(ws, {"type": "subscribe", "conversation_id": conversation_ids[n % len(conversation_ids)], "since_seq": 0})
+                if reply["type"] != "subscribed":
+                    failures.append(reply)
+                await ws.close()
+            except Exception as exc:  # counted, not raised: the totals tell the story
+                failures.append(repr(exc))
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return failures

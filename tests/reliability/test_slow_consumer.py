@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .support import StalledClient, created_seqs, http, rss_kb, ws_open, ws_recv, ws_request
+from .support import StalledClient, created_seqs, http, production_env, rss_kb, ws_open, ws_recv, ws_request
 
 pytestmark = pytest.mark.e2e
 
@@ -43,15 +43,9 @@ async def send_batch(server, token, conversation_id: str, bob, start: int, count
     return lags
 
 
-def production_env(settings) -> dict[str, str]:
-    """DEBUG off, as in production: with DEBUG on Django keeps the text of recent SQL
-    queries (message contents included), which would swamp any memory measurement."""
-    return {"DEBUG": "false", "SECRET_KEY": "reliability-" + "k" * 40, "JWT_SECRET": settings.JWT_SECRET}
-
-
 def test_stalled_subscriber_is_cut_off_and_does_not_slow_others(daphne, make_conversation, token, settings):
     conversation = make_conversation("alice", others=("bob", "carol"))
-    server = daphne(1, WS_SEND_BUFFER_BYTES=str(1024 * 1024), **production_env(settings))[0]
+    server = daphne(1, WS_SEND_BUFFER_BYTES=str(1024 * 1024), **production_env(settings.JWT_SECRET))[0]
 
     async def scenario():
         bob = await ws_open(server.ws_url, token("bob"))

@@ -1,0 +1,61 @@
+"""Connect / subscribe / disconnect churn leaves nothing behind: no growth in server memory,
+open sockets, live-connection gauge, channel-layer subscriptions or presence entries.
+
+The suite measures 1,000 cycles (concurrency 50) after a warm-up round of as many;
+`bench/churn.py` runs the 5,000-cycle soak."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from django.conf import settings as django_settings
+
+from messaging import redis as aiim_redis
+
+from .support import churn, metric_value, open_sockets, production_env, rss_kb
+
+pytestmark = pytest.mark.e2e
+
+CYCLES = 1_000
+USERS = 50
+
+
+def redis_leftovers() -> tuple[int, int]:
+    """(channel-layer pub/sub channels of this run's prefix, presence entries)."""
+    client = aiim_redis.sync_client()
+    channels = len(client.pubsub_channels(f"{django_settings.CHANNEL_LAYER_PREFIX}*"))
+    entries = sum(client.zcard(k) for k in client.scan_iter("aiim:presence:*"))
+    return channels, entries
+
+
+def test_connect_subscribe_disconnect_churn_leaves_nothing_behind(daphne, make_conversation, send, token, settings):
+    users = [f"u{i}" for i in range(USERS)]
+    conversations = [make_conversation(users[i], others=tuple(users[:i] + users[i + 1:])) for i in range(5)]
+    for c in conversations:
+        send(c, users[0], "history")
+    tokens = [token(u) for u in users]
+    ids = [c.id for c in conversations]
+    server = daphne(1, **production_env(settings.JWT_SECRET))[0]
+
+    async def scenario():
+        # The first round grows the process to its working size (thread pools, database
+        # pool, allocator arenas: about 10 MB at concurrency 50); the second must not.
+        warm = await churn(server, tokens, ids, CYCLES)
+        await asyncio.sleep(1.0)
+        before = rss_kb(server.pid), open_sockets(server.pid)
+        failures = await churn(server, tokens, ids, CYCLES)
+        await asyncio.sleep(1.0)
+        after = rss_kb(server.pid), open_sockets(server.pid)
+        return warm + failures, before, after
+
+    failures, (rss_before, sockets_before), (rss_after, sockets_after) = asyncio.run(scenario())
+    growth_mb = (rss_after - rss_before) / 1024
+    print(f"churn: {CYCLES} cycles; RSS +{growth_mb:.1f} MB; sockets {sockets_before} -> {sockets_after}")
+    assert not failures, failures[:5]
+    assert growth_mb < 4, growth_mb
+    # Database and Redis pools may still grow (to DB_POOL_MAX); a socket per cycle would not fit.
+    assert sockets_after <= sockets_before + 20
+    assert metric_value(server.url, "aiim_ws_connections") == 0
+    if settings.REDIS_URL:
+        assert redis_leftovers() == (0, 0)
