@@ -78,18 +78,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await super().__call__(scope, receive, send)
         except Exception as exc:
             # The channel layer (Redis) can fail before any handler runs (pub/sub subscribes
-            # the connection's own channel first): end the connection with 1011 so the client
-            # retries, never a traceback and a half-open socket.
+            # the connection's own channel first) or while it runs. Release what the
+            # connection holds, make sure the handshake completed, and let the error end the
+            # application: Daphne then closes with 1011 (it refuses 1011 from `send`).
             if as_aiim_error(exc) is None:
                 raise
             logger.warning("ws connection ended: dependency unavailable: %s", type(exc).__name__)
             if getattr(self, "principal", None) is not None:
                 await self.disconnect(CLOSE_SERVER_ERROR)
-            if not getattr(self, "_accepted", False):
-                if (await receive())["type"] != "websocket.connect":
-                    return
+            if not getattr(self, "_accepted", False) and (await receive())["type"] == "websocket.connect":
                 await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close", "code": CLOSE_SERVER_ERROR})
+            raise
 
     async def dispatch(self, message: dict) -> None:
         kind = message["type"]

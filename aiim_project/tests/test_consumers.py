@@ -557,21 +557,3 @@ async def test_subscriber_joining_mid_stream_gets_snapshot_then_exactly_the_late
     assert await text_seen(late) == "".join(parts)
     await late.receive_nothing(timeout=0.1)
 
-
-@pytest.mark.redis
-async def test_channel_layer_down_at_connect_closes_1011(token, settings):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [f"redis://127.0.0.1:{closed_port}/0"], "prefix": "h2down"},
-        }
-    }
-    comm = WebsocketCommunicator(application, f"/api/aiim/ws?token={token('alice')}")
-    connected, _ = await comm.connect(timeout=TIMEOUT)
-    assert connected
-    assert await closed_with(comm, timeout=10) == 1011

@@ -120,3 +120,18 @@ async def test_reconnect_with_since_seq_resumes_without_gap_or_duplicate(daphne,
     expected = sorted(seq for seqs in acked for seq in seqs)
     assert before + after == expected
     assert steady_seen == expected
+
+
+async def test_channel_layer_down_at_connect_closes_1011(daphne):
+    import socket
+
+    from websockets.exceptions import ConnectionClosed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    server = daphne(1, REDIS_URL=f"redis://127.0.0.1:{closed_port}/0")[0]
+    async with connect(url(server, "alice")) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 15)
+    assert closed.value.rcvd.code == 1011
