@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, Max, OuterRef, Subquery
+from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
 from . import events
@@ -73,21 +73,15 @@ def _direct_key(a: str, b: str) -> str:
     return hashlib.sha256(f"{len(lo)}:{lo}|{hi}".encode()).hexdigest()
 
 
-def lock_for_member(*, tenant: str, conversation_id: str, user_id: str, client_msg_id: str | None = None) -> Conversation:
-    """Lock the conversation row (serializing writers of this conversation) and authorize.
-
-    One round trip: the membership test (and, with `client_msg_id`, the id of the caller's
-    message by that id, as `existing_id`) ride on the locking SELECT. It runs on every send.
-    """
-    qs = (
+def lock_for_member(*, tenant: str, conversation_id: str, user_id: str) -> Conversation:
+    """Lock the conversation row (serializing writers of this conversation) and authorize,
+    in one round trip: the membership test rides on the locking SELECT."""
+    conversation = (
         Conversation.objects.select_for_update(of=("self",))
         .filter(tenant=tenant, id=conversation_id)
         .annotate(is_member=Exists(Member.objects.filter(conversation_id=OuterRef("pk"), user_id=user_id)))
+        .first()
     )
-    if client_msg_id is not None:
-        mine = Message.objects.filter(conversation_id=OuterRef("pk"), sender_id=user_id, client_msg_id=client_msg_id)
-        qs = qs.annotate(existing_id=Subquery(mine.values("id")[:1]))
-    conversation = qs.first()
     if conversation is None:
         raise NotFound("Conversation not found.")
     if not conversation.is_member:
@@ -310,6 +304,33 @@ def insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
     raise Conflict("Could not allocate a sequence number; retry.")
 
 
+@lru_cache(maxsize=1)
+def _lock_for_send_sql() -> str:
+    lock = " FOR UPDATE OF c" if connection.features.has_select_for_update_of else ""
+    return (
+        "SELECT c.last_seq,"
+        f" EXISTS (SELECT 1 FROM {Member._meta.db_table} m WHERE m.conversation_id = c.id AND m.user_id = %s),"
+        f" (SELECT x.id FROM {Message._meta.db_table} x"
+        "   WHERE x.conversation_id = c.id AND x.sender_id = %s AND x.client_msg_id = %s)"
+        f" FROM {Conversation._meta.db_table} c WHERE c.tenant = %s AND c.id = %s{lock}"
+    )
+
+
+def _lock_for_send(*, tenant: str, conversation_id: str, sender: str, client_msg_id: str | None) -> tuple[Conversation, str | None]:
+    """`lock_for_member` for a send, as fixed SQL (it runs on every message, and compiling
+    the ORM query cost more CPU than the round trip): (the conversation with the fields the
+    send path uses, the id of the sender's earlier message with this client_msg_id)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_lock_for_send_sql(), [sender, sender, client_msg_id, tenant, conversation_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("Conversation not found.")
+    last_seq, is_member, existing_id = row
+    if not is_member:
+        raise Forbidden("You are not a member of this conversation.")
+    return Conversation(id=conversation_id, tenant=tenant, last_seq=last_seq), existing_id
+
+
 def publish_message_created(tenant: str, message: Message) -> None:
     events.publish_on_commit(
         [events.conversation_group(tenant, message.conversation_id)],
@@ -345,10 +366,10 @@ def message_send(
     happen before allocation, so a rejected message consumes no seq.
     """
     check_message_input(type=type, content=content, metadata=metadata, client_msg_id=client_msg_id, reply_to=reply_to)
-    conversation = lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=sender, client_msg_id=client_msg_id)
-    if client_msg_id is not None and conversation.existing_id is not None:
-        return Message.objects.get(pk=conversation.existing_id), False
-    if reply_to is not None and not Message.objects.filter(conversation=conversation, id=reply_to).exists():
+    conversation, existing_id = _lock_for_send(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id)
+    if existing_id is not None:
+        return Message.objects.get(pk=existing_id), False
+    if reply_to is not None and not Message.objects.filter(conversation_id=conversation.id, id=reply_to).exists():
         raise Invalid("reply_to is not a message of this conversation.", errors={"reply_to": ["Not found."]})
     message = insert_with_seq(
         conversation,
