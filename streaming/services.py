@@ -9,7 +9,8 @@ Events, published after commit:
   * the first chunk: `message.created` with the message as it was BEFORE that chunk
     (content "", chunk_count 0), then `message.stream_chunk` 0..0, like every chunk. So a
     subscriber always resumes the chunk events at the delivered message's chunk_count;
-  * every chunk: `message.stream_chunk` (chunk_index == last_chunk_index: no coalescing);
+  * every chunk: `message.stream_chunk`; chunks committed within STREAM_COALESCE_MS of
+    each other may share one event (chunk_index..last_chunk_index, see `coalesce`);
   * completion, abort, reaper: `message.updated` with the final message.
 
 Concurrency: a chunk is applied by one conditional UPDATE (`WHERE stream_state='streaming'
@@ -36,8 +37,7 @@ from messaging.rendering import message_dict
 from messaging.selectors import conversation_for_member
 from messaging.services import MAX_ID_LENGTH, check_content_size, insert_with_seq, lock_for_member, publish_message_created
 
-from . import storage
-from .rendering import chunk_event
+from . import coalesce, storage
 
 # A streamed reply comes from an AI model: the message type is fixed, clients need not say it.
 STREAM_MESSAGE_TYPE = MessageType.AI
@@ -97,8 +97,9 @@ def _refuse_other_senders_stream(conversation_id: str, sender: str, client_msg_i
 
 
 def _publish_updated(message: Message) -> None:
-    events.publish_on_commit(
+    coalesce.publish_stream_event_on_commit(
         [events.conversation_group(message.tenant, message.conversation_id)],
+        message.id,
         events.build(
             message.conversation_id,
             "message.updated",
@@ -119,7 +120,7 @@ def _apply(message: Message, *, index: int, chunk: str, stream_end: bool, now: d
         return False
     message.content, message.stream_chunk_count, message.stream_updated_at, message.stream_state = text, index + 1, now, state
     groups = [events.conversation_group(message.tenant, message.conversation_id)]
-    events.publish_on_commit(groups, chunk_event(message, first=index, last=index, delta=chunk, stream_end=stream_end))
+    coalesce.publish_chunk_on_commit(groups, message, index=index, chunk=chunk, stream_end=stream_end)
     if stream_end:
         _publish_updated(message)
     transaction.on_commit(STREAM_CHUNKS.inc)

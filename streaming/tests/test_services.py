@@ -416,3 +416,52 @@ async def test_late_joiner_reconstructs_the_text_from_history_and_live_chunks(ma
             next_chunk = event["last_chunk_index"] + 1
     assert text == "".join(parts)
     assert next_chunk == 500
+
+
+# --- coalescing -------------------------------------------------------------------------
+
+
+def contiguous_text(chunk_events, next_chunk=0):
+    text = ""
+    for event in chunk_events:
+        data = event["data"]
+        assert event["chunk_index"] == data["chunk_index"] == next_chunk
+        assert event["last_chunk_index"] == data["last_chunk_index"] >= next_chunk
+        assert data["delta"] == data["chunk"]
+        text += data["delta"]
+        next_chunk = event["last_chunk_index"] + 1
+    return text, next_chunk
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_coalescing_merges_close_chunks_into_exact_ranges_and_ends_with_the_final_chunk(make_conversation, listen, settings):
+    settings.STREAM_COALESCE_MS = 200
+    conv = await database_sync_to_async(make_conversation)()
+    listener = await listen(conv.id)
+    ids = {"tenant": "default", "sender": "alice", "conversation_id": conv.id, "client_msg_id": "s1"}
+    parts = [f"w{i} " for i in range(12)]
+    for i, part in enumerate(parts):
+        result = await database_sync_to_async(services.stream_append)(**ids, chunk=part, stream_end=i == len(parts) - 1)
+        assert result.chunk_index == i  # every chunk is still stored and acked on its own
+    got = await listener.until(lambda e: e["event"] == "message.updated")
+    assert got[0]["event"] == "message.created"
+    chunk_events = [e for e in got if e["event"] == "message.stream_chunk"]
+    assert len(chunk_events) < len(parts)
+    assert contiguous_text(chunk_events) == ("".join(parts), len(parts))
+    assert got[-2]["event"] == "message.stream_chunk" and got[-2]["data"]["stream_end"] is True
+    assert got[-1]["data"]["message"]["content"] == "".join(parts)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_abort_publishes_the_pending_chunks_before_the_final_message(make_conversation, listen, settings):
+    settings.STREAM_COALESCE_MS = 5000  # far longer than the test: only the abort can flush
+    conv = await database_sync_to_async(make_conversation)()
+    listener = await listen(conv.id)
+    ids = {"tenant": "default", "sender": "alice", "conversation_id": conv.id, "client_msg_id": "s1"}
+    for part in ("a", "b", "c"):
+        await database_sync_to_async(services.stream_append)(**ids, chunk=part)
+    await database_sync_to_async(services.stream_abort)(**ids)
+    got = await listener.until(lambda e: e["event"] == "message.updated", timeout=2)
+    assert [e["event"] for e in got] == ["message.created", "message.stream_chunk", "message.updated"]
+    assert (got[1]["chunk_index"], got[1]["last_chunk_index"], got[1]["data"]["delta"]) == (0, 2, "abc")
+    assert got[2]["data"]["message"]["stream"]["state"] == "aborted"
