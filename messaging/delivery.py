@@ -106,6 +106,9 @@ class _Stream:
     next_chunk: int
     held: list[dict] = field(default_factory=list)
     timer: asyncio.Task | None = None
+    # A final message.updated that overtook chunks this subscription has not sent yet.
+    final: dict | None = None
+    final_chunk_count: int = 0
 
 
 class OrderedDelivery:
@@ -279,10 +282,20 @@ class OrderedDelivery:
             self._out.append(event["frame"])
             stream.next_chunk = event["last_chunk_index"] + 1
             self._drain_chunks(stream)
+            self._settle(message_id, stream)
             return
         stream.held.append(event)
+        self._arm_chunk_timer(message_id, stream)
+
+    def _arm_chunk_timer(self, message_id: str, stream: _Stream) -> None:
         if stream.timer is None and not self._closed:
             stream.timer = asyncio.create_task(self._chunk_gap_after_wait(message_id, stream))
+
+    def _settle(self, message_id: str, stream: _Stream) -> None:
+        """Send a deferred final update once every chunk before it has been sent."""
+        if stream.final is not None and not stream.held and stream.next_chunk >= stream.final_chunk_count:
+            self._out.append(stream.final["frame"])
+            self._finish(message_id)
 
     def _drain_chunks(self, stream: _Stream) -> None:
         progressed = True
@@ -302,7 +315,9 @@ class OrderedDelivery:
         await asyncio.sleep(self._gap_wait)
         async with self._lock:
             stream.timer = None
-            if self._closed or not stream.held or self._streams.get(message_id) is not stream:
+            if self._closed or self._streams.get(message_id) is not stream:
+                return
+            if not stream.held and stream.final is None:
                 return
             filled = None
             if chunk_gap_loader is not None:
@@ -320,15 +335,24 @@ class OrderedDelivery:
                     self._out.append(event["frame"])
                     stream.next_chunk = event["last_chunk_index"] + 1
             stream.held.clear()
+            if stream.final is not None:  # its full text makes up for any chunk still missing
+                stream.next_chunk = max(stream.next_chunk, stream.final_chunk_count)
+                self._settle(message_id, stream)
             await self._flush()
 
     def _on_updated(self, message_id: str, event: dict) -> None:
+        info = (orjson.loads(event["frame"])["data"].get("message") or {}).get("stream") or {}
+        stream = self._streams.get(message_id)
+        if info.get("state") in FINAL_STREAM_STATES and stream is not None:
+            # The final update can overtake the stream's last chunk events (they are coalesced
+            # or published from another process): it waits until they are sent or filled.
+            stream.final, stream.final_chunk_count = event, info.get("chunk_count", 0)
+            self._settle(message_id, stream)
+            if message_id in self._streams:
+                self._arm_chunk_timer(message_id, stream)
+            return
         self._out.append(event["frame"])
-        state = event.get("stream_state")
-        if state is None:
-            stream = (orjson.loads(event["frame"])["data"].get("message") or {}).get("stream") or {}
-            state = stream.get("state")
-        if state in FINAL_STREAM_STATES:
+        if info.get("state") in FINAL_STREAM_STATES:
             self._finish(message_id)
 
     def _finish(self, message_id: str) -> None:

@@ -44,14 +44,14 @@ def chunk(seq: int, first: int, last: int | None = None) -> dict:
     }
 
 
-def updated(seq: int, state: str) -> dict:
+def updated(seq: int, state: str, chunk_count: int = 0) -> dict:
     return {
         "type": "aiim.event",
         "conversation_id": "c",
         "event": "message.updated",
         "seq": seq,
         "message_id": f"id{seq}",
-        "frame": '{"data":{"message":{"stream":{"state":"%s"}}},"tag":"u%d"}' % (state, seq),
+        "frame": '{"data":{"message":{"stream":{"state":"%s","chunk_count":%d}}},"tag":"u%d"}' % (state, chunk_count, seq),
     }
 
 
@@ -365,3 +365,50 @@ async def test_close_cancels_pending_gap_fill():
     d.close()
     await asyncio.sleep(GAP * 5)
     assert sink.frames == [] and db.reads == []
+
+
+async def test_final_update_that_overtakes_the_last_chunks_waits_for_them():
+    db, sink = FakeDB(), Sink()
+    d = make(db, sink)
+    db.add(1, state="streaming")
+    await d.on_event(created(1, stream=streaming(0)))
+    await d.on_event(chunk(1, 0))
+    final = updated(1, "completed", chunk_count=4)
+    await d.on_event(final)
+    assert sink.frames == ["m1", "c1:0-0"]
+    await d.on_event(chunk(1, 1, 2))
+    await d.on_event(chunk(1, 3))
+    assert sink.frames == ["m1", "c1:0-0", "c1:1-2", "c1:3-3", final["frame"]]
+    await d.on_event(chunk(1, 3))
+    await settle(sink, 5)
+    assert len(sink.frames) == 5
+
+
+async def test_final_update_with_chunk_events_lost_is_sent_after_the_loader_fills_them(monkeypatch):
+    async def loader(message_id: str, from_index: int):
+        return {"frame": f"fill:{from_index}-4", "chunk_index": from_index, "last_chunk_index": 4}
+
+    monkeypatch.setattr(delivery, "chunk_gap_loader", loader)
+    db, sink = FakeDB(), Sink()
+    d = make(db, sink)
+    db.add(1, state="streaming")
+    await d.on_event(created(1, stream=streaming(0)))
+    await d.on_event(chunk(1, 0))
+    final = updated(1, "completed", chunk_count=5)
+    await d.on_event(final)
+    await settle(sink, 4)
+    assert sink.frames == ["m1", "c1:0-0", "fill:1-4", final["frame"]]
+
+
+async def test_final_update_is_not_stalled_by_chunks_nobody_can_fill(monkeypatch):
+    monkeypatch.setattr(delivery, "chunk_gap_loader", None)
+    db, sink = FakeDB(), Sink()
+    d = make(db, sink)
+    db.add(1, state="streaming")
+    await d.on_event(created(1, stream=streaming(0)))
+    final = updated(1, "aborted", chunk_count=3)
+    await d.on_event(final)
+    await settle(sink, 2)
+    assert sink.frames == ["m1", final["frame"]]
+    await d.on_event(chunk(1, 2))
+    assert sink.frames == ["m1", final["frame"]]
