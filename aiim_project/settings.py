@@ -169,7 +169,8 @@ if REDIS_URL:
     else:
         CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                # channels-redis' pub/sub layer, recovering from a Redis restart (see the module).
+                "BACKEND": "messaging.layers.RecoveringPubSubChannelLayer",
                 "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
             }
         }

@@ -26,7 +26,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from aiim_project import ratelimit
-from messaging import delivery, events, presence, selectors
+from messaging import delivery, events, layers, presence, selectors
 from messaging.frames import FrameSpec
 from messaging.errors import AiimError, Invalid, NotFound, RateLimited, TooLarge, as_aiim_error
 from messaging.metrics import ERRORS, FANOUT_SECONDS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SLOW_CONSUMERS
@@ -94,6 +94,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         kind = message["type"]
         if kind == events.EVENT_TYPE:
             await self.aiim_event(message)
+        elif kind == layers.RESYNC_TYPE:
+            self.aiim_resync(message)
         elif kind == "websocket.receive":
             await self.websocket_receive(message)
         else:
@@ -387,6 +389,16 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await sub.on_event(message)
             if fresh and "committed_at" in message:
                 FANOUT_SECONDS.observe(max(0.0, time.time() - message["committed_at"]))
+
+    def aiim_resync(self, message: dict) -> None:
+        """The channel layer lost Redis and is subscribed again: whatever was published
+        meanwhile is gone, so every subscription re-reads its tail from the database."""
+        if self.principal is None or self._closing:
+            return
+        for sub in self.subscriptions.values():
+            task = asyncio.create_task(self._check_tail_later(sub))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _personal_event(self, conversation_id: str, message: dict) -> None:
         """An event about this user: it may come twice (conversation and user group), and

@@ -1,5 +1,7 @@
 """Redis dies (restarts empty) or is flushed while three clients send through two Daphne
-processes. Redis holds the seq counters, so this is the fault that could reuse a seq."""
+processes, while two clients (one per process) follow the conversation over WebSocket.
+Redis holds the seq counters and carries the events, so this is the fault that could reuse a
+seq or silently stop live delivery."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 
 from messaging.models import Conversation, Message
 
-from .support import RedisServer, ahttp
+from .support import RedisServer, ResumingSubscriber, ahttp
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 
@@ -82,9 +84,19 @@ def assert_no_seq_collision(servers) -> None:
         assert "seq collision" not in server.log_path.read_text()
 
 
-def run_load(servers, token, conversation_id: str, fault, settle: float = 1.5) -> tuple[SendLog, int]:
+def run_load(servers, token, conversation_id: str, fault, settle: float = 1.5):
+    """Three senders and two subscribers (one per server) around `fault`; returns the send
+    log, the index of the first ack after the fault, and the subscribers once they caught
+    up (or gave up waiting)."""
+    subscribers = [
+        ResumingSubscriber(servers, token("dave"), conversation_id),
+        ResumingSubscriber(servers[::-1], token("erin"), conversation_id),
+    ]
+
     async def scenario():
-        log, stop = SendLog(), asyncio.Event()
+        log, stop, stop_subs = SendLog(), asyncio.Event(), asyncio.Event()
+        subs = [asyncio.create_task(s.run(stop_subs)) for s in subscribers]
+        await asyncio.sleep(0.5)
         tasks = [asyncio.create_task(sender(u, servers, token(u), conversation_id, stop, log)) for u in SENDERS]
         await asyncio.sleep(settle)
         fault_at = len(log.acked)
@@ -92,13 +104,26 @@ def run_load(servers, token, conversation_id: str, fault, settle: float = 1.5) -
         await asyncio.sleep(settle)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
-        return log, fault_at
+        everything = {seq for _, seq, _ in log.acked}
+        caught_up = [await s.wait_for(everything, 15) for s in subscribers]
+        stop_subs.set()
+        await asyncio.wait_for(asyncio.gather(*subs), 15)
+        return log, fault_at, caught_up
 
-    return asyncio.run(scenario())
+    log, fault_at, caught_up = asyncio.run(scenario())
+    return log, fault_at, list(zip(subscribers, caught_up))
+
+
+def check_subscribers(conversation_id: str, subscribers) -> None:
+    stored = sorted(Message.objects.filter(conversation_id=conversation_id).values_list("seq", flat=True))
+    for subscriber, caught_up in subscribers:
+        assert not subscriber.violations, subscriber.violations[:5]
+        assert caught_up, f"missing {sorted(set(stored) - set(subscriber.seqs))[:10]} (reconnects: {subscriber.reconnects})"
+        assert subscriber.seqs == stored
 
 
 def test_redis_restart_empty_under_load(daphne, redis_server: RedisServer, make_conversation, token):
-    conversation = make_conversation("alice", others=("bob", "carol"))
+    conversation = make_conversation("alice", others=("bob", "carol", "dave", "erin"))
     servers = daphne(2, REDIS_URL=redis_server.url)
 
     def outage():
@@ -106,20 +131,57 @@ def test_redis_restart_empty_under_load(daphne, redis_server: RedisServer, make_
         time.sleep(0.8)
         redis_server.start()
 
-    log, fault_at = run_load(servers, token, conversation.id, outage)
+    log, fault_at, subscribers = run_load(servers, token, conversation.id, outage)
     assert log.unavailable > 0, "no send met the outage: the fault was not exercised"
     check_consistent(conversation.id, log, fault_at)
     assert_no_seq_collision(servers)
-    print(f"redis restart: {len(log.acked)} acked, {log.unavailable} x 503, slowest {log.slowest:.2f}s")
+    check_subscribers(conversation.id, subscribers)
+    print(
+        f"redis restart: {len(log.acked)} acked, {log.unavailable} x 503, slowest {log.slowest:.2f}s, "
+        f"subscriber reconnects {[s.reconnects for s, _ in subscribers]}"
+    )
     # The counter came back empty and was re-floored from the database, not from 0.
     assert int(redis_server.client().get(f"aiim:seq:{conversation.id}")) >= max(s for _, s, _ in log.acked)
 
 
 def test_redis_flushdb_under_load(daphne, redis_server: RedisServer, make_conversation, token):
-    conversation = make_conversation("alice", others=("bob", "carol"))
+    conversation = make_conversation("alice", others=("bob", "carol", "dave", "erin"))
     servers = daphne(2, REDIS_URL=redis_server.url)
 
-    log, fault_at = run_load(servers, token, conversation.id, lambda: redis_server.client().flushdb())
+    log, fault_at, subscribers = run_load(servers, token, conversation.id, lambda: redis_server.client().flushdb())
     check_consistent(conversation.id, log, fault_at)
     assert_no_seq_collision(servers)
+    check_subscribers(conversation.id, subscribers)
     print(f"redis flushdb: {len(log.acked)} acked, {log.unavailable} x 503, slowest {log.slowest:.2f}s")
+
+
+def test_last_message_after_a_redis_restart_reaches_subscribers(daphne, redis_server: RedisServer, make_conversation, token):
+    """The newest message has no later event to reveal a lost one: sent the moment Redis is
+    back, while the servers' pub/sub connections may still be re-subscribing, it must
+    still reach both subscribers without anyone sending again."""
+    conversation = make_conversation("alice", others=("dave", "erin"))
+    servers = daphne(2, REDIS_URL=redis_server.url)
+    subscribers = [
+        ResumingSubscriber(servers, token("dave"), conversation.id),
+        ResumingSubscriber(servers[::-1], token("erin"), conversation.id),
+    ]
+
+    async def scenario():
+        stop = asyncio.Event()
+        subs = [asyncio.create_task(s.run(stop)) for s in subscribers]
+        first = await ahttp(servers[0].url, "POST", "/api/aiim/messages", token("alice"), {"conversation_id": conversation.id, "content": "before"})
+        assert first.status == 201
+        assert all([await s.wait_for({first.body["message"]["seq"]}, 10) for s in subscribers])
+        await asyncio.to_thread(redis_server.restart)
+        while True:
+            last = await ahttp(servers[1].url, "POST", "/api/aiim/messages", token("alice"), {"conversation_id": conversation.id, "content": "after", "client_msg_id": "after"})
+            if last.status in (200, 201):
+                break
+            assert last.status == 503, last.body
+            await asyncio.sleep(0.02)
+        got = [await s.wait_for({last.body["message"]["seq"]}, 10) for s in subscribers]
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*subs), 15)
+        return got
+
+    assert asyncio.run(scenario()) == [True, True]
