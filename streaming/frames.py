@@ -61,6 +61,8 @@ async def stream_abort(conn: Connection, frame: dict[str, Any]) -> dict[str, Any
 
 
 FRAMES: dict[str, FrameSpec] = {
-    "stream_chunk": FrameSpec(handler=stream_chunk, required={"conversation_id": str, "client_msg_id": str, "chunk": str}),
+    # `chunk` is checked by the service: the gateway's required check refuses "", and an
+    # empty chunk is how a client ends a stream without more text.
+    "stream_chunk": FrameSpec(handler=stream_chunk, required={"conversation_id": str, "client_msg_id": str}),
     "stream_abort": FrameSpec(handler=stream_abort, required={"conversation_id": str, "client_msg_id": str}),
 }

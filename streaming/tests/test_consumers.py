@@ -157,6 +157,20 @@ async def test_a_subscriber_sees_created_then_every_chunk_then_updated(conversat
         await comm.disconnect()
 
 
+async def test_an_empty_chunk_ends_a_stream_and_a_missing_chunk_is_invalid(conversation):
+    conv = await conversation()
+    alice = await connect("alice")
+    await ask(alice, chunk_frame(conv.id, "all the text"))
+    missing = {k: v for k, v in chunk_frame(conv.id, "").items() if k != "chunk"}
+    error = await ask(alice, missing)
+    assert (error["type"], error["code"], list(error["errors"])) == ("error", "invalid", ["chunk"])
+    ack = await ask(alice, chunk_frame(conv.id, "", stream_end=True))
+    assert (ack["type"], ack["chunk_index"], ack["stream_end"]) == ("ack", 1, True)
+    message = await stored()
+    assert (message.content, message.stream_state, message.stream_chunk_count) == ("all the text", "completed", 2)
+    await alice.disconnect()
+
+
 async def test_abort_frame_is_acked_and_subscribers_get_the_final_message(conversation):
     conv = await conversation(others=("bob",))
     alice, bob = await connect("alice"), await connect("bob")
