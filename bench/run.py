@@ -130,7 +130,8 @@ def main() -> None:
             log = open(log_dir / f"daphne-{port}.log", "wb")
             procs.append(
                 subprocess.Popen(
-                    ["taskset", "-c", args.server_cpus, PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aiim_project.asgi:application"],
+                    # --verbosity 0 as in the Dockerfile: no access log line per request
+                    ["taskset", "-c", args.server_cpus, PY, "-m", "daphne", "--verbosity", "0", "-b", "127.0.0.1", "-p", str(port), "aiim_project.asgi:application"],
                     cwd=src,
                     env=env,
                     stdout=log,
