@@ -1,5 +1,5 @@
 """Each server process reaps idle streams in the background, started lazily by the first
-stream frame it handles (Daphne has no start-up hook). Every process may run one: the
+stream frame or REST stream start it handles (Daphne has no start-up hook). Every process may run one: the
 reaper's row locks make that safe. Operators can also run `manage.py abort_stale_streams`."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import asyncio
 import logging
 import weakref
 
+from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
 from django.conf import settings
 
@@ -40,3 +41,10 @@ def ensure_running() -> None:
     task = _tasks.get(loop)
     if task is None or task.done():
         _tasks[loop] = loop.create_task(_run(), name="aiim-stream-reaper")
+
+
+def ensure_running_from_worker_thread() -> None:
+    """For sync views: they run in a worker thread of the server's loop (if any)."""
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if loop is not None and loop.is_running():
+        loop.call_soon_threadsafe(ensure_running)

@@ -13,7 +13,7 @@ from messaging.rendering import StatusView, message_dict
 from messaging.selectors import members_of
 from messaging.services import check_tenant
 
-from . import selectors, services
+from . import reaper, selectors, services
 from .serializers import StreamChunkIn
 
 
@@ -48,6 +48,7 @@ class StreamChunkView(APIView):
             **ids,
         )
         if result.started:
+            reaper.ensure_running_from_worker_thread()
             return Response({"message": message_dict(result.message)}, status=status.HTTP_201_CREATED)
         return Response({"message": self._render(result.message)})
 

@@ -370,3 +370,29 @@ async def test_an_idle_stream_is_aborted_by_the_servers_reaper(conversation, dap
                 got.append(json.loads(await asyncio.wait_for(bob.recv(), 10))["data"])
     assert got[-1]["message"]["stream"]["state"] == "aborted"
     assert got[-1]["message"]["content"] == "then silence"
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+async def test_a_stream_started_over_rest_is_reaped_by_the_server_too(conversation, daphne):
+    conv = await conversation(others=("bob",))
+    (server,) = await asyncio.to_thread(daphne, 1, STREAM_IDLE_TIMEOUT="1")
+    token = mint_token(user_id="alice")
+
+    def post_chunk():
+        body = json.dumps({"conversation_id": conv.id, "client_msg_id": "rest", "chunk": "kept"}).encode()
+        request = urllib.request.Request(
+            f"{server.url}/api/aiim/messages/stream",
+            data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+
+    assert await asyncio.to_thread(post_chunk) == 201
+    for _ in range(100):
+        message = (await asyncio.to_thread(_get_json, f"{server.url}/api/aiim/messages/{conv.id}", token))["messages"][0]
+        if message["stream"]["state"] != "streaming":
+            break
+        await asyncio.sleep(0.1)
+    assert (message["stream"]["state"], message["content"]) == ("aborted", "kept")
