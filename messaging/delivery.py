@@ -40,8 +40,10 @@ database row always holds the text of exactly chunk_count chunks): a chunk event
 below it is a duplicate; one that starts at it is sent and moves it past its last chunk; one
 that starts beyond it is held `gap_wait`, then `chunk_gap_loader(message_id, next_chunk)`
 supplies the missing text as one frame (if no loader is installed, or it returns None, the
-held chunks are sent as they are: a visible gap beats a stalled stream). After a
-`message.updated` with a final stream state, later chunks of that message are dropped. A
+held chunks are sent as they are: a visible gap beats a stalled stream). A `message.updated`
+with a final stream state that arrives before the chunks up to its chunk_count waits for them
+(or for the loader, after `gap_wait`) so the seam holds to the end; once it is sent, later
+chunks of that message are dropped. A
 chunk of a message this subscription never sent (it predates the subscription) is sent, and
 that stream is followed in order from there.
 
