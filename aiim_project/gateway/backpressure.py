@@ -1,10 +1,13 @@
-"""How many bytes the server still holds for a connection's socket.
+"""What the server holds for a connection, both ways.
 
-Daphne writes every frame to the Twisted transport at once and never pushes back on the
-application, so a client that stops reading would make the server buffer without bound. The
-ASGI `send` Daphne hands the application is `partial(server.handle_reply, protocol)`, which
-leads to the transport; under another server (or the test communicator) there is nothing to
-measure and the limit is simply not enforced.
+Daphne has no flow control towards the application. Outbound, it writes every frame to the
+Twisted transport at once, so a client that stops reading would make the server buffer
+without bound. Inbound, it reads whatever the client sends and queues every frame for the
+consumer, so a client sending faster than its frames are handled grows that queue and takes
+the event loop from everyone else. The ASGI `send` Daphne hands the application is
+`partial(server.handle_reply, protocol)`, which leads to the protocol, its transport and its
+queue; under another server (or the test communicator) there is nothing to measure and the
+limits are simply not enforced.
 """
 
 from __future__ import annotations
@@ -12,12 +15,21 @@ from __future__ import annotations
 from typing import Any
 
 
-def transport_of(send: Any) -> Any | None:
+def protocol_of(send: Any) -> Any | None:
     for arg in getattr(send, "args", ()):
-        transport = getattr(arg, "transport", None)
-        if transport is not None:
-            return transport
+        if getattr(arg, "transport", None) is not None:
+            return arg
     return None
+
+
+def transport_of(send: Any) -> Any | None:
+    return getattr(protocol_of(send), "transport", None)
+
+
+def inbound_backlog(protocol: Any) -> int:
+    """Client frames Daphne has read and queued that the consumer has not handled yet."""
+    queue = getattr(protocol, "application_queue", None)
+    return queue.qsize() if queue is not None else 0
 
 
 def buffered_bytes(transport: Any) -> int:

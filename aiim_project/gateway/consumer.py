@@ -45,6 +45,10 @@ CLOSE_SERVER_ERROR = 1011
 # A client that gets this many rate_limited errors within FLOOD_WINDOW seconds is closed.
 FLOOD_STRIKES = 20
 FLOOD_WINDOW = 5.0
+# Client frames queued but not yet handled: above HIGH the socket is not read until the
+# queue is down to LOW (flow control, see _flow_control).
+INBOUND_HIGH_WATER = 64
+INBOUND_LOW_WATER = 16
 # Room for the envelope around the largest allowed content.
 FRAME_OVERHEAD = 16 * 1024
 # Copies of one event reaching a connection through two groups (conversation and user).
@@ -112,7 +116,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self._strikes: deque[float] = deque()
         self._watchdog: asyncio.Task | None = None
         self._closing = False
-        self._transport = backpressure.transport_of(self.base_send)
+        self._protocol = backpressure.protocol_of(self.base_send)
+        self._transport = getattr(self._protocol, "transport", None)
+        self._reading_paused = False
         await self.accept("bearer" if self.scope.get("bearer_subprotocol") else None)
         self._accepted = True
         principal = self.scope.get("principal")
@@ -200,6 +206,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     # -- client frames ----------------------------------------------------------------
 
     async def websocket_receive(self, message: dict) -> None:
+        self._flow_control()
         if self.principal is None or self._closing:
             return
         now = time.monotonic()
@@ -224,6 +231,18 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self._send_text(orjson.dumps(reply).decode(), reply.get("type", "reply"))
         for step in after:
             await step()
+
+    def _flow_control(self) -> None:
+        """Stop reading a client whose frames queue up faster than they are handled, until
+        the queue is short again: TCP then slows the client down, instead of its backlog
+        growing in memory and its parsing taking the loop from everyone else."""
+        backlog = backpressure.inbound_backlog(self._protocol)
+        if not self._reading_paused and backlog > INBOUND_HIGH_WATER:
+            self._transport.pauseProducing()
+            self._reading_paused = True
+        elif self._reading_paused and backlog <= INBOUND_LOW_WATER:
+            self._transport.resumeProducing()
+            self._reading_paused = False
 
     @staticmethod
     def _decode(message: dict) -> dict:
