@@ -1,0 +1,50 @@
+"""The REST API fuzzed from its own OpenAPI schema (schemathesis) against a real Daphne:
+never a 5xx other than 503, and every error in the `{detail, code}` shape.
+
+Half the examples get a real conversation id (and its messages' ids) of the caller, so the
+fuzzing reaches past the "not found" answer into validation and the services.
+"""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+pytestmark = pytest.mark.e2e
+
+
+def test_rest_api_fuzzed_from_its_openapi_schema(daphne, make_conversation, send, token):
+    conversation = make_conversation("alice", others=("bob",))
+    message = send(conversation, "alice", "hello")
+    server = daphne(1)[0]
+    schema = schemathesis.openapi.from_url(f"{server.url}/api/schema")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 10, [op.label for op in operations]
+    headers = {"Authorization": f"Bearer {token('alice')}"}
+    real = {"conversation_id": conversation.id, "message_id": message.id, "user_id": "bob"}
+    seen: set[str] = set()
+    failures: list = []
+
+    @hsettings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=st.one_of(*(op.as_strategy() for op in operations)), use_real=st.booleans())
+    def run(case, use_real):
+        if use_real:
+            for name, value in real.items():
+                if case.path_parameters and name in case.path_parameters:
+                    case.path_parameters[name] = value
+                if isinstance(case.body, dict) and name in case.body:
+                    case.body[name] = value
+        seen.add(case.operation.label)
+        response = case.call(base_url=server.url, headers=headers, timeout=15)
+        status = response.status_code
+        if status >= 500 and status != 503:
+            failures.append((case.operation.label, case.path_parameters, case.query, case.body, status, response.text[:300]))
+            return
+        if status >= 400:
+            body = response.json()
+            assert isinstance(body.get("code"), str) and isinstance(body.get("detail"), str), (case.operation.label, status, body)
+
+    run()
+    assert not failures, failures[:3]
+    assert len(seen) == len(operations), set(op.label for op in operations) - seen
