@@ -98,6 +98,11 @@ def stored_message(message: Message) -> StoredMessage:
     return StoredMessage(message.seq, message.id, frame, message.stream_state, message.stream_chunk_count)
 
 
+class SubscriptionRevoked(Exception):
+    """Raised by a load function that finds the subscriber is no longer a member: its
+    `member.left` event was lost, and the database read is where that shows."""
+
+
 Send = Callable[[str], Awaitable[None]]
 # (after_seq, up_to_seq, limit) -> stored messages with after_seq < seq <= up_to_seq, ascending.
 Load = Callable[[int, int, int], Awaitable[list[StoredMessage]]]
@@ -114,10 +119,19 @@ class _Stream:
 
 
 class OrderedDelivery:
-    def __init__(self, *, send: Send, load: Load, next_seq: int, gap_wait: float) -> None:
+    def __init__(
+        self,
+        *,
+        send: Send,
+        load: Load,
+        next_seq: int,
+        gap_wait: float,
+        on_revoked: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.next_seq = next_seq
         self._send = send
         self._load = load
+        self._on_revoked = on_revoked
         self._gap_wait = gap_wait
         self._lock = asyncio.Lock()
         self._out: list[str] = []
@@ -242,7 +256,13 @@ class OrderedDelivery:
         async with self._lock:
             start = self.next_seq
             upper = target if target is not None else 2**62
-            rows = await self._load(start - 1, upper, GAP_READ_LIMIT)
+            try:
+                rows = await self._load(start - 1, upper, GAP_READ_LIMIT)
+            except SubscriptionRevoked:
+                self.close()
+                if self._on_revoked is not None:
+                    await self._on_revoked()
+                return
             for row in rows:
                 if row.seq >= self.next_seq:
                     self._send_stored(row)

@@ -57,8 +57,14 @@ RECENT_PERSONAL = 128
 FRAMES = build_table()
 
 
-async def _load_stored(conversation_id: str, after_seq: int, up_to_seq: int, limit: int) -> list[delivery.StoredMessage]:
+async def _load_stored(
+    tenant: str, user_id: str, conversation_id: str, after_seq: int, up_to_seq: int, limit: int
+) -> list[delivery.StoredMessage]:
     def read() -> list[delivery.StoredMessage]:
+        # Reads are rare (subscribe tail, gaps, resync) and follow lost events: check that
+        # the member.left ending this subscription was not among them.
+        if not selectors.is_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id):
+            raise delivery.SubscriptionRevoked()
         rows = selectors.messages_after(conversation_id=conversation_id, after_seq=after_seq, limit=limit, up_to_seq=up_to_seq)
         return [delivery.stored_message(m) for m in rows]
 
@@ -352,9 +358,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         replay = rows or []
         sub = delivery.OrderedDelivery(
             send=self._send_event,
-            load=partial(_load_stored, conversation_id),
+            load=partial(_load_stored, self.tenant, self.user_id, conversation_id),
             next_seq=(replay[0].seq if replay else last_seq + 1),
             gap_wait=settings.WS_GAP_WAIT_MS / 1000,
+            on_revoked=partial(self._revoked, conversation_id),
         )
         old = self.subscriptions.pop(conversation_id, None)
         if old is not None:
@@ -381,6 +388,16 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await sub.check_tail()
         except Exception as exc:
             logger.warning("subscription tail check failed: %s", type(exc).__name__)
+
+    async def _revoked(self, conversation_id: str) -> None:
+        """A read found this user is no longer a member: end the subscription and say so."""
+        sub = self.subscriptions.pop(conversation_id, None)
+        if sub is None:
+            return
+        sub.close()
+        await self.channel_layer.group_discard(events.conversation_group(self.tenant, conversation_id), self.channel_name)
+        body = {"type": "error", "code": "forbidden", "message": "You are no longer a member of this conversation.", "conversation_id": conversation_id}
+        await self._send_text(orjson.dumps(body).decode(), "error")
 
     async def unsubscribe(self, conversation_id: str) -> None:
         sub = self.subscriptions.pop(conversation_id, None)

@@ -421,6 +421,7 @@ async def test_removed_member_stops_receiving_at_once(ws, conv):
     bob, carol = await ws("bob"), await ws("carol")
     await subscribed(bob, c.id)
     await subscribed(carol, c.id)
+    await asyncio.sleep(0.2)  # past the tail checks, which would notice the removal too
     await database_sync_to_async(services.member_remove)(tenant="default", actor="alice", conversation_id=c.id, user_id="bob")
     left_bob = data(await recv(bob))
     left_carol = data(await recv(carol))
@@ -557,3 +558,23 @@ async def test_subscriber_joining_mid_stream_gets_snapshot_then_exactly_the_late
     assert await text_seen(late) == "".join(parts)
     await late.receive_nothing(timeout=0.1)
 
+
+
+async def test_member_removed_while_its_event_was_lost_is_cut_off_at_the_next_read(ws, conv):
+    from channels.layers import get_channel_layer
+
+    from messaging import events
+    from messaging.models import Member
+
+    c = await conv("alice", ("bob",))
+    bob = await ws("bob")
+    await subscribed(bob, c.id)
+    await asyncio.sleep(0.2)  # past the subscription's own tail check
+    # The membership row goes without its member.left event (a lost hint), then the channel
+    # layer tells the connection it may have missed events: the re-read notices.
+    await database_sync_to_async(Member.objects.filter(conversation_id=c.id, user_id="bob").delete)()
+    await get_channel_layer().group_send(events.user_group("default", "bob"), {"type": "aiim.resync"})
+    error = await recv(bob)
+    assert error["type"] == "error" and error["code"] == "forbidden" and error["conversation_id"] == c.id
+    await send_db(c.id)
+    await bob.receive_nothing(timeout=0.2)

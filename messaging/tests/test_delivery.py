@@ -412,3 +412,21 @@ async def test_final_update_is_not_stalled_by_chunks_nobody_can_fill(monkeypatch
     assert sink.frames == ["m1", final["frame"]]
     await d.on_event(chunk(1, 2))
     assert sink.frames == ["m1", final["frame"]]
+
+
+async def test_a_read_that_finds_the_member_gone_ends_the_subscription():
+    revoked = []
+    sink = Sink()
+
+    async def load(after: int, up_to: int, limit: int):
+        raise delivery.SubscriptionRevoked()
+
+    async def on_revoked():
+        revoked.append(True)
+
+    d = OrderedDelivery(send=sink.send, load=load, next_seq=1, gap_wait=GAP, on_revoked=on_revoked)
+    await d.on_event(created(2))
+    await settle(sink, 1)
+    assert revoked == [True]
+    await d.on_event(created(1))
+    assert sink.frames == []
