@@ -19,7 +19,7 @@ from channels.layers import get_channel_layer
 from messaging import events
 from messaging.models import Conversation, Message
 
-from .support import ahttp
+from .support import ahttp, ws_open, ws_request, ws_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 
@@ -174,3 +174,36 @@ def test_first_requests_after_an_idle_outage_succeed(daphne, pg_proxy, make_conv
     warm, after = asyncio.run(scenario())
     assert [r.status for r in warm] == [201] * len(warm)
     assert [r.status for r in after] == [201] * len(after), [(r.status, r.body) for r in after]
+
+
+def test_websocket_frames_during_a_database_outage(daphne, pg_proxy, make_conversation, token):
+    """A connected client keeps its socket through the outage: its frames get `unavailable`
+    errors (quickly, never server_error), and the same connection works once it is over."""
+    conversation = make_conversation("alice", others=("bob",))
+    server = daphne(1, DATABASE_URL=pg_proxy.database_url, DB_POOL_TIMEOUT="2")[0]
+
+    async def scenario():
+        ws = await ws_open(server.ws_url, token("alice"))
+        assert (await ws_request(ws, {"type": "subscribe", "conversation_id": conversation.id}))["type"] == "subscribed"
+        pg_proxy.cut()
+        during = []
+        for frame in (
+            {"type": "send_msg", "conversation_id": conversation.id, "content": "x", "client_msg_id": "m1"},
+            {"type": "read", "conversation_id": conversation.id, "last_read_seq": 1},
+            {"type": "subscribe", "conversation_id": conversation.id, "since_seq": 0},
+        ):
+            started = time.monotonic()
+            during.append((await ws_request(ws, frame, timeout=15), time.monotonic() - started))
+        pg_proxy.restore()
+        await asyncio.sleep(0.5)
+        ack = await ws_request(ws, {"type": "send_msg", "conversation_id": conversation.id, "content": "x", "client_msg_id": "m1"})
+        created = await ws_until(ws, lambda f: f.get("type") == "event" and f["data"].get("event") == "message.created")
+        await ws.close()
+        return during, ack, created
+
+    during, ack, created = asyncio.run(scenario())
+    for answer, elapsed in during:
+        assert answer["type"] == "error" and answer["code"] == "unavailable", answer
+        assert elapsed < 8, elapsed
+    assert ack["type"] == "ack" and ack["seq"] == 1
+    assert created["data"]["message"]["seq"] == 1
