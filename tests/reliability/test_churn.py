@@ -54,8 +54,9 @@ def test_connect_subscribe_disconnect_churn_leaves_nothing_behind(daphne, make_c
     print(f"churn: {CYCLES} cycles; RSS +{growth_mb:.1f} MB; sockets {sockets_before} -> {sockets_after}")
     assert not failures, failures[:5]
     assert growth_mb < 4, growth_mb
-    # Database and Redis pools may still grow (to DB_POOL_MAX); a socket per cycle would not fit.
-    assert sockets_after <= sockets_before + 20
+    # The database and Redis pools may still grow towards the peak concurrency (50); a leak
+    # of one socket per cycle would be 1,000.
+    assert sockets_after <= sockets_before + 50
     assert metric_value(server.url, "aiim_ws_connections") == 0
     if settings.REDIS_URL:
         assert redis_leftovers() == (0, 0)
