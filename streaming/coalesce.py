@@ -88,11 +88,21 @@ def _server_loop() -> asyncio.AbstractEventLoop | None:
     return loop if loop is not None and loop.is_running() else None
 
 
-def _coalescer(loop: asyncio.AbstractEventLoop) -> Coalescer:
+def _coalescer() -> Coalescer:
+    """This loop's coalescer; called on the loop's own thread, so there is only ever one."""
+    loop = asyncio.get_running_loop()
     coalescer = _coalescers.get(loop)
     if coalescer is None:
         coalescer = _coalescers[loop] = Coalescer(loop)
     return coalescer
+
+
+def _add(*args) -> None:
+    _coalescer().add(*args)
+
+
+def _publish_after_pending(*args) -> None:
+    _coalescer().publish_after_pending(*args)
 
 
 def publish_chunk_on_commit(groups: list[str], message: Message, *, index: int, chunk: str, stream_end: bool) -> None:
@@ -103,7 +113,7 @@ def publish_chunk_on_commit(groups: list[str], message: Message, *, index: int, 
         if window <= 0 or loop is None:
             events.publish_now(groups, chunk_event(message, first=index, last=index, delta=chunk, stream_end=stream_end))
             return
-        loop.call_soon_threadsafe(_coalescer(loop).add, groups, message, index, chunk, stream_end, window)
+        loop.call_soon_threadsafe(_add, groups, message, index, chunk, stream_end, window)
 
     transaction.on_commit(hand_over, robust=True)
 
@@ -116,6 +126,6 @@ def publish_stream_event_on_commit(groups: list[str], message_id: str, event: di
         if loop is None:
             events.publish_now(groups, event)
             return
-        loop.call_soon_threadsafe(_coalescer(loop).publish_after_pending, groups, message_id, event)
+        loop.call_soon_threadsafe(_publish_after_pending, groups, message_id, event)
 
     transaction.on_commit(hand_over, robust=True)
