@@ -42,8 +42,16 @@ def test_rest_api_fuzzed_from_its_openapi_schema(daphne, make_conversation, send
             failures.append((case.operation.label, case.path_parameters, case.query, case.body, status, response.text[:300]))
             return
         if status >= 400:
-            body = response.json()
-            assert isinstance(body.get("code"), str) and isinstance(body.get("detail"), str), (case.operation.label, status, body)
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if status == 400 and not response.content and case.media_type == "multipart/form-data":
+                # Twisted (under Daphne) parses multipart bodies itself and answers a
+                # malformed one with a bare 400 before the application runs (RELIABILITY.md).
+                return
+            if not (isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("detail"), str)):
+                failures.append((case.operation.label, case.media_type, dict(response.request.headers), response.request.body, status, response.text[:300]))
 
     run()
     assert not failures, failures[:3]
