@@ -306,6 +306,11 @@ async def test_late_joiner_reconstructs_a_500_chunk_stream_from_replay_and_live_
 # --- end to end: real Daphne processes ------------------------------------------------
 
 
+async def recv(ws):
+    """A bounded wait: a stuck server fails the test instead of hanging the suite."""
+    return json.loads(await asyncio.wait_for(ws.recv(), 15))
+
+
 def _get_json(url, token):
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -323,14 +328,14 @@ async def test_sigkill_mid_stream_keeps_every_acked_chunk_and_the_client_resumes
     parts = [f"t{i} " for i in range(200)]
     async with websockets.connect(f"{second.ws_url}?token={bob_token}") as bob:
         await bob.send(json.dumps({"type": "subscribe", "conversation_id": conv.id}))
-        assert json.loads(await bob.recv())["type"] == "subscribed"
+        assert (await recv(bob))["type"] == "subscribed"
         acked = -1
         async with websockets.connect(f"{first.ws_url}?token={alice_token}") as alice:
             # Pipelined: many chunks are in flight when the process dies.
             for i, part in enumerate(parts[:150]):
                 await alice.send(json.dumps(chunk_frame(conv.id, part, chunk_index=i)))
             while acked < 60:
-                ack = json.loads(await alice.recv())
+                ack = await recv(alice)
                 assert ack["type"] == "ack", ack
                 acked = ack["chunk_index"]
             await asyncio.to_thread(first.kill)
@@ -342,11 +347,11 @@ async def test_sigkill_mid_stream_keeps_every_acked_chunk_and_the_client_resumes
         async with websockets.connect(f"{second.ws_url}?token={alice_token}") as alice:
             for i in range(count, len(parts)):
                 await alice.send(json.dumps(chunk_frame(conv.id, parts[i], chunk_index=i, stream_end=i == len(parts) - 1)))
-                ack = json.loads(await alice.recv())
+                ack = await recv(alice)
                 assert (ack["type"], ack["chunk_index"]) == ("ack", i), ack
         got = []
         while not got or got[-1]["event"] != "message.updated":
-            got.append(json.loads(await asyncio.wait_for(bob.recv(), 10))["data"])
+            got.append((await recv(bob))["data"])
     assert apply_stream_events(got) == ("".join(parts), len(parts))
     final = (await asyncio.to_thread(_get_json, f"{second.url}/api/aiim/messages/{conv.id}", bob_token))["messages"][0]
     assert (final["content"], final["stream"]["state"], final["stream"]["chunk_count"]) == ("".join(parts), "completed", 200)
@@ -361,13 +366,13 @@ async def test_an_idle_stream_is_aborted_by_the_servers_reaper(conversation, dap
     (server,) = await asyncio.to_thread(daphne, 1, STREAM_IDLE_TIMEOUT="1")
     async with websockets.connect(f"{server.ws_url}?token={mint_token(user_id='bob')}") as bob:
         await bob.send(json.dumps({"type": "subscribe", "conversation_id": conv.id}))
-        assert json.loads(await bob.recv())["type"] == "subscribed"
+        assert (await recv(bob))["type"] == "subscribed"
         async with websockets.connect(f"{server.ws_url}?token={mint_token(user_id='alice')}") as alice:
             await alice.send(json.dumps(chunk_frame(conv.id, "then silence")))
-            assert json.loads(await alice.recv())["type"] == "ack"
+            assert (await recv(alice))["type"] == "ack"
             got = []
             while not got or got[-1]["event"] != "message.updated":
-                got.append(json.loads(await asyncio.wait_for(bob.recv(), 10))["data"])
+                got.append((await recv(bob))["data"])
     assert got[-1]["message"]["stream"]["state"] == "aborted"
     assert got[-1]["message"]["content"] == "then silence"
 
