@@ -46,10 +46,14 @@ async def _do_receiving(shard) -> None:
                 await asyncio.sleep(0.1)
         except (asyncio.CancelledError, asyncio.TimeoutError, GeneratorExit):
             raise
-        except Exception as exc:
+        except dependency_error_types() as exc:
             if not lost:
                 logger.warning("channel layer lost its Redis subscription: %s", type(exc).__name__)
             lost = True
+            await asyncio.sleep(RECONNECT_PAUSE)
+        except Exception:
+            # e.g. the first subscribe has not connected yet: nothing was lost.
+            logger.exception("unexpected error in the channel layer's receive loop")
             await asyncio.sleep(RECONNECT_PAUSE)
 
 
