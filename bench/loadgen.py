@@ -722,7 +722,10 @@ def main() -> None:
     async def run() -> None:
         b = Bench(args)
         for name in names:
-            result = await SCENARIOS[name](b, args)
+            try:
+                result = await SCENARIOS[name](b, args)
+            except Exception as exc:  # a server that refuses the load is a result too
+                result = {"failed": f"{type(exc).__name__}: {exc}"}
             print(json.dumps({"scenario": name, "label": args.label, "ports": args.ports, **result}), flush=True)
             await asyncio.sleep(1.0)
 

@@ -56,6 +56,9 @@ def main() -> None:
         print("| scenario | throughput | latency ms p50 / p95 / p99 / max | correctness | server CPU, peak RSS |")
         print("|---|---|---|---|---|")
         for r in rows:
+            if "failed" in r:
+                print(f"| {r['scenario']} | failed: {r['failed']} | | | |")
+                continue
             print(f"| {r['scenario']} | {throughput(r)} | {latency(r)} | {correctness(r)} | {server(r)} |")
         print()
 
