@@ -94,17 +94,19 @@ INSTALLED_APPS = [
     "aiim_project",
 ]
 
+# Sync-only copies of the stock middleware: under ASGI each async-capable MiddlewareMixin
+# costs two thread hops per request (see aiim_project/sync_middleware.py).
 MIDDLEWARE = [
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "aiim_project.sync_middleware.PrometheusBeforeMiddleware",
     "aiim_project.middleware.RequestIdMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "aiim_project.sync_middleware.SecurityMiddleware",
+    "aiim_project.sync_middleware.SessionMiddleware",
+    "aiim_project.sync_middleware.CommonMiddleware",
+    "aiim_project.sync_middleware.CsrfViewMiddleware",
+    "aiim_project.sync_middleware.AuthenticationMiddleware",
+    "aiim_project.sync_middleware.MessageMiddleware",
+    "aiim_project.sync_middleware.XFrameOptionsMiddleware",
+    "aiim_project.sync_middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "aiim_project.urls"
