@@ -382,7 +382,7 @@ def correctness(rec: Recorder, groups, clients: list[list[Client]]) -> dict[str,
     return {"missing": missing, "duplicated": dup, "out_of_order": ooo, "unacked_received": unexpected}
 
 
-async def drain(rec: Recorder, groups, clients, timeout: float = 15.0) -> float:
+async def drain(rec: Recorder, groups, clients, timeout: float) -> float:
     """Wait until every subscriber has the highest acked seq of its conversation."""
     t0 = now()
     while now() - t0 < timeout:
@@ -461,7 +461,7 @@ async def fanout(b: Bench, n_conv: int, n_members: int, *, duration: float, wind
         )
     )
     t_acked = now()
-    drain_s = await drain(rec, groups, clients)
+    drain_s = await drain(rec, groups, clients, b.args.drain)
     proc = stats.stop()
     acked = sum(len(s) for s in rec.acked.values())
     elapsed = t_acked - t0
@@ -669,7 +669,7 @@ async def connect(b: Bench, n: int, *, members: int, hold: float, limit: int) ->
         reply = await ms[0].request({"type": "send_msg", "conversation_id": conv, "content": {"text": "hello", "ts": now()}})
         if reply.get("type") == "ack":
             rec.acked[conv].add(reply["seq"])
-    await drain(rec, groups, clients)
+    await drain(rec, groups, clients, b.args.drain)
     proc = stats.stop()
     grown_kb = sum(rss1[p] - rss0[p] for p in b.pids)
     result = {
@@ -710,6 +710,7 @@ def main() -> None:
     parser.add_argument("--ports", type=lambda s: [int(p) for p in s.split(",")], default=[18800])
     parser.add_argument("--pids", type=lambda s: [int(p) for p in s.split(",") if p], default=[])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of sending per scenario")
+    parser.add_argument("--drain", type=float, default=15.0, help="seconds to wait for deliveries after the last ack; what is still missing then counts as missing")
     parser.add_argument("--max-msgs", type=int, default=200_000, help="cap per sender")
     parser.add_argument("--stream-window", type=int, default=4, help="chunk acks outstanding per stream")
     parser.add_argument("--connect-limit", type=int, default=100, help="handshakes in flight at once")

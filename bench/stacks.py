@@ -21,6 +21,8 @@ def main() -> None:
     total = 0
     for line in open(args.path):
         stack, _, count = line.rstrip().rpartition(" ")
+        if not count.isdigit():
+            continue
         if args.thread and args.thread not in stack.split(";", 1)[0]:
             continue
         n = int(count)
