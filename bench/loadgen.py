@@ -339,13 +339,16 @@ class Bench:
         return await asyncio.gather(*(one(i) for i in range(n_conv)))
 
     async def connect_all(self, rec: Recorder, groups, limit: int = 100) -> tuple[list[list[Client]], list[float], list[float]]:
-        """One WS per member, round-robin over the ports, each subscribed to its conversation."""
+        """One WS per member, each subscribed to its conversation. Member j of conversation i
+        goes to port (i + j) mod n: round-robin over the ports that also spreads the senders
+        (member 0), which a plain counter would put all on one port when the conversation
+        size is a multiple of n."""
         sem = asyncio.Semaphore(limit)
         connect_lat: list[float] = []
         sub_lat: list[float] = []
 
-        async def one(conv: str, user: str) -> Client:
-            client = Client(user, self.next_port(), rec)
+        async def one(conv: str, user: str, port: int) -> Client:
+            client = Client(user, port, rec)
             async with sem:
                 connect_lat.append(await client.open())
                 t0 = now()
@@ -355,7 +358,13 @@ class Bench:
                 raise RuntimeError(f"subscribe failed: {reply}")
             return client
 
-        clients = await asyncio.gather(*(asyncio.gather(*(one(conv, u) for u in users)) for conv, users in groups))
+        n = len(self.ports)
+        clients = await asyncio.gather(
+            *(
+                asyncio.gather(*(one(conv, u, self.ports[(i + j) % n]) for j, u in enumerate(users)))
+                for i, (conv, users) in enumerate(groups)
+            )
+        )
         return [list(c) for c in clients], connect_lat, sub_lat
 
 
