@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 
-from channels.db import database_sync_to_async
+from messaging.db import in_worker
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
@@ -33,7 +33,7 @@ def _database_ping() -> None:
 
 # Not thread-sensitive: a hung database must not also block the one shared sync thread that
 # every other ORM call of this process waits on.
-_database_ping_async = database_sync_to_async(_database_ping, thread_sensitive=False)
+_database_ping_async = in_worker(_database_ping)
 
 
 async def _check_database() -> None:

@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from . import events, selectors, services
+from .db import in_worker
 from .errors import Invalid
 from .metrics import MESSAGES_CREATED
 
@@ -72,7 +73,7 @@ async def unsubscribe(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]
 
 async def send_msg(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
     services.check_tenant(conn.tenant, frame.get("tenant_id"))
-    message, created = await database_sync_to_async(services.message_send, thread_sensitive=False)(
+    message, created = await in_worker(services.message_send)(
         tenant=conn.tenant,
         sender=conn.user_id,
         conversation_id=frame["conversation_id"],

@@ -5,12 +5,14 @@ reaper's row locks make that safe. Operators can also run `manage.py abort_stale
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 
 from asgiref.sync import SyncToAsync
-from channels.db import database_sync_to_async
 from django.conf import settings
+
+from messaging.db import in_worker
 
 from . import services
 
@@ -28,7 +30,7 @@ async def _run() -> None:
     while True:
         await asyncio.sleep(interval())
         try:
-            reaped = await database_sync_to_async(services.streams_reap)()
+            reaped = await in_worker(services.streams_reap)()
         except Exception as exc:  # a database outage must not kill the loop
             logger.warning("stream reaper failed: %s", type(exc).__name__)
             continue
@@ -40,7 +42,9 @@ def ensure_running() -> None:
     loop = asyncio.get_running_loop()
     task = _tasks.get(loop)
     if task is None or task.done():
-        _tasks[loop] = loop.create_task(_run(), name="aiim-stream-reaper")
+        # A fresh context: the task outlives the request or connection that started it, and
+        # must not inherit its thread-sensitive executor (gone once the request ends).
+        _tasks[loop] = loop.create_task(_run(), name="aiim-stream-reaper", context=contextvars.Context())
 
 
 def ensure_running_from_worker_thread() -> None:

@@ -6,7 +6,8 @@ the answer or the error. Ordering lives in `messaging.delivery`, one per subscri
 Event loop hygiene: Channels runs `aclose_old_connections()` (a thread hop) before every
 handler, channel-layer events included. This consumer skips it for events and client
 frames: events never touch the ORM, and handlers reach the ORM only through
-`database_sync_to_async`, which closes stale connections itself. Events arrive with a
+`database_sync_to_async` or `messaging.db.in_worker`, which close stale connections
+themselves. Events arrive with a
 pre-encoded `frame` string that is sent as is.
 """
 
@@ -21,7 +22,7 @@ from functools import partial
 from typing import Any
 
 import orjson
-from channels.db import database_sync_to_async
+from messaging.db import in_worker
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -70,7 +71,7 @@ async def _load_stored(
 
     # Reads need no thread affinity: off the single thread-sensitive executor, they run
     # beside the sends instead of queueing behind them.
-    return await database_sync_to_async(read, thread_sensitive=False)()
+    return await in_worker(read)()
 
 
 def _snapshot(**kw: Any) -> tuple[int, list[delivery.StoredMessage] | None]:
@@ -344,7 +345,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         # Join BEFORE reading: every seq above the snapshot is then published to us.
         await self.channel_layer.group_add(group, self.channel_name)
         try:
-            last_seq, rows = await database_sync_to_async(_snapshot, thread_sensitive=False)(
+            last_seq, rows = await in_worker(_snapshot)(
                 tenant=self.tenant,
                 user_id=self.user_id,
                 conversation_id=conversation_id,
