@@ -30,7 +30,7 @@ EXPOSE 8083
 
 # Liveness only: a database or Redis outage is reported by /health, and restarting the
 # container would not fix it.
-HEALTHCHECK --interval=15s --timeout=3s --start-period=15s --retries=3 CMD ["python", "docker/healthcheck.py"]
+HEALTHCHECK --interval=15s --timeout=3s --start-period=15s --retries=3 CMD ["python", "aiim_project/healthcheck.py"]
 
 # Migrations are a separate one-shot step (`python manage.py migrate --noinput`), never run
 # here: several replicas starting at once must not race to migrate.

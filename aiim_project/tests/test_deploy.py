@@ -22,7 +22,7 @@ def test_image_is_slim_non_root_and_never_migrates_on_start():
     users = re.findall(r"^USER (\S+)", DOCKERFILE, re.M)
     assert users and users[-1] not in ("root", "0")
     assert "migrate" not in " ".join(dockerfile_json("CMD"))
-    assert dockerfile_json("HEALTHCHECK") == ["python", "docker/healthcheck.py"]
+    assert dockerfile_json("HEALTHCHECK") == ["python", "aiim_project/healthcheck.py"]
 
 
 def test_image_installs_runtime_requirements_only():
