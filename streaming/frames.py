@@ -11,6 +11,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
+from messaging.db import in_worker
 from messaging.frames import Connection, FrameSpec
 from messaging.services import check_tenant
 
@@ -20,7 +21,9 @@ from . import reaper, services
 async def stream_chunk(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
     check_tenant(conn.tenant, frame.get("tenant_id"))
     reaper.ensure_running()
-    result = await database_sync_to_async(services.stream_append)(
+    # On a worker thread, like send_msg: streams of different connections write in
+    # parallel (one connection's chunks still come one at a time).
+    result = await in_worker(services.stream_append)(
         tenant=conn.tenant,
         sender=conn.user_id,
         conversation_id=frame.get("conversation_id"),
