@@ -227,7 +227,8 @@ def member_add(*, tenant: str, actor: str, conversation_id: str, user_ids: list[
 @transaction.atomic
 def member_remove(*, tenant: str, actor: str, conversation_id: str, user_id: str) -> None:
     """An owner removes anyone; anyone removes themself. Live subscriptions of the removed
-    member end at once: the gateway drops them on the `member.left` event."""
+    member end at once: the gateway drops them on the `member.left` event. When the last
+    owner goes, the longest-standing remaining member becomes owner (see _keep_an_owner)."""
     conversation = lock_for_member(tenant=tenant, conversation_id=conversation_id, user_id=actor)
     if user_id != actor and not Member.objects.filter(conversation=conversation, user_id=actor, role=Role.OWNER).exists():
         raise Forbidden("Only an owner can remove other members.")
@@ -235,7 +236,24 @@ def member_remove(*, tenant: str, actor: str, conversation_id: str, user_id: str
     if member is None:
         raise NotFound("Member not found.")
     member.delete()
+    if member.role == Role.OWNER:
+        _keep_an_owner(conversation)
     _notify_members(tenant, conversation, "member.left", [member], actor)
+
+
+def _keep_an_owner(conversation: Conversation) -> None:
+    """A group without an owner could never add or remove members again, and refusing the
+    last owner's leave would trap them in it. So the longest-standing remaining member
+    becomes owner, a person before an assistant (an AI should not inherit control)."""
+    remaining = Member.objects.filter(conversation=conversation)
+    if remaining.filter(role=Role.OWNER).exists():
+        return
+    heir = (
+        remaining.filter(role=Role.MEMBER).order_by("joined_seq", "joined_at", "id").first()
+        or remaining.order_by("joined_seq", "joined_at", "id").first()
+    )
+    if heir is not None:
+        remaining.filter(pk=heir.pk).update(role=Role.OWNER)
 
 
 def check_message_input(*, type: str, content: Any, metadata: Any, client_msg_id: Any, reply_to: Any) -> None:

@@ -281,6 +281,14 @@ def test_anyone_removes_themself_but_only_an_owner_removes_others(world, api):
     assert set(Member.objects.filter(conversation_id=world["group"]).values_list("user_id", flat=True)) == {"alice", "carol"}
 
 
+def test_owner_who_leaves_hands_the_group_to_the_longest_standing_member(world, api):
+    assert api("alice").post(f"{API}/conversations/{world['group']}/members", {"user_ids": ["carol"]}, format="json").status_code == 200
+    assert api("alice").delete(f"{API}/conversations/{world['group']}/members/alice").status_code == 204
+    body = api("bob").get(f"{API}/conversations/{world['group']}").json()
+    assert {m["user_id"]: m["role"] for m in body["members"]} == {"bob": "owner", "carol": "member"}
+    assert api("bob").delete(f"{API}/conversations/{world['group']}/members/carol").status_code == 204
+
+
 # --- messages -------------------------------------------------------------------------
 
 

@@ -90,6 +90,30 @@ def test_member_remove_notifies_the_removed_member(make_conversation, django_cap
     assert not Member.objects.filter(conversation=group, user_id="bob").exists()
 
 
+def _roles(conversation) -> dict[str, str]:
+    return dict(Member.objects.filter(conversation=conversation).values_list("user_id", "role"))
+
+
+def test_last_owner_leaving_hands_the_group_to_the_longest_standing_person(make_conversation, send):
+    group = make_conversation("alice", ["bot"], members=[services.MemberSpec("bot", "assistant")])
+    send(group, "alice", "before bob and carol")
+    services.member_add(tenant="default", actor="alice", conversation_id=group.id, user_ids=["bob"])
+    send(group, "alice", "before carol")
+    services.member_add(tenant="default", actor="alice", conversation_id=group.id, user_ids=["carol"])
+    services.member_remove(tenant="default", actor="alice", conversation_id=group.id, user_id="alice")
+    # bob joined before carol; the assistant joined first but does not inherit control.
+    assert _roles(group) == {"bot": "assistant", "bob": "owner", "carol": "member"}
+    services.member_remove(tenant="default", actor="bob", conversation_id=group.id, user_id="carol")  # bob can act as owner
+    services.member_remove(tenant="default", actor="bob", conversation_id=group.id, user_id="bob")
+    assert _roles(group) == {"bot": "owner"}  # no person left: better an owner than none
+
+
+def test_an_owner_leaving_while_another_owner_stays_promotes_nobody(make_conversation):
+    group = make_conversation("alice", ["bob", "carol"], members=[services.MemberSpec("carol", "owner")])
+    services.member_remove(tenant="default", actor="alice", conversation_id=group.id, user_id="alice")
+    assert _roles(group) == {"bob": "member", "carol": "owner"}
+
+
 def test_send_stores_and_registers_one_event(make_conversation, django_capture_on_commit_callbacks):
     group = make_conversation("alice", ["bob"])
     with django_capture_on_commit_callbacks() as callbacks:
