@@ -27,6 +27,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from aiim_project import ratelimit
+from aiim_project.logging import conn_id_var
 from messaging import delivery, events, layers, presence, selectors
 from messaging.frames import FrameSpec
 from messaging.errors import AiimError, Invalid, NotFound, RateLimited, TooLarge, as_aiim_error
@@ -126,6 +127,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self._protocol = backpressure.protocol_of(self.base_send)
         self._transport = getattr(self._protocol, "transport", None)
         self._reading_paused = False
+        # Every log line of this connection carries its id. Daphne runs each connection in
+        # its own task, so the context variable set here is this connection's alone, and the
+        # tasks and worker threads it starts inherit it.
+        self.conn_id = uuid.uuid4().hex
+        conn_id_var.set(self.conn_id)
         await self.accept("bearer" if self.scope.get("bearer_subprotocol") else None)
         self._accepted = True
         principal = self.scope.get("principal")
@@ -134,7 +140,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             logger.info("ws auth refused: %s", err.code if err else "token_expired")
             await self.close(CLOSE_UNAUTHORIZED)
             return
-        self.tenant, self.user_id, self.conn_id = principal.tenant, principal.user_id, uuid.uuid4().hex
+        self.tenant, self.user_id = principal.tenant, principal.user_id
         self._user_group = events.user_group(self.tenant, self.user_id)
         try:
             await self.channel_layer.group_add(self._user_group, self.channel_name)

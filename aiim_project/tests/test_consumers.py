@@ -4,6 +4,7 @@ code, tenant isolation for every frame, and the live effects (events, membership
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import django.db
 import orjson
@@ -13,6 +14,7 @@ from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ImproperlyConfigured
 
 from aiim_project.asgi import application
+from aiim_project.logging import ContextFilter, conn_id_var
 from aiim_project.gateway import consumer as gateway
 from aiim_project.gateway.table import merge
 from messaging import frames, services
@@ -368,6 +370,24 @@ async def test_rate_limited_frames_error_then_flooding_closes_4429(ws, conv, set
     assert message["code"] == 4429
     assert codes.count("rate_limited") == gateway.FLOOD_STRIKES + 1
     assert set(codes) == {"rate_limited"}
+
+
+async def test_each_connections_log_lines_carry_its_own_connection_id(ws, conv, settings, caplog):
+    caplog.handler.addFilter(ContextFilter())  # what the production handlers stamp on a line
+    caplog.set_level(logging.INFO, logger="aiim.gateway")
+    refused = WebsocketCommunicator(application, "/api/aiim/ws?token=forged")
+    assert (await refused.connect(timeout=TIMEOUT))[0]
+    assert await closed_with(refused) == 4401
+    settings.RATE_LIMIT_PER_SEC = 1
+    alice = await ws("alice")
+    for _ in range(gateway.FLOOD_STRIKES + 3):
+        await alice.send_json_to({"type": "ping"})
+        await alice.send_json_to({"type": "send_msg", "conversation_id": "missing", "content": "x"})
+    assert await closed_with(alice) == 4429
+    by_msg = {r.getMessage(): r.conn_id for r in caplog.records if r.name == "aiim.gateway"}
+    refused_id, flooder_id = by_msg["ws auth refused: token_invalid"], by_msg["ws closed for flooding"]
+    assert refused_id and flooder_id and refused_id != flooder_id
+    assert conn_id_var.get() == ""  # set in the connection's task, not leaked to its caller
 
 
 async def test_unlimited_frames_are_not_counted(ws, settings):
