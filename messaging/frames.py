@@ -36,6 +36,11 @@ class Connection(Protocol):
 
     def is_subscribed(self, conversation_id: str) -> bool: ...
 
+    async def rate_limit(self) -> None:
+        """Count one write against RATE_LIMIT_PER_SEC, raising RateLimited when over it: for
+        a frame that counts only sometimes (a stream's first chunk), where
+        `FrameSpec.rate_limited` would count them all."""
+
 
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 

@@ -1,8 +1,9 @@
 """WebSocket frame handlers of this app, merged into the gateway's table at start-up.
 
-Not rate limited: `FrameSpec.rate_limited` counts every frame of a type, and an AI reply
-sends tens of chunks a second. Only a chunk that starts a stream should count, and the
-limiter lives in aiim_project, which this app may not import (see docs/streaming.md).
+Only the chunk that starts a stream counts against the rate limit, as over REST: an AI reply
+sends tens of chunks a second, so `FrameSpec.rate_limited` (every frame of a type) would
+throttle it. The limiter lives in aiim_project, which this app may not import, so the
+handler calls the connection's `rate_limit` hook.
 """
 
 from __future__ import annotations
@@ -15,19 +16,25 @@ from messaging.db import in_worker
 from messaging.frames import Connection, FrameSpec
 from messaging.services import check_tenant
 
-from . import reaper, services
+from . import reaper, selectors, services
 
 
 async def stream_chunk(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
     check_tenant(conn.tenant, frame.get("tenant_id"))
+    ids = {"conversation_id": frame["conversation_id"], "client_msg_id": frame["client_msg_id"]}
+    services.check_stream_ids(**ids)  # before the look-up: PostgreSQL refuses NUL in a query
+    # A chunk with a later index cannot start a stream, so it needs no look-up.
+    if frame.get("chunk_index") in (None, 0) and not await in_worker(selectors.stream_exists)(
+        tenant=conn.tenant, sender=conn.user_id, **ids
+    ):
+        await conn.rate_limit()
     reaper.ensure_running()
     # On a worker thread, like send_msg: streams of different connections write in
     # parallel (one connection's chunks still come one at a time).
     result = await in_worker(services.stream_append)(
         tenant=conn.tenant,
         sender=conn.user_id,
-        conversation_id=frame.get("conversation_id"),
-        client_msg_id=frame.get("client_msg_id"),
+        **ids,
         chunk=frame.get("chunk"),
         chunk_index=frame.get("chunk_index"),
         stream_end=frame.get("stream_end", False),

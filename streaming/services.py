@@ -53,7 +53,7 @@ class ChunkResult:
     stream_end: bool  # the stream is completed and this chunk was its last
 
 
-def _check_ids(conversation_id: Any, client_msg_id: Any) -> None:
+def check_stream_ids(conversation_id: Any, client_msg_id: Any) -> None:
     if not isinstance(conversation_id, str) or not conversation_id or len(conversation_id) > 64 or "\x00" in conversation_id:
         raise Invalid("conversation_id must be a conversation id.", errors={"conversation_id": ["Invalid."]})
     if not isinstance(client_msg_id, str) or not client_msg_id or len(client_msg_id) > MAX_ID_LENGTH or "\x00" in client_msg_id:
@@ -171,7 +171,7 @@ def stream_append(
     again and changes nothing (even after the stream ended: it is a retry, not new text);
     an index beyond the next one, or any new chunk for an ended stream, is a 409.
     """
-    _check_ids(conversation_id, client_msg_id)
+    check_stream_ids(conversation_id, client_msg_id)
     _check_chunk(chunk, chunk_index, stream_end)
     now = timezone.now()
     for attempt in range(3):
@@ -210,7 +210,7 @@ def stream_append(
 @transaction.atomic
 def stream_abort(*, tenant: str, sender: str, conversation_id: str, client_msg_id: str) -> Message:
     """End the caller's open stream as `aborted`, keeping the text that arrived."""
-    _check_ids(conversation_id, client_msg_id)
+    check_stream_ids(conversation_id, client_msg_id)
     message = _own_stream(tenant=tenant, sender=sender, conversation_id=conversation_id, client_msg_id=client_msg_id, lock=True)
     if message is None:
         conversation_for_member(tenant=tenant, user_id=sender, conversation_id=conversation_id)

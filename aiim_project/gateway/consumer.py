@@ -345,6 +345,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     def is_subscribed(self, conversation_id: str) -> bool:
         return conversation_id in self.subscriptions
 
+    async def rate_limit(self) -> None:
+        await ratelimit.acheck(self.tenant, self.user_id)
+
     async def subscribe(self, conversation_id: str, since_seq: int | None) -> dict[str, Any]:
         group = events.conversation_group(self.tenant, conversation_id)
         was_subscribed = conversation_id in self.subscriptions

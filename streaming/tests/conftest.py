@@ -20,6 +20,7 @@ class FakeConnection:
     user_id: str = "alice"
     conn_id: str = "c1"
     subscribed: list[str] = field(default_factory=list)
+    rate_limit_calls: int = 0
 
     async def subscribe(self, conversation_id, since_seq):
         self.subscribed.append(conversation_id)
@@ -27,6 +28,9 @@ class FakeConnection:
 
     async def unsubscribe(self, conversation_id):
         self.subscribed.remove(conversation_id)
+
+    async def rate_limit(self):
+        self.rate_limit_calls += 1
 
 
 class Listener:

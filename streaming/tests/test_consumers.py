@@ -4,12 +4,15 @@ layer and (end-to-end) real Daphne processes."""
 import asyncio
 import json
 import random
+import time
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from aiim_project import ratelimit
 from aiim_project.asgi import application
 from aiim_project.auth import mint_token
 from messaging.errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch
@@ -68,6 +71,7 @@ async def test_handlers_ack_chunks_and_abort(conversation):
         "client_msg_id": "s2",
     }
     assert s2.stream_state == "aborted"
+    assert alice.rate_limit_calls == 2  # the starts of s1 and s2; later chunks and the retry do not count
 
 
 async def test_handlers_raise_the_domain_errors(conversation):
@@ -120,6 +124,31 @@ async def events_until_updated(comm):
         got.append(frame["data"])
         if frame["data"]["event"] == "message.updated":
             return got
+
+
+async def test_only_a_streams_first_chunk_counts_against_the_rate_limit(conversation, settings, monkeypatch):
+    settings.RATE_LIMIT_PER_SEC = 2
+    # One fixed window for the whole test, so a second boundary cannot reset the count.
+    window = float(int(time.time())) + 0.5
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: window))
+    conv = await conversation("rl-ai", ["bob"])
+    comm = await connect("rl-ai")
+    try:
+        assert (await ask(comm, chunk_frame(conv.id, "a", cmid="s1")))["type"] == "ack"  # counts: 1
+        for i in range(1, 8):  # chunks of a started stream, with and without an index
+            ack = await ask(comm, chunk_frame(conv.id, "b", cmid="s1", **({"chunk_index": i} if i % 2 else {})))
+            assert (ack["type"], ack["chunk_index"]) == ("ack", i), ack
+        assert (await ask(comm, chunk_frame(conv.id, "a", cmid="s2", chunk_index=0)))["type"] == "ack"  # counts: 2
+        refused = await ask(comm, chunk_frame(conv.id, "a", cmid="s3", req_id="r3"))
+        assert (refused["type"], refused["code"], refused["req_id"]) == ("error", "rate_limited", "r3")
+        assert not await Message.objects.filter(client_msg_id="s3").aexists()
+        # The same counter as every other write, and the open streams still go on.
+        assert (await ask(comm, {"type": "send_msg", "conversation_id": conv.id, "content": "x"}))["code"] == "rate_limited"
+        assert (await ask(comm, chunk_frame(conv.id, "c", cmid="s1", stream_end=True)))["stream_end"] is True
+        assert (await ask(comm, chunk_frame(conv.id, "a", cmid="s2", chunk_index=0)))["type"] == "ack"  # a retry
+    finally:
+        await comm.disconnect()
+    assert (await stored("s1")).content == "ab" + "b" * 6 + "c"
 
 
 def apply_stream_events(data_list, text="", next_chunk=0):
