@@ -412,8 +412,10 @@ async def close_all(clients: list[list[Client]]) -> None:
 # -- scenarios -----------------------------------------------------------------------
 
 
-async def sender_loop(rec: Recorder, client: Client, conv: str, *, until: float, window: int, max_msgs: int, interval: float | None) -> int:
-    """send_msg with `window` acks outstanding (or one every `interval` s) until the deadline."""
+async def sender_loop(
+    rec: Recorder, client: Client, conv: str, *, until: float, window: int, max_msgs: int, interval: float | None, start: float | None = None
+) -> int:
+    """send_msg with `window` acks outstanding (or one every `interval` s from `start`) until the deadline."""
     sem = asyncio.Semaphore(window)
     tasks: set[asyncio.Task] = set()
     sent = 0
@@ -440,7 +442,7 @@ async def sender_loop(rec: Recorder, client: Client, conv: str, *, until: float,
         else:
             rec.errors[reply.get("code", "?")] += 1
 
-    next_at = now()
+    next_at = now() if start is None else start
     while now() < until and sent < max_msgs:
         if interval is not None:
             await asyncio.sleep(max(0.0, next_at - now()))
@@ -463,10 +465,16 @@ async def fanout(b: Bench, n_conv: int, n_members: int, *, duration: float, wind
     stats = ProcStats(b.pids)
     stats.start()
     t0 = now()
+    # Paced senders are spread evenly over the interval: started together, every sender of
+    # the run would send at the same instant, and "unloaded" latency would measure a burst
+    # of n_conv sends queueing behind each other (--burst keeps that shape).
+    phase = 0.0 if interval is None or b.args.burst else interval / len(groups)
     sent = await asyncio.gather(
         *(
-            sender_loop(rec, members[0], conv, until=t0 + duration, window=window, max_msgs=b.args.max_msgs, interval=interval)
-            for (conv, _), members in zip(groups, clients)
+            sender_loop(
+                rec, members[0], conv, until=t0 + duration, window=window, max_msgs=b.args.max_msgs, interval=interval, start=t0 + k * phase
+            )
+            for k, ((conv, _), members) in enumerate(zip(groups, clients))
         )
     )
     t_acked = now()
@@ -480,6 +488,7 @@ async def fanout(b: Bench, n_conv: int, n_members: int, *, duration: float, wind
         "connections": n_conv * n_members,
         "window": window,
         "interval_ms": None if interval is None else interval * 1000,
+        "phase_ms": round(phase * 1000, 2),
         "sent": sum(sent),
         "acked": acked,
         "acked_per_s": round(acked / elapsed, 1),
@@ -721,6 +730,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of sending per scenario")
     parser.add_argument("--drain", type=float, default=15.0, help="seconds to wait for deliveries after the last ack; what is still missing then counts as missing")
     parser.add_argument("--max-msgs", type=int, default=200_000, help="cap per sender")
+    parser.add_argument("--burst", action="store_true", help="paced senders (sparse) all send at the same instant instead of spread over the interval")
     parser.add_argument("--stream-window", type=int, default=4, help="chunk acks outstanding per stream")
     parser.add_argument("--connect-limit", type=int, default=100, help="handshakes in flight at once")
     parser.add_argument("--label", default="", help="free text copied into each result line")
