@@ -66,6 +66,11 @@ WS_SEND_BUFFER_BYTES: int = env.int("WS_SEND_BUFFER_BYTES", default=1024 * 1024)
 WS_RECOVERY_LIMIT: int = env.int("WS_RECOVERY_LIMIT", default=1000)
 # How long a subscription holds an early seq before it reads the gap from the database.
 WS_GAP_WAIT_MS: int = env.int("WS_GAP_WAIT_MS", default=50)
+# Back-pressure (aiim_project.gateway.fanout_lag): write frames wait while the events this
+# process delivers are older than this (0 = off), and are refused (unavailable) after waiting
+# WS_FANOUT_WAIT_MS.
+WS_FANOUT_LAG_MS: int = env.int("WS_FANOUT_LAG_MS", default=25)
+WS_FANOUT_WAIT_MS: int = env.int("WS_FANOUT_WAIT_MS", default=2000)
 # Browser Origins allowed on the WebSocket (e.g. https://app.example.com); empty = no check.
 # When set, clients that send no Origin header are refused too, unless "*" is listed.
 WS_ALLOWED_ORIGINS: list[str] = env.list("WS_ALLOWED_ORIGINS", default=[])

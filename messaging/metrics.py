@@ -22,3 +22,4 @@ SEQ_ALLOC_SECONDS = Histogram(
 )
 RATE_LIMITED = Counter("aiim_rate_limited_total", "Requests and frames refused by the rate limit", ["via"])
 ERRORS = Counter("aiim_errors_total", "Errors returned to clients, by code", ["code", "via"])
+WS_FANOUT_HELD = Counter("aiim_ws_fanout_held_total", "Write frames held back because this process's fan-out was behind")

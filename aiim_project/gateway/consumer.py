@@ -33,7 +33,7 @@ from messaging.frames import FrameSpec
 from messaging.errors import AiimError, Invalid, NotFound, RateLimited, TooLarge, as_aiim_error
 from messaging.metrics import ERRORS, FANOUT_SECONDS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SLOW_CONSUMERS
 
-from . import backpressure
+from . import backpressure, fanout_lag
 from .table import build_table
 
 logger = logging.getLogger("aiim.gateway")
@@ -232,6 +232,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             self._check_required(frame, spec.required)
             if spec.rate_limited:
                 await ratelimit.acheck(self.tenant, self.user_id)
+                await fanout_lag.LAG.wait()
             reply = await spec.handler(self, frame)
         except Exception as exc:
             await self._send_error(exc, frame if isinstance(frame, dict) else None)
@@ -421,6 +422,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def aiim_event(self, message: dict) -> None:
         if self.principal is None or self._closing:
             return
+        if "committed_at" in message:
+            fanout_lag.LAG.observe(message["committed_at"])
         conversation_id = message["conversation_id"]
         if message.get("seq") is None:
             about = message.get("user_id")

@@ -1,0 +1,60 @@
+"""Back-pressure from fan-out to senders.
+
+One process accepts sends faster than its core can hand their events to every subscriber,
+and nothing else pushes back: the events queue in the channel layer and delivery latency
+grows for as long as the load lasts. The age of the events the gateway is delivering
+(now - `committed_at`) is that queue measured in time. While it is over WS_FANOUT_LAG_MS,
+write frames wait before they are handled, so the loop spends its time on delivery, acks
+slow down, and a client that keeps a few acks outstanding slows down with them. A frame
+that waits longer than WS_FANOUT_WAIT_MS is refused with `unavailable` and a retry hint.
+
+Nothing is traded: a waiting frame is not yet handled (the connection's frames stay in
+order, the ack still follows the commit), and a refused one was never stored.
+
+The lag is this process's only: senders connected to another process are held by that
+process's own lag, not by this one's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from django.conf import settings
+
+from messaging.errors import Unavailable
+from messaging.metrics import WS_FANOUT_HELD
+
+# A reading older than this says nothing about now: events stop arriving once the backlog
+# is drained, and the last one delivered was then as late as the whole backlog was.
+FRESH_FOR = 0.01
+POLL = 0.002
+
+
+class FanoutLag:
+    def __init__(self) -> None:
+        self.lag = 0.0
+        self.seen_at = float("-inf")
+
+    def observe(self, committed_at: float) -> None:
+        self.lag = time.time() - committed_at
+        self.seen_at = time.monotonic()
+
+    def behind(self, bound: float) -> bool:
+        return self.lag > bound and time.monotonic() - self.seen_at < FRESH_FOR
+
+    async def wait(self) -> None:
+        """Return once delivery has caught up; `Unavailable` if it does not in time."""
+        bound = settings.WS_FANOUT_LAG_MS / 1000
+        if bound <= 0 or not self.behind(bound):
+            return
+        WS_FANOUT_HELD.inc()
+        deadline = time.monotonic() + settings.WS_FANOUT_WAIT_MS / 1000
+        while self.behind(bound):
+            if time.monotonic() >= deadline:
+                raise Unavailable("Delivery is behind; retry shortly.", retry_after=max(0.1, round(self.lag, 1)))
+            await asyncio.sleep(POLL)
+
+
+# Daphne runs one event loop per process: one reading per process.
+LAG = FanoutLag()
