@@ -1,0 +1,152 @@
+"""Back-pressure from fan-out to senders (aiim_project.gateway.fanout_lag), through the real
+channel layer and database: write frames wait while delivery is behind, are refused (never
+half-stored) when it stays behind, and go through in order once it has caught up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from prometheus_client import REGISTRY
+
+from aiim_project.asgi import application
+from aiim_project.gateway import fanout_lag
+from messaging import events
+from messaging.models import Message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMEOUT = 3
+
+
+@pytest.fixture(autouse=True)
+def fresh_lag():
+    fanout_lag.LAG.__init__()
+    yield
+    fanout_lag.LAG.__init__()
+
+
+@pytest.fixture
+async def ws(token):
+    opened: list[WebsocketCommunicator] = []
+
+    async def connect(user: str) -> WebsocketCommunicator:
+        comm = WebsocketCommunicator(application, f"/api/aiim/ws?token={token(user)}")
+        assert (await comm.connect(timeout=TIMEOUT))[0]
+        opened.append(comm)
+        assert await request(comm, {"type": "ping"}) == {"type": "pong"}
+        return comm
+
+    yield connect
+    for comm in opened:
+        await comm.disconnect()
+
+
+async def request(comm: WebsocketCommunicator, frame: dict) -> dict:
+    await comm.send_json_to(frame)
+    return await comm.receive_json_from(timeout=TIMEOUT)
+
+
+async def conversation(make_conversation):
+    return await database_sync_to_async(make_conversation)("alice", ("bob",))
+
+
+async def stored(conversation_id: str) -> int:
+    return await Message.objects.filter(conversation_id=conversation_id).acount()
+
+
+def held() -> float:
+    return REGISTRY.get_sample_value("aiim_ws_fanout_held_total") or 0.0
+
+
+async def backlog(until: asyncio.Event) -> None:
+    """Stand-in for a process delivering a backlog: a second-old event every millisecond."""
+    while not until.is_set():
+        fanout_lag.LAG.observe(time.time() - 1.0)
+        await asyncio.sleep(0.001)
+
+
+async def test_delivered_events_set_the_lag_from_their_commit_time(ws, make_conversation):
+    c = await conversation(make_conversation)
+    bob = await ws("bob")
+    assert (await request(bob, {"type": "subscribe", "conversation_id": c.id}))["type"] == "subscribed"
+    # A late copy of an event (its seq is already past, so it is not delivered again).
+    late = events.build(c.id, "message.created", {"seq": 0}, seq=0)
+    late["committed_at"] = time.time() - 2.0
+    await get_channel_layer().group_send(events.conversation_group("default", c.id), late)
+    deadline = time.monotonic() + TIMEOUT
+    while fanout_lag.LAG.lag < 1.5 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert 1.5 < fanout_lag.LAG.lag < 10
+    await bob.receive_nothing(timeout=0.1)
+
+
+async def test_a_sender_is_refused_while_delivery_stays_behind_then_goes_through_in_order(ws, make_conversation, settings):
+    settings.WS_FANOUT_LAG_MS, settings.WS_FANOUT_WAIT_MS = 25, 100
+    c = await conversation(make_conversation)
+    alice, bob = await ws("alice"), await ws("bob")
+    assert (await request(bob, {"type": "subscribe", "conversation_id": c.id}))["type"] == "subscribed"
+    caught_up = asyncio.Event()
+    task = asyncio.create_task(backlog(caught_up))
+    try:
+        before = held()
+        error = await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x", "req_id": "r1"})
+        assert error["type"] == "error" and error["code"] == "unavailable" and error["req_id"] == "r1"
+        assert held() == before + 1
+        assert await stored(c.id) == 0  # refused before anything was written
+    finally:
+        caught_up.set()
+        await task
+    await asyncio.sleep(2 * fanout_lag.FRESH_FOR)
+    for n in (1, 2):
+        ack = await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": f"m{n}"})
+        assert ack["type"] == "ack" and ack["seq"] == n
+    got = [(await bob.receive_json_from(timeout=TIMEOUT))["data"]["message"]["seq"] for _ in range(2)]
+    assert got == [1, 2]
+
+
+async def test_a_held_sender_is_answered_once_delivery_catches_up(ws, make_conversation, settings):
+    settings.WS_FANOUT_LAG_MS, settings.WS_FANOUT_WAIT_MS = 25, 5000
+    c = await conversation(make_conversation)
+    alice = await ws("alice")
+    caught_up = asyncio.Event()
+    task = asyncio.create_task(backlog(caught_up))
+    try:
+        before = held()
+        await alice.send_json_to({"type": "send_msg", "conversation_id": c.id, "content": "x"})
+        await alice.receive_nothing(timeout=0.2)  # held: no ack, nothing stored yet
+        assert held() == before + 1 and await stored(c.id) == 0
+    finally:
+        caught_up.set()
+        await task
+    ack = await alice.receive_json_from(timeout=TIMEOUT)
+    assert ack["type"] == "ack" and ack["seq"] == 1 and await stored(c.id) == 1
+
+
+async def test_a_stale_reading_holds_nobody(ws, make_conversation, settings):
+    """Events stop arriving once the backlog is drained; the last one's lag must not stick."""
+    settings.WS_FANOUT_LAG_MS, settings.WS_FANOUT_WAIT_MS = 25, 5000
+    c = await conversation(make_conversation)
+    alice = await ws("alice")
+    fanout_lag.LAG.observe(time.time() - 5.0)
+    await asyncio.sleep(2 * fanout_lag.FRESH_FOR)
+    before = held()
+    assert (await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x"}))["type"] == "ack"
+    assert held() == before
+
+
+async def test_zero_bound_turns_back_pressure_off(ws, make_conversation, settings):
+    settings.WS_FANOUT_LAG_MS = 0
+    c = await conversation(make_conversation)
+    alice = await ws("alice")
+    caught_up = asyncio.Event()
+    task = asyncio.create_task(backlog(caught_up))
+    try:
+        assert (await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x"}))["type"] == "ack"
+    finally:
+        caught_up.set()
+        await task
