@@ -57,15 +57,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from .events import event_frame
-from .models import Message
-from .rendering import message_dict
+from .models import Member, Message
+from .rendering import StatusView, message_dict
 
 logger = logging.getLogger("aiim.delivery")
 
@@ -93,9 +93,16 @@ class StoredMessage:
     chunk_count: int = 0
 
 
-def stored_message(message: Message) -> StoredMessage:
-    frame = event_frame(message.conversation_id, "message.created", {"message": message_dict(message)})
+def stored_message(message: Message, status: str) -> StoredMessage:
+    frame = event_frame(message.conversation_id, "message.created", {"message": message_dict(message, status)})
     return StoredMessage(message.seq, message.id, frame, message.stream_state, message.stream_chunk_count)
+
+
+def stored_messages(rows: list[Message], members: Iterable[Member]) -> list[StoredMessage]:
+    """A replayed or gap-filled message is old: its status is what its sender sees now, from
+    the conversation's members loaded once per batch."""
+    statuses = StatusView(members)
+    return [stored_message(m, statuses.status(m)) for m in rows]
 
 
 class SubscriptionRevoked(Exception):

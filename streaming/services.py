@@ -33,11 +33,11 @@ from messaging import events
 from messaging.errors import Conflict, Forbidden, Invalid, NotFound
 from messaging.metrics import STREAM_CHUNKS
 from messaging.models import Message, MessageType, StreamState
-from messaging.rendering import message_dict
-from messaging.selectors import conversation_for_member
+from messaging.rendering import StatusView, message_dict
+from messaging.selectors import conversation_for_member, members_of
 from messaging.services import MAX_ID_LENGTH, check_content_size, insert_with_seq, lock_for_member, publish_message_created
 
-from . import coalesce, storage
+from . import coalesce, selectors, storage
 
 # A streamed reply comes from an AI model: the message type is fixed, clients need not say it.
 STREAM_MESSAGE_TYPE = MessageType.AI
@@ -96,14 +96,16 @@ def _refuse_other_senders_stream(conversation_id: str, sender: str, client_msg_i
         raise Forbidden("Only the stream's sender may write to it.")
 
 
-def _publish_updated(message: Message) -> None:
+def _publish_updated(message: Message, statuses: StatusView) -> None:
+    """`statuses` holds the conversation's cursors now: the others may have read the stream
+    while it was written, so its final state need not be "sent"."""
     coalesce.publish_stream_event_on_commit(
         [events.conversation_group(message.tenant, message.conversation_id)],
         message.id,
         events.build(
             message.conversation_id,
             "message.updated",
-            {"message": message_dict(message)},
+            {"message": message_dict(message, statuses.status(message))},
             seq=message.seq,
             message_id=message.id,
             stream_state=message.stream_state,
@@ -122,7 +124,7 @@ def _apply(message: Message, *, index: int, chunk: str, stream_end: bool, now: d
     groups = [events.conversation_group(message.tenant, message.conversation_id)]
     coalesce.publish_chunk_on_commit(groups, message, index=index, chunk=chunk, stream_end=stream_end)
     if stream_end:
-        _publish_updated(message)
+        _publish_updated(message, StatusView(members_of(message.conversation_id)))
     transaction.on_commit(STREAM_CHUNKS.inc)
     return True
 
@@ -221,7 +223,7 @@ def stream_abort(*, tenant: str, sender: str, conversation_id: str, client_msg_i
     now = timezone.now()
     Message.objects.filter(pk=message.pk).update(stream_state=StreamState.ABORTED, stream_updated_at=now)
     message.stream_state, message.stream_updated_at = StreamState.ABORTED, now
-    _publish_updated(message)
+    _publish_updated(message, StatusView(members_of(message.conversation_id)))
     return message
 
 
@@ -242,7 +244,8 @@ def streams_reap(*, now: datetime | None = None, limit: int = REAP_BATCH) -> lis
     if not stale:
         return []
     Message.objects.filter(pk__in=[m.pk for m in stale]).update(stream_state=StreamState.ABORTED, stream_updated_at=now)
+    members = selectors.members_by_conversation({m.conversation_id for m in stale})  # one query for the batch
     for message in stale:
         message.stream_state, message.stream_updated_at = StreamState.ABORTED, now
-        _publish_updated(message)
+        _publish_updated(message, StatusView(members.get(message.conversation_id, [])))
     return stale

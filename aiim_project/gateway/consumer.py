@@ -68,7 +68,7 @@ async def _load_stored(
         if not selectors.is_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id):
             raise delivery.SubscriptionRevoked()
         rows = selectors.messages_after(conversation_id=conversation_id, after_seq=after_seq, limit=limit, up_to_seq=up_to_seq)
-        return [delivery.stored_message(m) for m in rows]
+        return delivery.stored_messages(rows, selectors.members_of(conversation_id)) if rows else []
 
     # Reads need no thread affinity: off the single thread-sensitive executor, they run
     # beside the sends instead of queueing behind them.
@@ -77,7 +77,9 @@ async def _load_stored(
 
 def _snapshot(**kw: Any) -> tuple[int, list[delivery.StoredMessage] | None]:
     last_seq, rows = selectors.subscription_snapshot(**kw)
-    return last_seq, None if rows is None else [delivery.stored_message(m) for m in rows]
+    if not rows:
+        return last_seq, rows
+    return last_seq, delivery.stored_messages(rows, selectors.members_of(kw["conversation_id"]))
 
 
 class GatewayConsumer(AsyncWebsocketConsumer):

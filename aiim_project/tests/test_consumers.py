@@ -19,6 +19,7 @@ from aiim_project.gateway import consumer as gateway
 from aiim_project.gateway.table import merge
 from messaging import frames, services
 from messaging.frames import FrameSpec
+from receipts import services as receipt_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -224,6 +225,40 @@ async def test_subscribe_with_since_seq_replays_then_goes_live(ws, conv):
     await send_db(c.id, content="new")
     assert data(await recv(bob))["message"]["seq"] == 5
     await bob.receive_nothing(timeout=0.1)
+
+
+async def _read_up_to(user: str, conversation_id: str, kind: str, seq: int) -> None:
+    await database_sync_to_async(receipt_services.cursor_advance)(
+        tenant="default", user_id=user, conversation_id=conversation_id, kind=kind, seq=seq
+    )
+
+
+async def test_replayed_and_gap_filled_messages_carry_their_current_status(ws, conv):
+    c = await conv("alice", ("bob", "carol"))
+    for i in range(4):
+        await send_db(c.id, content=f"old{i}")
+    await _read_up_to("bob", c.id, "read", 3)
+    await _read_up_to("carol", c.id, "read", 1)
+    await _read_up_to("carol", c.id, "delivered", 2)
+    expected = {1: "read", 2: "delivered", 3: "sent", 4: "sent"}
+    alice = await ws("alice")
+    await subscribed(alice, c.id, since_seq=0)
+    replayed = [data(await recv(alice))["message"] for _ in range(4)]
+    assert {m["seq"]: m["status"] for m in replayed} == expected
+    # The gap fill renders stored messages the same way.
+    filled = await gateway._load_stored("default", "alice", c.id, 0, 4, 10)
+    assert {row.seq: orjson.loads(row.frame)["data"]["message"]["status"] for row in filled} == expected
+
+
+@pytest.mark.parametrize("count", [2, 20])
+def test_replay_costs_one_members_query_whatever_its_length(make_conversation, send, django_assert_num_queries, count):
+    c = make_conversation("alice", ("bob",))
+    for _ in range(count):
+        send(c, "alice", "x")
+    # membership and last seq, the messages, the members
+    with django_assert_num_queries(3):
+        last_seq, rows = gateway._snapshot(tenant="default", user_id="alice", conversation_id=c.id, since_seq=0, limit=100)
+    assert last_seq == count and len(rows) == count
 
 
 async def test_subscribe_with_too_many_missed_is_not_recovered(ws, conv, settings):

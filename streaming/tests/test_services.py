@@ -6,11 +6,12 @@ import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from messaging import selectors as messaging_selectors
 from messaging.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
-from messaging.models import Conversation, Message
+from messaging.models import Conversation, Member, Message
 from streaming import services
 from streaming.gapfill import chunk_gap_loader, load_chunks
 from streaming.models import StreamChunk
@@ -384,6 +385,47 @@ async def test_abort_and_reaper_emit_updated_with_the_final_message(make_convers
     assert (event["event"], event["stream_state"]) == ("message.updated", "aborted")
     assert event["data"]["message"]["content"] == "kept"
     assert event["data"]["message"]["stream"]["state"] == "aborted"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["end", "abort"])
+async def test_final_update_carries_the_status_the_sender_sees_now(make_conversation, listen, how):
+    conv = await database_sync_to_async(make_conversation)("alice", ("bob", "carol"))
+    ids = {"tenant": "default", "sender": "alice", "conversation_id": conv.id, "client_msg_id": "s1"}
+    await database_sync_to_async(services.stream_append)(**ids, chunk="kept")
+    # Both others saw the stream while it was written: bob read it, carol got it.
+    await Member.objects.filter(conversation=conv, user_id="bob").aupdate(read_seq=1, delivered_seq=1)
+    await Member.objects.filter(conversation=conv, user_id="carol").aupdate(delivered_seq=1)
+    listener = await listen(conv.id)
+    if how == "end":
+        await database_sync_to_async(services.stream_append)(**ids, chunk="!", stream_end=True)
+    else:
+        await database_sync_to_async(services.stream_abort)(**ids)
+    got = await listener.until(lambda e: e["event"] == "message.updated")
+    assert got[-1]["data"]["message"]["status"] == "delivered"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_reaper_renders_each_streams_status_from_one_members_query(make_conversation, listen, settings):
+    settings.STREAM_IDLE_TIMEOUT = 60
+    make = database_sync_to_async(make_conversation)
+    conversations = [await make("alice", (other,)) for other in ("bob", "carol", "dave")]
+    for conv in conversations:
+        await database_sync_to_async(append)(conv, "kept", cmid=f"s-{conv.id}")
+    await Member.objects.filter(user_id="carol").aupdate(read_seq=1, delivered_seq=1)
+    await Member.objects.filter(user_id="dave").aupdate(delivered_seq=1)
+    listeners = [await listen(conv.id) for conv in conversations]
+
+    def reap():
+        with CaptureQueriesContext(connection) as queries:
+            reaped = services.streams_reap(now=timezone.now() + timedelta(seconds=61))
+        return reaped, [q["sql"] for q in queries.captured_queries]
+
+    reaped, sql = await database_sync_to_async(reap)()
+    assert len(reaped) == 3
+    assert sum(Member._meta.db_table in q for q in sql) == 1
+    statuses = [(await listener.next())["data"]["message"]["status"] for listener in listeners]
+    assert statuses == ["sent", "read", "delivered"]
 
 
 @pytest.mark.django_db(transaction=True)
