@@ -43,9 +43,22 @@ def _retry_after(now: float) -> float:
     return max(0.05, 1.0 - (now % 1.0))
 
 
-def check(tenant: str, user_id: str, *, via: str = "rest") -> None:
+def _refuse_over_limit(count: int, now: float, via: str) -> None:
     limit = settings.RATE_LIMIT_PER_SEC
-    if limit <= 0:
+    if count > limit:
+        RATE_LIMITED.labels(via=via).inc()
+        raise RateLimited(f"Over {limit} requests per second.", retry_after=_retry_after(now))
+
+
+def _hit_pipeline(client, key: str):
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.expire(key, 2)
+    return pipe
+
+
+def check(tenant: str, user_id: str, *, via: str = "rest") -> None:
+    if settings.RATE_LIMIT_PER_SEC <= 0:
         return
     now = time.time()
     window = int(now)
@@ -54,21 +67,16 @@ def check(tenant: str, user_id: str, *, via: str = "rest") -> None:
         count = _local_hit(tenant, user_id, window)
     else:
         try:
-            pipe = client.pipeline(transaction=False)
-            pipe.incr(_key(tenant, user_id, window))
-            pipe.expire(_key(tenant, user_id, window), 2)
-            count = pipe.execute()[0]
+            count = _hit_pipeline(client, _key(tenant, user_id, window)).execute()[0]
         except dependency_error_types() as exc:
             logger.warning("rate limiter skipped, Redis unavailable: %s", type(exc).__name__)
             return
-    if count > limit:
-        RATE_LIMITED.labels(via=via).inc()
-        raise RateLimited(f"Over {limit} requests per second.", retry_after=_retry_after(now))
+    _refuse_over_limit(count, now, via)
 
 
 async def acheck(tenant: str, user_id: str, *, via: str = "ws") -> None:
-    limit = settings.RATE_LIMIT_PER_SEC
-    if limit <= 0:
+    """`check` for async code: the same window and key, through the async Redis client."""
+    if settings.RATE_LIMIT_PER_SEC <= 0:
         return
     now = time.time()
     window = int(now)
@@ -77,16 +85,11 @@ async def acheck(tenant: str, user_id: str, *, via: str = "ws") -> None:
         count = _local_hit(tenant, user_id, window)
     else:
         try:
-            pipe = client.pipeline(transaction=False)
-            pipe.incr(_key(tenant, user_id, window))
-            pipe.expire(_key(tenant, user_id, window), 2)
-            count = (await pipe.execute())[0]
+            count = (await _hit_pipeline(client, _key(tenant, user_id, window)).execute())[0]
         except dependency_error_types() as exc:
             logger.warning("rate limiter skipped, Redis unavailable: %s", type(exc).__name__)
             return
-    if count > limit:
-        RATE_LIMITED.labels(via=via).inc()
-        raise RateLimited(f"Over {limit} requests per second.", retry_after=_retry_after(now))
+    _refuse_over_limit(count, now, via)
 
 
 class UserWriteThrottle(BaseThrottle):
