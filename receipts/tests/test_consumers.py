@@ -2,29 +2,10 @@
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 
-from aiim_project.asgi import application
-from aiim_project.auth import mint_token
+from tests.communicator import ask, connect, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def connect(user_id, tenant="default"):
-    comm = WebsocketCommunicator(application, f"/api/aiim/ws?token={mint_token(user_id=user_id, tenant=tenant)}")
-    connected, _ = await comm.connect()
-    assert connected
-    return comm
-
-
-async def ask(comm, frame):
-    await comm.send_json_to(frame)
-    return await comm.receive_json_from(timeout=5)
-
-
-async def subscribe(comm, conversation_id):
-    reply = await ask(comm, {"type": "subscribe", "conversation_id": conversation_id})
-    assert reply["type"] == "subscribed", reply
 
 
 async def next_event(comm):

@@ -10,14 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 
 from aiim_project import ratelimit
-from aiim_project.asgi import application
 from aiim_project.auth import mint_token
 from messaging.errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch
 from messaging.models import Message
 from streaming import frames
+from tests.communicator import ask, connect, subscribe
 
 from .conftest import FakeConnection
 
@@ -96,24 +95,6 @@ async def test_handlers_raise_the_domain_errors(conversation):
 
 
 # --- through the gateway -----------------------------------------------------------------
-
-
-async def connect(user_id="alice", tenant="default"):
-    comm = WebsocketCommunicator(application, f"/api/aiim/ws?token={mint_token(user_id=user_id, tenant=tenant)}")
-    connected, _ = await comm.connect()
-    assert connected
-    return comm
-
-
-async def ask(comm, frame):
-    await comm.send_json_to(frame)
-    return await comm.receive_json_from(timeout=5)
-
-
-async def subscribe(comm, conversation_id, **kw):
-    reply = await ask(comm, {"type": "subscribe", "conversation_id": conversation_id, **kw})
-    assert reply["type"] == "subscribed", reply
-    return reply
 
 
 async def events_until_updated(comm):
