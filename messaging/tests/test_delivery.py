@@ -93,6 +93,15 @@ def make(db: FakeDB, sink: Sink, next_seq: int = 1) -> OrderedDelivery:
     return OrderedDelivery(send=sink.send, load=db.load, next_seq=next_seq, gap_wait=GAP)
 
 
+async def stream_started() -> tuple[OrderedDelivery, Sink]:
+    """A subscription that has sent message 1, a stream with no chunk yet."""
+    db, sink = FakeDB(), Sink()
+    d = make(db, sink)
+    db.add(1, state="streaming")
+    await d.on_event(created(1, stream=streaming(0)))
+    return d, sink
+
+
 async def test_in_order_events_go_straight_through_without_reads():
     db, sink = FakeDB(), Sink()
     d = make(db, sink)
@@ -300,10 +309,7 @@ async def test_chunk_gap_is_filled_by_the_streaming_loader(monkeypatch):
         return {"frame": f"fill:{from_index}-3", "chunk_index": from_index, "last_chunk_index": 3}
 
     monkeypatch.setattr(delivery, "chunk_gap_loader", loader)
-    db, sink = FakeDB(), Sink()
-    d = make(db, sink)
-    db.add(1, state="streaming")
-    await d.on_event(created(1, stream=streaming(0)))
+    d, sink = await stream_started()
     await d.on_event(chunk(1, 0))
     await d.on_event(chunk(1, 3))  # 1 and 2 lost
     await d.on_event(chunk(1, 4))
@@ -314,10 +320,7 @@ async def test_chunk_gap_is_filled_by_the_streaming_loader(monkeypatch):
 
 async def test_chunk_gap_without_a_loader_continues_instead_of_stalling(monkeypatch):
     monkeypatch.setattr(delivery, "chunk_gap_loader", None)
-    db, sink = FakeDB(), Sink()
-    d = make(db, sink)
-    db.add(1, state="streaming")
-    await d.on_event(created(1, stream=streaming(0)))
+    d, sink = await stream_started()
     await d.on_event(chunk(1, 2))
     await d.on_event(chunk(1, 4))
     await settle(sink, 3)
@@ -327,10 +330,7 @@ async def test_chunk_gap_without_a_loader_continues_instead_of_stalling(monkeypa
 
 
 async def test_final_update_drops_later_chunks():
-    db, sink = FakeDB(), Sink()
-    d = make(db, sink)
-    db.add(1, state="streaming")
-    await d.on_event(created(1, stream=streaming(0)))
+    d, sink = await stream_started()
     await d.on_event(chunk(1, 0))
     await d.on_event(updated(1, "completed"))
     await d.on_event(chunk(1, 1))
@@ -368,10 +368,7 @@ async def test_close_cancels_pending_gap_fill():
 
 
 async def test_final_update_that_overtakes_the_last_chunks_waits_for_them():
-    db, sink = FakeDB(), Sink()
-    d = make(db, sink)
-    db.add(1, state="streaming")
-    await d.on_event(created(1, stream=streaming(0)))
+    d, sink = await stream_started()
     await d.on_event(chunk(1, 0))
     final = updated(1, "completed", chunk_count=4)
     await d.on_event(final)
@@ -389,10 +386,7 @@ async def test_final_update_with_chunk_events_lost_is_sent_after_the_loader_fill
         return {"frame": f"fill:{from_index}-4", "chunk_index": from_index, "last_chunk_index": 4}
 
     monkeypatch.setattr(delivery, "chunk_gap_loader", loader)
-    db, sink = FakeDB(), Sink()
-    d = make(db, sink)
-    db.add(1, state="streaming")
-    await d.on_event(created(1, stream=streaming(0)))
+    d, sink = await stream_started()
     await d.on_event(chunk(1, 0))
     final = updated(1, "completed", chunk_count=5)
     await d.on_event(final)
@@ -402,10 +396,7 @@ async def test_final_update_with_chunk_events_lost_is_sent_after_the_loader_fill
 
 async def test_final_update_is_not_stalled_by_chunks_nobody_can_fill(monkeypatch):
     monkeypatch.setattr(delivery, "chunk_gap_loader", None)
-    db, sink = FakeDB(), Sink()
-    d = make(db, sink)
-    db.add(1, state="streaming")
-    await d.on_event(created(1, stream=streaming(0)))
+    d, sink = await stream_started()
     final = updated(1, "aborted", chunk_count=3)
     await d.on_event(final)
     await settle(sink, 2)
