@@ -35,6 +35,10 @@ class FanoutLag:
     def __init__(self) -> None:
         self.lag = 0.0
         self.seen_at = float("-inf")
+        # Set while nobody needs holding; one watcher task polls for everyone held, so a
+        # few hundred held frames cost one wake-up per POLL, not one each.
+        self._clear: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def observe(self, committed_at: float) -> None:
         self.lag = time.time() - committed_at
@@ -49,11 +53,21 @@ class FanoutLag:
         if bound <= 0 or not self.behind(bound):
             return
         WS_FANOUT_HELD.inc()
-        deadline = time.monotonic() + settings.WS_FANOUT_WAIT_MS / 1000
-        while self.behind(bound):
-            if time.monotonic() >= deadline:
-                raise Unavailable("Delivery is behind; retry shortly.", retry_after=max(0.1, round(self.lag, 1)))
-            await asyncio.sleep(POLL)
+        loop = asyncio.get_running_loop()
+        if self._clear is None or self._clear.is_set() or self._loop is not loop:
+            self._clear, self._loop = asyncio.Event(), loop
+            asyncio.create_task(self._watch(self._clear, bound))
+        try:
+            await asyncio.wait_for(self._clear.wait(), settings.WS_FANOUT_WAIT_MS / 1000)
+        except asyncio.TimeoutError:
+            raise Unavailable("Delivery is behind; retry shortly.", retry_after=max(0.1, round(self.lag, 1))) from None
+
+    async def _watch(self, clear: asyncio.Event, bound: float) -> None:
+        try:
+            while self.behind(bound):
+                await asyncio.sleep(POLL)
+        finally:
+            clear.set()
 
 
 # Daphne runs one event loop per process: one reading per process.
