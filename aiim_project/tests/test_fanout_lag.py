@@ -13,14 +13,12 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from prometheus_client import REGISTRY
 
-from aiim_project.asgi import application
 from aiim_project.gateway import fanout_lag
 from messaging import events
 from messaging.models import Message
+from tests.communicator import TIMEOUT, ask, connect, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-TIMEOUT = 3
 
 
 @pytest.fixture(autouse=True)
@@ -31,24 +29,19 @@ def fresh_lag():
 
 
 @pytest.fixture
-async def ws(token):
+async def ws():
     opened: list[WebsocketCommunicator] = []
 
-    async def connect(user: str) -> WebsocketCommunicator:
-        comm = WebsocketCommunicator(application, f"/api/aiim/ws?token={token(user)}")
-        assert (await comm.connect(timeout=TIMEOUT))[0]
+    async def open_as(user: str) -> WebsocketCommunicator:
+        comm = await connect(user)
         opened.append(comm)
-        assert await request(comm, {"type": "ping"}) == {"type": "pong"}
+        # The first answer proves the connect handler (user group, presence) has finished.
+        assert await ask(comm, {"type": "ping"}) == {"type": "pong"}
         return comm
 
-    yield connect
+    yield open_as
     for comm in opened:
         await comm.disconnect()
-
-
-async def request(comm: WebsocketCommunicator, frame: dict) -> dict:
-    await comm.send_json_to(frame)
-    return await comm.receive_json_from(timeout=TIMEOUT)
 
 
 async def conversation(make_conversation):
@@ -73,7 +66,7 @@ async def backlog(until: asyncio.Event) -> None:
 async def test_delivered_events_set_the_lag_from_their_commit_time(ws, make_conversation):
     c = await conversation(make_conversation)
     bob = await ws("bob")
-    assert (await request(bob, {"type": "subscribe", "conversation_id": c.id}))["type"] == "subscribed"
+    await subscribe(bob, c.id)
     # A late copy of an event (its seq is already past, so it is not delivered again).
     late = events.build(c.id, "message.created", {"seq": 0}, seq=0)
     late["committed_at"] = time.time() - 2.0
@@ -89,12 +82,12 @@ async def test_a_sender_is_refused_while_delivery_stays_behind_then_goes_through
     settings.WS_FANOUT_LAG_MS, settings.WS_FANOUT_WAIT_MS = 25, 100
     c = await conversation(make_conversation)
     alice, bob = await ws("alice"), await ws("bob")
-    assert (await request(bob, {"type": "subscribe", "conversation_id": c.id}))["type"] == "subscribed"
+    await subscribe(bob, c.id)
     caught_up = asyncio.Event()
     task = asyncio.create_task(backlog(caught_up))
     try:
         before = held()
-        error = await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x", "req_id": "r1"})
+        error = await ask(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x", "req_id": "r1"})
         assert error["type"] == "error" and error["code"] == "unavailable" and error["req_id"] == "r1"
         assert held() == before + 1
         assert await stored(c.id) == 0  # refused before anything was written
@@ -103,7 +96,7 @@ async def test_a_sender_is_refused_while_delivery_stays_behind_then_goes_through
         await task
     await asyncio.sleep(2 * fanout_lag.FRESH_FOR)
     for n in (1, 2):
-        ack = await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": f"m{n}"})
+        ack = await ask(alice, {"type": "send_msg", "conversation_id": c.id, "content": f"m{n}"})
         assert ack["type"] == "ack" and ack["seq"] == n
     got = [(await bob.receive_json_from(timeout=TIMEOUT))["data"]["message"]["seq"] for _ in range(2)]
     assert got == [1, 2]
@@ -135,7 +128,7 @@ async def test_a_stale_reading_holds_nobody(ws, make_conversation, settings):
     fanout_lag.LAG.observe(time.time() - 5.0)
     await asyncio.sleep(2 * fanout_lag.FRESH_FOR)
     before = held()
-    assert (await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x"}))["type"] == "ack"
+    assert (await ask(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x"}))["type"] == "ack"
     assert held() == before
 
 
@@ -146,7 +139,7 @@ async def test_zero_bound_turns_back_pressure_off(ws, make_conversation, setting
     caught_up = asyncio.Event()
     task = asyncio.create_task(backlog(caught_up))
     try:
-        assert (await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x"}))["type"] == "ack"
+        assert (await ask(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x"}))["type"] == "ack"
     finally:
         caught_up.set()
         await task
