@@ -173,12 +173,6 @@ def messages_after(*, conversation_id: str, after_seq: int, limit: int, up_to_se
     return list(qs.order_by("seq")[:limit])
 
 
-def conversation_last_seq(*, conversation_id: str) -> int:
-    return Conversation.objects.filter(id=conversation_id).values_list("last_seq", flat=True).first() or 0
-
-
-def conversation_ids_for_user(*, tenant: str, user_id: str) -> list[str]:
-    return list(Member.objects.filter(tenant=tenant, user_id=user_id).values_list("conversation_id", flat=True))
 
 
 def subscription_snapshot(
