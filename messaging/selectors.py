@@ -173,8 +173,6 @@ def messages_after(*, conversation_id: str, after_seq: int, limit: int, up_to_se
     return list(qs.order_by("seq")[:limit])
 
 
-
-
 def subscription_snapshot(
     *, tenant: str, user_id: str, conversation_id: str, since_seq: int | None, limit: int
 ) -> tuple[int, list[Message] | None]:
