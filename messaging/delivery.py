@@ -48,15 +48,22 @@ chunk of a message this subscription never sent (it predates the subscription) i
 that stream is followed in order from there.
 
 Everything else (typing, receipts, membership) passes straight through, in arrival order.
-The only I/O is the injected `send` and `load` coroutines, so the class is unit-tested
-without a socket or a database.
+
+Live events come in through `offer`, which is synchronous: the gateway hands one event to
+every local subscriber of a conversation in one pass, and the common case (the next seq, or
+a duplicate) needs no await. While a database read holds the subscription (gap fill, tail
+check, replay), offered events queue in arrival order and one task applies them once the
+read is done, so they are still handled in the order they came.
+
+The only I/O is the injected `send` (synchronous: it hands frames to the socket's buffer)
+and `load` (a coroutine), so the class is unit-tested without a socket or a database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,7 +117,7 @@ class SubscriptionRevoked(Exception):
     `member.left` event was lost, and the database read is where that shows."""
 
 
-Send = Callable[[str], Awaitable[None]]
+Send = Callable[[str], None]
 # (after_seq, up_to_seq, limit) -> stored messages with after_seq < seq <= up_to_seq, ascending.
 Load = Callable[[int, int, int], Awaitable[list[StoredMessage]]]
 
@@ -147,6 +154,8 @@ class OrderedDelivery:
         self._streams: dict[str, _Stream] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._gap_timer: asyncio.Task | None = None
+        self._queued: deque[dict] = deque()  # offered while a read held the lock
+        self._drainer: asyncio.Task | None = None
         self._closed = False
 
     # -- entry points -----------------------------------------------------------------
@@ -158,29 +167,56 @@ class OrderedDelivery:
                 if row.seq >= self.next_seq:
                     self._send_stored(row)
             self._release_held()
-            await self._flush()
+            self._flush()
 
     async def check_tail(self) -> None:
         """Read whatever committed at or after next_seq and send it: closes the window in
         which an event was published before the channel layer had our subscription."""
         await self._fill(None)
 
+    def offer(self, event: dict) -> None:
+        """Handle a live event now, or after the database read in progress."""
+        if self._closed:
+            return
+        if self._lock.locked() or self._queued:
+            self._queued.append(event)
+            if self._drainer is None:
+                self._drainer = asyncio.create_task(self._drain_queued())
+            return
+        self._handle(event)
+        self._flush()
+
     async def on_event(self, event: dict) -> None:
-        async with self._lock:
-            kind = event["event"]
-            if kind == "message.created":
-                self._on_created(event)
-            elif kind == "message.stream_chunk":
-                self._on_stream_event(event, chunk=True)
-            elif kind == "message.updated" and event.get("message_id") is not None:
-                self._on_stream_event(event, chunk=False)
-            else:
-                self._out.append(event["frame"])
-            await self._flush()
+        """`offer`, returning once the event has been handled."""
+        self.offer(event)
+        if self._drainer is not None:
+            await asyncio.shield(self._drainer)
+
+    async def _drain_queued(self) -> None:
+        try:
+            while self._queued and not self._closed:
+                async with self._lock:
+                    while self._queued:
+                        self._handle(self._queued.popleft())
+                    self._flush()
+        finally:
+            self._drainer = None
+
+    def _handle(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "message.created":
+            self._on_created(event)
+        elif kind == "message.stream_chunk":
+            self._on_stream_event(event, chunk=True)
+        elif kind == "message.updated" and event.get("message_id") is not None:
+            self._on_stream_event(event, chunk=False)
+        else:
+            self._out.append(event["frame"])
 
     def close(self) -> None:
         self._closed = True
-        timers = [self._gap_timer, *(s.timer for s in self._streams.values())]
+        self._queued.clear()
+        timers = [self._gap_timer, self._drainer, *(s.timer for s in self._streams.values())]
         for timer in timers:
             if timer is not None and timer is not asyncio.current_task():
                 timer.cancel()
@@ -278,7 +314,7 @@ class OrderedDelivery:
                 self.next_seq = max(self.next_seq, target + 1)
             self._drain_early()
             self._release_held()
-            await self._flush()
+            self._flush()
 
     # -- stream chunks and updates ------------------------------------------------------
 
@@ -367,7 +403,7 @@ class OrderedDelivery:
             if stream.final is not None:  # its full text makes up for any chunk still missing
                 stream.next_chunk = max(stream.next_chunk, stream.final_chunk_count)
                 self._settle(message_id, stream)
-            await self._flush()
+            self._flush()
 
     def _on_updated(self, message_id: str, event: dict) -> None:
         info = (orjson.loads(event["frame"])["data"].get("message") or {}).get("stream") or {}
@@ -392,9 +428,9 @@ class OrderedDelivery:
         if len(self._finished) > FINISHED_MEMORY:
             self._finished.popitem(last=False)
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
         out, self._out = self._out, []
         if self._closed:  # unsubscribed (or removed) while a read was in flight
             return
         for frame in out:
-            await self._send(frame)
+            self._send(frame)

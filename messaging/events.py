@@ -7,6 +7,8 @@ truth. A subscriber that sees a gap in seq reads it from the database (see
 Channel-layer message shape (`type` routes it to the gateway's `aiim_event` handler):
     {"type": "aiim.event", "conversation_id": str, "event": str, "seq": int | None,
      "frame": str (the complete JSON text frame, encoded once for every subscriber),
+     "group": str (the group it was sent to: a process receives each event once and hands
+     it to its own connections in that group),
      ...extra routing fields (e.g. "user_id" for membership changes)}
 """
 
@@ -80,10 +82,13 @@ def _log_failure(task: asyncio.Future) -> None:
         logger.warning("event publish failed: %s", type(task.exception()).__name__)
 
 
+async def group_send(group: str, message: dict) -> None:
+    await get_channel_layer().group_send(group, {**message, "group": group})
+
+
 async def _group_send(groups: list[str], message: dict) -> None:
-    layer = get_channel_layer()
     for group in groups:
-        await layer.group_send(group, message)
+        await group_send(group, message)
 
 
 def publish_now(groups: list[str], message: dict) -> None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 
 from . import events, selectors, services
 from .db import in_worker
@@ -112,7 +111,7 @@ async def typing(conn: Connection, frame: dict[str, Any]) -> None:
         )
     # Ephemeral: nothing is stored, so there is no commit to wait for.
     event = events.build(conversation_id, "typing", {"user_id": conn.user_id, "state": state}, user_id=conn.user_id)
-    await get_channel_layer().group_send(events.conversation_group(conn.tenant, conversation_id), event)
+    await events.group_send(events.conversation_group(conn.tenant, conversation_id), event)
     return None
 
 

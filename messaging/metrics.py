@@ -11,7 +11,7 @@ MESSAGES_CREATED = Counter("aiim_messages_created_total", "Messages stored", ["v
 STREAM_CHUNKS = Counter("aiim_stream_chunks_total", "Stream chunks accepted")
 FANOUT_SECONDS = Histogram(
     "aiim_fanout_seconds",
-    "From commit to the frame handed to a subscriber's socket",
+    "From commit to the message.created frame handed to the sockets of a process's subscribers (once per message and process)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 SEQ_ALLOC_SECONDS = Histogram(

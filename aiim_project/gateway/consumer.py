@@ -3,12 +3,20 @@
 Thin on purpose: parse a frame, check it against the frame table, call the handler, render
 the answer or the error. Ordering lives in `messaging.delivery`, one per subscription.
 
+Events do not come through a channel per connection: the process's hub (`hub.py`) is the
+one member of each group its connections watch, and hands each event to `hub_event`
+synchronously, with its frame encoded once for all of them. So a connection has no
+channel-layer channel of its own, and Channels' dispatch loop only carries client frames.
+
+Output: every frame of a connection, replies and events alike, goes through `_emit` in call
+order. Under Daphne it writes the WebSocket frame straight to the connection's transport
+(synchronously: events are written while the hub's pass is running); elsewhere (the test
+communicator) frames queue in an outbox that one task sends in order.
+
 Event loop hygiene: Channels runs `aclose_old_connections()` (a thread hop) before every
-handler, channel-layer events included. This consumer skips it for events and client
-frames: events never touch the ORM, and handlers reach the ORM only through
+handler. This consumer skips it for client frames: handlers reach the ORM only through
 `database_sync_to_async` or `messaging.db.in_worker`, which close stale connections
-themselves. Events arrive with a
-pre-encoded `frame` string that is sent as is.
+themselves.
 """
 
 from __future__ import annotations
@@ -28,12 +36,13 @@ from django.conf import settings
 
 from aiim_project import ratelimit
 from aiim_project.logging import conn_id_var
-from messaging import delivery, events, layers, presence, selectors
+from messaging import delivery, events, presence, selectors
 from messaging.frames import FrameSpec
 from messaging.errors import AiimError, Invalid, NotFound, RateLimited, TooLarge, as_aiim_error
-from messaging.metrics import ERRORS, FANOUT_SECONDS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SLOW_CONSUMERS
+from messaging.metrics import ERRORS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SLOW_CONSUMERS
 
 from . import backpressure, fanout_lag
+from .hub import FRAMES_OUT_EVENT, Wire, get_hub, text_frame
 from .table import build_table
 
 logger = logging.getLogger("aiim.gateway")
@@ -86,6 +95,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     tenant: str
     user_id: str
     conn_id: str
+    # No channel-layer channel per connection: events come through the hub.
+    channel_layer_alias = "aiim.no-channel-per-connection"
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -105,13 +116,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             raise
 
     async def dispatch(self, message: dict) -> None:
-        kind = message["type"]
-        if kind == events.EVENT_TYPE:
-            await self.aiim_event(message)
-        elif kind == layers.RESYNC_TYPE:
-            self.aiim_resync(message)
-        elif kind == "websocket.receive":
-            await self.websocket_receive(message)
+        if message["type"] == "websocket.receive":
+            # Events that arrive while a frame is handled wait until its answer is out: the
+            # ack (or error) comes before any event the frame caused, and a subscription
+            # being set up sees no event before its replay.
+            self._busy += 1
+            try:
+                await self.websocket_receive(message)
+            finally:
+                self._busy -= 1
+                if not self._busy and self._deferred:
+                    self._take_deferred()
         else:
             await super().dispatch(message)
 
@@ -129,6 +144,15 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self._protocol = backpressure.protocol_of(self.base_send)
         self._transport = getattr(self._protocol, "transport", None)
         self._reading_paused = False
+        self._direct = self._transport is not None and hasattr(self._protocol, "sendMessage")
+        self._outbox: deque[str] = deque()
+        self._writer: asyncio.Task | None = None
+        self._hub = get_hub()
+        self._busy = 0
+        self._deferred: deque[tuple[dict, Wire]] = deque()
+        self._wire: Wire | None = None
+        self._hub_sent = 0
+        self._in_hub = False
         # Every log line of this connection carries its id. Daphne runs each connection in
         # its own task, so the context variable set here is this connection's alone, and the
         # tasks and worker threads it starts inherit it.
@@ -145,7 +169,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.tenant, self.user_id = principal.tenant, principal.user_id
         self._user_group = events.user_group(self.tenant, self.user_id)
         try:
-            await self.channel_layer.group_add(self._user_group, self.channel_name)
+            await self._hub.join(self._user_group, self)
         except Exception as exc:
             if as_aiim_error(exc) is None:
                 raise
@@ -174,9 +198,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             sub.close()
             groups.append(events.conversation_group(self.tenant, conversation_id))
         self.subscriptions.clear()
+        self._deferred.clear()
         try:
             for group in groups:
-                await self.channel_layer.group_discard(group, self.channel_name)
+                await self._hub.leave(group, self)
             await presence.release(tenant=self.tenant, user_id=self.user_id, conn_id=self.conn_id)
         except Exception as exc:  # the lease expires on its own; the group entry too
             logger.warning("ws disconnect cleanup failed: %s", type(exc).__name__)
@@ -207,6 +232,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def _close(self, code: int) -> None:
         """Close from the server side; frames and events still in flight are ignored."""
         self._closing = True
+        if self._writer is not None:  # what was already emitted goes out before the close
+            await asyncio.shield(self._writer)
         await self.close(code)
 
     async def _renew_presence(self, now: float) -> None:
@@ -332,16 +359,50 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def _send_text(self, text: str, kind: str) -> None:
         WS_FRAMES_OUT.labels(kind).inc()
-        await self.base_send({"type": "websocket.send", "text": text})
-        # Nothing it missed is lost (the database has it: it resumes with since_seq), so a
-        # client that does not read is cut off instead of held in server memory.
-        if not self._closing and backpressure.buffered_bytes(self._transport) > settings.WS_SEND_BUFFER_BYTES:
-            logger.warning("ws closed: client not reading, send buffer over %d bytes", settings.WS_SEND_BUFFER_BYTES)
-            WS_SLOW_CONSUMERS.inc()
-            await self._close(CLOSE_SLOW_CONSUMER)
+        self._emit(text)
 
-    async def _send_event(self, text: str) -> None:
-        await self._send_text(text, "event")
+    def _emit(self, text: str, wire: Wire | None = None) -> bool:
+        """Hand one frame to the socket, after every frame emitted before it."""
+        if self._direct:
+            protocol = self._protocol
+            if protocol.state != protocol.STATE_OPEN:
+                return False
+            if protocol._perMessageCompress is None and not protocol.send_queue and protocol.send_state == protocol.SEND_STATE_GROUND:
+                self._transport.write(wire.frame_bytes() if wire is not None else text_frame(text.encode()))
+            else:  # autobahn has a frame of its own in progress: queue behind it
+                protocol.sendMessage(text.encode(), False)
+            # Nothing it missed is lost (the database has it: it resumes with since_seq), so
+            # a client that does not read is cut off instead of held in server memory.
+            if not self._closing and backpressure.buffered_bytes(self._transport) > settings.WS_SEND_BUFFER_BYTES:
+                logger.warning("ws closed: client not reading, send buffer over %d bytes", settings.WS_SEND_BUFFER_BYTES)
+                WS_SLOW_CONSUMERS.inc()
+                self._closing = True
+                self._spawn(self._close(CLOSE_SLOW_CONSUMER))
+            return True
+        self._outbox.append(text)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_outbox())
+        return True
+
+    async def _write_outbox(self) -> None:
+        try:
+            while self._outbox:
+                await self.base_send({"type": "websocket.send", "text": self._outbox.popleft()})
+        finally:
+            self._writer = None
+
+    def _emit_event(self, text: str) -> None:
+        wire = self._wire if self._wire is not None and self._wire.text is text else None
+        if self._emit(text, wire):
+            if self._in_hub:  # counted by the hub, once per event
+                self._hub_sent += 1
+            else:
+                FRAMES_OUT_EVENT.inc()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- subscriptions (the Connection interface of messaging.frames) -----------------
 
@@ -354,9 +415,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def subscribe(self, conversation_id: str, since_seq: int | None) -> dict[str, Any]:
         group = events.conversation_group(self.tenant, conversation_id)
         was_subscribed = conversation_id in self.subscriptions
-        # Join BEFORE reading: every seq above the snapshot is then published to us.
-        await self.channel_layer.group_add(group, self.channel_name)
         try:
+            # Join BEFORE reading: every seq above the snapshot then reaches us.
+            await self._hub.join(group, self)
             last_seq, rows = await in_worker(_snapshot)(
                 tenant=self.tenant,
                 user_id=self.user_id,
@@ -366,11 +427,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             )
         except BaseException:
             if not was_subscribed:
-                await self.channel_layer.group_discard(group, self.channel_name)
+                await self._hub.leave(group, self)
             raise
         replay = rows or []
         sub = delivery.OrderedDelivery(
-            send=self._send_event,
+            send=self._emit_event,
             load=partial(_load_stored, self.tenant, self.user_id, conversation_id),
             next_seq=(replay[0].seq if replay else last_seq + 1),
             gap_wait=settings.WS_GAP_WAIT_MS / 1000,
@@ -390,9 +451,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def _start(self, sub: delivery.OrderedDelivery, replay: list[delivery.StoredMessage], last_seq: int) -> None:
         await sub.replay(replay)
         sub.next_seq = max(sub.next_seq, last_seq + 1)
-        task = asyncio.create_task(self._check_tail_later(sub))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self._check_tail_later(sub))
 
     @staticmethod
     async def _check_tail_later(sub: delivery.OrderedDelivery) -> None:
@@ -408,7 +467,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if sub is None:
             return
         sub.close()
-        await self.channel_layer.group_discard(events.conversation_group(self.tenant, conversation_id), self.channel_name)
+        await self._hub.leave(events.conversation_group(self.tenant, conversation_id), self)
         body = {"type": "error", "code": "forbidden", "message": "You are no longer a member of this conversation.", "conversation_id": conversation_id}
         await self._send_text(orjson.dumps(body).decode(), "error")
 
@@ -417,48 +476,57 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if sub is None:
             raise NotFound("Not subscribed to this conversation.")
         sub.close()
-        await self.channel_layer.group_discard(events.conversation_group(self.tenant, conversation_id), self.channel_name)
+        await self._hub.leave(events.conversation_group(self.tenant, conversation_id), self)
 
-    # -- channel-layer events ---------------------------------------------------------
+    # -- events, from the hub -------------------------------------------------------
 
-    async def aiim_event(self, message: dict) -> None:
+    def hub_event(self, message: dict, wire: Wire) -> int:
+        """Hand one event to this connection; returns how many frames it sent now."""
         if self.principal is None or self._closing:
-            return
-        if "committed_at" in message:
-            fanout_lag.LAG.observe(message["committed_at"])
+            return 0
+        if self._busy:
+            self._deferred.append((message, wire))
+            return 0
         conversation_id = message["conversation_id"]
         if message.get("seq") is None:
             about = message.get("user_id")
             if about is None:  # a writer that sets no route field: the data names the user
                 about = orjson.loads(message["frame"])["data"].get("user_id")
             if about == self.user_id:
-                await self._personal_event(conversation_id, message)
-                return
+                return self._personal_event(conversation_id, message, wire)
         sub = self.subscriptions.get(conversation_id)
-        if sub is not None:
-            fresh = message["event"] == "message.created" and message["seq"] >= sub.next_seq
-            await sub.on_event(message)
-            if fresh and "committed_at" in message:
-                FANOUT_SECONDS.observe(max(0.0, time.time() - message["committed_at"]))
+        if sub is None:
+            return 0
+        self._wire, self._in_hub, self._hub_sent = wire, True, 0
+        try:
+            sub.offer(message)
+        finally:
+            self._wire, self._in_hub = None, False
+        return self._hub_sent
 
-    def aiim_resync(self, message: dict) -> None:
+    def _take_deferred(self) -> None:
+        sent = 0
+        while self._deferred and not self._busy:
+            sent += self.hub_event(*self._deferred.popleft())
+        if sent:
+            FRAMES_OUT_EVENT.inc(sent)
+
+    def hub_resync(self) -> None:
         """The channel layer lost Redis and is subscribed again: whatever was published
         meanwhile is gone, so every subscription re-reads its tail from the database."""
         if self.principal is None or self._closing:
             return
         for sub in self.subscriptions.values():
-            task = asyncio.create_task(self._check_tail_later(sub))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._check_tail_later(sub))
 
-    async def _personal_event(self, conversation_id: str, message: dict) -> None:
+    def _personal_event(self, conversation_id: str, message: dict, wire: Wire) -> int:
         """An event about this user: it may come twice (conversation and user group), and
         it reaches this connection whether or not it is subscribed."""
         if message["event"] == "typing":  # the typist's own devices do not need it
-            return
+            return 0
         frame = message["frame"]
         if frame in self._recent_personal:
-            return
+            return 0
         self._recent_personal[frame] = None
         if len(self._recent_personal) > RECENT_PERSONAL:
             self._recent_personal.popitem(last=False)
@@ -466,5 +534,5 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             sub = self.subscriptions.pop(conversation_id, None)
             if sub is not None:
                 sub.close()
-                await self.channel_layer.group_discard(events.conversation_group(self.tenant, conversation_id), self.channel_name)
-        await self._send_event(frame)
+                self._hub.leave_soon(events.conversation_group(self.tenant, conversation_id), self)
+        return 1 if self._emit(frame, wire) else 0

@@ -9,7 +9,6 @@ import time
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from prometheus_client import REGISTRY
 
@@ -70,7 +69,7 @@ async def test_delivered_events_set_the_lag_from_their_commit_time(ws, make_conv
     # A late copy of an event (its seq is already past, so it is not delivered again).
     late = events.build(c.id, "message.created", {"seq": 0}, seq=0)
     late["committed_at"] = time.time() - 2.0
-    await get_channel_layer().group_send(events.conversation_group("default", c.id), late)
+    await events.group_send(events.conversation_group("default", c.id), late)
     deadline = time.monotonic() + TIMEOUT
     while fanout_lag.LAG.lag < 1.5 and time.monotonic() < deadline:
         await asyncio.sleep(0.01)

@@ -76,7 +76,7 @@ class Sink:
     def __init__(self):
         self.frames: list[str] = []
 
-    async def send(self, frame: str) -> None:
+    def send(self, frame: str) -> None:
         self.frames.append(frame)
 
 

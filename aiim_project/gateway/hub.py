@@ -1,0 +1,191 @@
+"""Process-level fan-out: one channel-layer channel per process instead of one per connection.
+
+With a channel per connection, an event for a conversation watched by N local connections
+costs N copies in the layer, N deserialisations, and N trips through Channels' dispatch
+loop (a task and an `asyncio.wait` each) before any ordering or socket work. Here the
+process's hub is the one member of each group that local connections watch: the layer hands
+it each event once, it decodes it once, encodes the WebSocket frame once, and hands it to
+every local subscriber synchronously (`GatewayConsumer.hub_event`), which writes the ready
+bytes to the socket.
+
+Guarantees kept. Joining is awaited until the layer has the hub in the group, so "join, then
+read the snapshot" still means every later event reaches the connection. Events of a group
+reach each of its connections in the order the layer delivered them (one receive loop,
+one synchronous pass). A connection leaves the hub's membership synchronously, so nothing is
+handed to it after `leave` returns or while the layer's discard is in flight.
+
+One hub per event loop: Daphne runs one loop per process; tests run one loop per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+from channels.layers import get_channel_layer
+
+from messaging import events, layers
+from messaging.errors import dependency_error_types
+from messaging.metrics import FANOUT_SECONDS, WS_FRAMES_OUT
+
+from . import fanout_lag
+
+logger = logging.getLogger("aiim.gateway.hub")
+
+RETRY_PAUSE = 0.2
+FRAMES_OUT_EVENT = WS_FRAMES_OUT.labels("event")
+
+
+class Member(Protocol):
+    def hub_event(self, message: dict, wire: "Wire") -> int: ...
+
+    def hub_resync(self) -> None: ...
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented WebSocket text frame (RFC 6455 5.2), as a server sends it."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+class Wire:
+    """The frame text of one event and, once a socket asks for it, its encoded frame."""
+
+    __slots__ = ("text", "_bytes")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._bytes: bytes | None = None
+
+    def frame_bytes(self) -> bytes:
+        if self._bytes is None:
+            self._bytes = text_frame(self.text.encode())
+        return self._bytes
+
+
+class Hub:
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.channel: str | None = None
+        self._members: dict[str, set[Member]] = {}
+        self._in_layer: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._task: asyncio.Task | None = None
+        self._start_lock = asyncio.Lock()
+
+    async def _ensure_started(self) -> None:
+        if self._task is not None:
+            return
+        async with self._start_lock:
+            if self._task is None:
+                self.channel = await self.layer.new_channel(prefix="aiim.hub.")
+                self._task = asyncio.create_task(self._receive_loop())
+
+    async def join(self, group: str, member: Member) -> None:
+        """Returns once every event later sent to `group` reaches `member`."""
+        await self._ensure_started()
+        self._members.setdefault(group, set()).add(member)
+        if group in self._in_layer:
+            return
+        async with self._locks.setdefault(group, asyncio.Lock()):
+            if group in self._in_layer:
+                return
+            try:
+                await self.layer.group_add(group, self.channel)
+            except BaseException:
+                self._forget(group, member)
+                raise
+            self._in_layer.add(group)
+
+    async def leave(self, group: str, member: Member) -> None:
+        self._forget(group, member)
+        if group not in self._in_layer or self._members.get(group):
+            return
+        async with self._locks.setdefault(group, asyncio.Lock()):
+            if group in self._in_layer and not self._members.get(group):
+                self._in_layer.discard(group)
+                await self.layer.group_discard(group, self.channel)
+            if not self._members.get(group) and group not in self._in_layer:
+                self._locks.pop(group, None)
+
+    def leave_soon(self, group: str, member: Member) -> None:
+        """Stop handing `member` events of `group` now; tell the layer in the background."""
+        self._forget(group, member)
+        task = asyncio.create_task(self.leave(group, member))
+        task.add_done_callback(_log_failure)
+
+    def _forget(self, group: str, member: Member) -> None:
+        members = self._members.get(group)
+        if members is not None:
+            members.discard(member)
+            if not members:
+                del self._members[group]
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except dependency_error_types() as exc:
+                # Whatever was published meanwhile may be gone: every subscription re-reads.
+                logger.warning("hub receive failed: %s", type(exc).__name__)
+                await asyncio.sleep(RETRY_PAUSE)
+                self._resync()
+                continue
+            try:
+                self.dispatch(message)
+            except Exception:
+                logger.exception("hub dispatch failed")
+
+    def dispatch(self, message: dict) -> None:
+        kind = message.get("type")
+        if kind == layers.RESYNC_TYPE:
+            self._resync()
+            return
+        if kind != events.EVENT_TYPE:
+            return
+        group = message.get("group")
+        members = self._members.get(group) if group is not None else None
+        if not members:
+            return
+        committed_at = message.get("committed_at")
+        if committed_at is not None:
+            fanout_lag.LAG.observe(committed_at)
+        wire = Wire(message["frame"])
+        sent = 0
+        # A member may leave while being handed the event (member.left): iterate a copy.
+        for member in tuple(members):
+            sent += member.hub_event(message, wire)
+        if sent:
+            FRAMES_OUT_EVENT.inc(sent)
+            if committed_at is not None and message["event"] == "message.created":
+                FANOUT_SECONDS.observe(max(0.0, time.time() - committed_at))
+
+    def _resync(self) -> None:
+        for member in {m for members in self._members.values() for m in members}:
+            member.hub_resync()
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("hub leave failed: %s", type(task.exception()).__name__)
+
+
+_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+def get_hub() -> Hub:
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        for old in [lp for lp in _hubs if lp.is_closed()]:
+            del _hubs[old]
+        hub = _hubs[loop] = Hub(get_channel_layer())
+    return hub
