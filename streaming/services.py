@@ -250,7 +250,7 @@ def _plan_run(message: Message, chunks: Sequence[ChunkInput], *, size_each: bool
         if size_each:
             try:
                 check_content_size(text + item.chunk)
-            except TooLarge:
+            except (TooLarge, Invalid):  # over the size limit; a NUL character
                 break
             text += item.chunk
         plan.parts.append(item.chunk)
@@ -260,11 +260,12 @@ def _plan_run(message: Message, chunks: Sequence[ChunkInput], *, size_each: bool
             state = StreamState.COMPLETED
     plan.state = state
     if plan.parts and not size_each:
-        # The size only grows with each chunk: one check of the whole run is enough when it
-        # fits; when it does not, decide again chunk by chunk to find where it stops fitting.
+        # The text as stored: within MAX_MESSAGE_BYTES and without NUL characters. The size
+        # only grows with each chunk, so one check of the whole run is enough when it passes;
+        # when it does not, decide again chunk by chunk to find the first chunk it refuses.
         try:
             check_content_size(text + "".join(plan.parts))
-        except TooLarge:
+        except (TooLarge, Invalid):
             return _plan_run(message, chunks, size_each=True)
     return plan
 
