@@ -3,7 +3,8 @@ commit within STREAM_COALESCE_MS of the first (0 = off).
 
 Why: a chunk event costs the server about 70 µs per subscriber (bench/stream_fanout.py), so
 with many subscribers fan-out outweighs storing the chunk. Storage and acks are unchanged:
-every chunk is still committed and acknowledged on its own; only the hint is merged.
+every chunk is still committed before it is acknowledged; only the hint is merged. A run
+of chunks committed together (`services.stream_append_run`) comes as one range.
 
 The seam stays exact: a batch only ever holds consecutive indexes of one stream
 (`chunk_index`..`last_chunk_index`, `delta` their text in order); a chunk that does not follow
