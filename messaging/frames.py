@@ -42,6 +42,9 @@ class Connection(Protocol):
 
 
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+# Handles a run of frames at once: returns the replies of the frames it handled, a prefix
+# of the run (possibly none); the gateway passes the rest to `handler`, one at a time.
+BatchHandler = Callable[[Connection, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,11 @@ class FrameSpec:
     rate_limited: bool = False
     # Required fields and their types, checked by the gateway before the handler runs.
     required: dict[str, type | tuple[type, ...]] = field(default_factory=dict)
+    # Optional: frames of this type the client has already sent (queued behind the one being
+    # handled) that agree on the `batch_key` fields go to `batch` together. Only for frames
+    # that are not `rate_limited`; each still gets its own reply, in order.
+    batch: BatchHandler | None = None
+    batch_key: tuple[str, ...] = ()
 
 
 TYPING_STATES = ("typing", "thinking", "idle")

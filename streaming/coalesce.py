@@ -3,7 +3,8 @@ commit within STREAM_COALESCE_MS of the first (0 = off).
 
 Why: a chunk event costs the server about 70 µs per subscriber (bench/stream_fanout.py), so
 with many subscribers fan-out outweighs storing the chunk. Storage and acks are unchanged:
-every chunk is still committed and acknowledged on its own; only the hint is merged.
+every chunk is still committed before it is acknowledged; only the hint is merged. A run
+of chunks committed together (`services.stream_append_run`) comes as one range.
 
 The seam stays exact: a batch only ever holds consecutive indexes of one stream
 (`chunk_index`..`last_chunk_index`, `delta` their text in order); a chunk that does not follow
@@ -49,17 +50,18 @@ class Coalescer:
         self._loop = loop
         self._pending: dict[str, _Batch] = {}
 
-    def add(self, groups: list[str], message: Message, index: int, chunk: str, stream_end: bool, window: float) -> None:
+    def add(self, groups: list[str], message: Message, first: int, last: int, delta: str, stream_end: bool, window: float) -> None:
+        """Chunks first..last (their text `delta`), committed together."""
         batch = self._pending.get(message.id)
-        if batch is not None and index != batch.last + 1:
+        if batch is not None and first != batch.last + 1:
             self.flush(message.id)
             batch = None
         if batch is None:
-            batch = self._pending[message.id] = _Batch(groups, message, index, index, stream_end, [chunk])
+            batch = self._pending[message.id] = _Batch(groups, message, first, last, stream_end, [delta])
             self._loop.call_later(window, self._flush_if_pending, message.id, batch)
         else:
-            batch.parts.append(chunk)
-            batch.last, batch.stream_end = index, stream_end
+            batch.parts.append(delta)
+            batch.last, batch.stream_end = last, stream_end
         if stream_end:
             self.flush(message.id)
 
@@ -106,14 +108,20 @@ def _publish_after_pending(*args) -> None:
 
 
 def publish_chunk_on_commit(groups: list[str], message: Message, *, index: int, chunk: str, stream_end: bool) -> None:
+    publish_chunks_on_commit(groups, message, first=index, last=index, delta=chunk, stream_end=stream_end)
+
+
+def publish_chunks_on_commit(groups: list[str], message: Message, *, first: int, last: int, delta: str, stream_end: bool) -> None:
+    """One event for chunks first..last committed in one transaction (`delta` their text in
+    order), merged with the stream's pending batch if coalescing is on."""
     window = settings.STREAM_COALESCE_MS / 1000
 
     def hand_over() -> None:
         loop = _server_loop()
         if window <= 0 or loop is None:
-            events.publish_now(groups, chunk_event(message, first=index, last=index, delta=chunk, stream_end=stream_end))
+            events.publish_now(groups, chunk_event(message, first=first, last=last, delta=delta, stream_end=stream_end))
             return
-        loop.call_soon_threadsafe(_add, groups, message, index, chunk, stream_end, window)
+        loop.call_soon_threadsafe(_add, groups, message, first, last, delta, stream_end, window)
 
     transaction.on_commit(hand_over, robust=True)
 

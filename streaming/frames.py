@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 
 from messaging.db import in_worker
 from messaging.frames import Connection, FrameSpec
+from messaging.errors import Invalid, TenantMismatch
 from messaging.services import check_tenant
 
 from . import reaper, selectors, services
@@ -39,6 +40,10 @@ async def stream_chunk(conn: Connection, frame: dict[str, Any]) -> dict[str, Any
         chunk_index=frame.get("chunk_index"),
         stream_end=frame.get("stream_end", False),
     )
+    return _ack(result)
+
+
+def _ack(result: services.ChunkResult) -> dict[str, Any]:
     message = result.message
     return {
         "type": "ack",
@@ -50,6 +55,40 @@ async def stream_chunk(conn: Connection, frame: dict[str, Any]) -> dict[str, Any
         "chunk_index": result.chunk_index,
         "stream_end": result.stream_end,
     }
+
+
+async def stream_chunk_run(conn: Connection, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Frames of one stream that the client had already sent: the acks of the longest
+    prefix that applies to the existing stream in one transaction (`stream_append_run`).
+    The gateway hands the rest to `stream_chunk` one at a time, so a frame this refuses (or
+    the chunk that starts a stream, which is rate limited) gets exactly its usual answer.
+    No chunk taken here can start a stream, so none counts against the rate limit, as none
+    would in `stream_chunk`."""
+    taken = []
+    for frame in frames:  # the checks `stream_chunk` makes before the database, per frame
+        try:
+            check_tenant(conn.tenant, frame.get("tenant_id"))
+        except TenantMismatch:
+            break
+        taken.append(frame)
+    if not taken:
+        return []
+    ids = {"conversation_id": frames[0]["conversation_id"], "client_msg_id": frames[0]["client_msg_id"]}
+    try:
+        services.check_stream_ids(**ids)  # one stream: the gateway batches frames with equal ids
+    except Invalid:
+        return []
+    reaper.ensure_running()
+    results = await in_worker(services.stream_append_run)(
+        tenant=conn.tenant,
+        sender=conn.user_id,
+        **ids,
+        chunks=[
+            services.ChunkInput(chunk=f.get("chunk"), chunk_index=f.get("chunk_index"), stream_end=f.get("stream_end", False))
+            for f in taken
+        ],
+    )
+    return [_ack(result) for result in results]
 
 
 async def stream_abort(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +112,12 @@ async def stream_abort(conn: Connection, frame: dict[str, Any]) -> dict[str, Any
 FRAMES: dict[str, FrameSpec] = {
     # `chunk` is checked by the service: the gateway's required check refuses "", and an
     # empty chunk is how a client ends a stream without more text.
-    "stream_chunk": FrameSpec(handler=stream_chunk, required={"conversation_id": str, "client_msg_id": str}),
+    # A stream's queued chunks are applied in one transaction (one event, an ack each).
+    "stream_chunk": FrameSpec(
+        handler=stream_chunk,
+        required={"conversation_id": str, "client_msg_id": str},
+        batch=stream_chunk_run,
+        batch_key=("conversation_id", "client_msg_id"),
+    ),
     "stream_abort": FrameSpec(handler=stream_abort, required={"conversation_id": str, "client_msg_id": str}),
 }

@@ -21,8 +21,10 @@ the row under a lock and decides again. Starting a stream takes the conversation
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -30,7 +32,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging import events
-from messaging.errors import Conflict, Forbidden, Invalid, NotFound
+from messaging.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from messaging.metrics import STREAM_CHUNKS
 from messaging.models import Message, MessageType, StreamState
 from messaging.rendering import StatusView, message_dict
@@ -207,6 +209,120 @@ def stream_append(
             return ChunkResult(message=message, started=False, chunk_index=index, applied=True, stream_end=stream_end)
     # Only reachable if the row changed under a lock, which the lock forbids.
     raise Conflict("The stream changed while this chunk was written; retry.")
+
+
+@dataclass(frozen=True)
+class ChunkInput:
+    """One chunk of a run, as the client sent it (checked by the service)."""
+
+    chunk: Any
+    chunk_index: Any = None
+    stream_end: Any = False
+
+
+@dataclass
+class _Plan:
+    """What a run does to a stream read at `first` = its chunk_count."""
+
+    first: int
+    results: list[tuple[int, bool, bool]]  # (chunk_index, applied, stream_end) per chunk taken
+    parts: list[str]  # the applied chunks' text, in index order
+    state: str
+
+
+def _plan_run(message: Message, chunks: Sequence[ChunkInput], *, size_each: bool = False) -> _Plan:
+    """The longest prefix of `chunks` that `stream_append`, called once per chunk, would
+    accept: each chunk decided against the stream as the chunks before it left it. It
+    stops before the first chunk that would be refused (bad input, ahead, ended, too large)."""
+    expected, state, text = message.stream_chunk_count, message.stream_state, message.content or ""
+    plan = _Plan(first=expected, results=[], parts=[], state=state)
+    for item in chunks:
+        try:
+            _check_chunk(item.chunk, item.chunk_index, item.stream_end)
+        except Invalid:
+            break
+        index = expected if item.chunk_index is None else item.chunk_index
+        if index < expected:  # a repeat: acked again, nothing changes
+            plan.results.append((index, False, state == StreamState.COMPLETED and index == expected - 1))
+            continue
+        if state != StreamState.STREAMING or index > expected:
+            break
+        if size_each:
+            try:
+                check_content_size(text + item.chunk)
+            except (TooLarge, Invalid):  # over the size limit; a NUL character
+                break
+            text += item.chunk
+        plan.parts.append(item.chunk)
+        plan.results.append((index, True, item.stream_end))
+        expected += 1
+        if item.stream_end:
+            state = StreamState.COMPLETED
+    plan.state = state
+    if plan.parts and not size_each:
+        # The text as stored: within MAX_MESSAGE_BYTES and without NUL characters. The size
+        # only grows with each chunk, so one check of the whole run is enough when it passes;
+        # when it does not, decide again chunk by chunk to find the first chunk it refuses.
+        try:
+            check_content_size(text + "".join(plan.parts))
+        except (TooLarge, Invalid):
+            return _plan_run(message, chunks, size_each=True)
+    return plan
+
+
+@transaction.atomic
+def stream_append_run(
+    *, tenant: str, sender: str, conversation_id: str, client_msg_id: str, chunks: Sequence[ChunkInput]
+) -> list[ChunkResult]:
+    """Accept consecutive chunks of the caller's EXISTING stream in one transaction.
+
+    Returns one result per chunk for the longest prefix of `chunks` that `stream_append`,
+    called once per chunk in order, would accept (repeats included), all committed together;
+    the caller hands the rest to `stream_append` one at a time, which refuses the first of
+    them exactly as it always does. Returns [] if the stream does not exist (starting one
+    takes the seq path and the rate limit: `stream_append` does it), or if the caller may
+    not write to it (`stream_append` says why).
+
+    One `message.stream_chunk` event covers the applied chunks (chunk_index..last_chunk_index,
+    PROTOCOL section 4), published after commit, then `message.updated` if the run ended
+    the stream. Queries: the same three as one chunk (find, conditional UPDATE, INSERT of
+    every chunk row), plus the members read when the run ends the stream.
+    """
+    check_stream_ids(conversation_id, client_msg_id)
+    now = timezone.now()
+    for attempt in range(3):
+        message = storage.find_stream(
+            tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id, lock=attempt > 0
+        )
+        if message is None or not message.is_member or message.stream_state is None:
+            return []
+        plan = _plan_run(message, chunks)
+        if plan.parts:
+            text = (message.content or "") + "".join(plan.parts)
+            if not storage.append_chunks(
+                message_id=message.pk, first=plan.first, chunks=plan.parts, text=text, state=plan.state, now=now
+            ):
+                continue  # another writer or the reaper got there first: decide again, under the lock
+            message.content, message.stream_chunk_count = text, plan.first + len(plan.parts)
+            message.stream_updated_at, message.stream_state = now, plan.state
+            ended = plan.state == StreamState.COMPLETED
+            coalesce.publish_chunks_on_commit(
+                [events.conversation_group(message.tenant, message.conversation_id)],
+                message,
+                first=plan.first,
+                last=message.stream_chunk_count - 1,
+                delta="".join(plan.parts),
+                stream_end=ended,
+            )
+            if ended:
+                _publish_updated(message, StatusView(members_of(message.conversation_id)))
+            transaction.on_commit(partial(STREAM_CHUNKS.inc, len(plan.parts)))
+        return [
+            ChunkResult(message=message, started=False, chunk_index=index, applied=applied, stream_end=end)
+            for index, applied, end in plan.results
+        ]
+    # Only reachable if the row changed under a lock, which the lock forbids.
+    raise Conflict("The stream changed while these chunks were written; retry.")
 
 
 @transaction.atomic

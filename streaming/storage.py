@@ -1,7 +1,8 @@
 """The per-chunk hot path as fixed SQL statements.
 
 Every chunk runs the same three statements (find the stream, conditional UPDATE, INSERT the
-chunk row). Built through the ORM, compiling them cost about as much CPU as the rest of the
+chunk row); a run of chunks applied together (`services.stream_append_run`) runs the same
+three, the INSERT with one row per chunk. Built through the ORM, compiling them cost about as much CPU as the rest of the
 chunk (see docs/streaming.md); here they are written once per database vendor and only
 their parameters change. Parameters still go through the model fields' own adaptation, so
 JSON and datetimes are stored exactly as the ORM stores them.
@@ -48,25 +49,39 @@ def find_stream(*, tenant: str, conversation_id: str, sender: str, client_msg_id
 
 
 @cache
-def _append_sql(vendor: str) -> tuple[str, str]:
-    m, c = _q(Message._meta.db_table), _q(StreamChunk._meta.db_table)
-    update = (
+def _update_sql(vendor: str) -> str:
+    m = _q(Message._meta.db_table)
+    return (
         f"UPDATE {m} SET {_q('content')} = %s, {_q('stream_chunk_count')} = %s, {_q('stream_updated_at')} = %s,"
         f" {_q('stream_state')} = %s WHERE {_q('id')} = %s AND {_q('stream_state')} = %s AND {_q('stream_chunk_count')} = %s"
     )
-    insert = f"INSERT INTO {c} ({_q('message_id')}, {_q('index')}, {_q('text')}) VALUES (%s, %s, %s)"
-    return update, insert
+
+
+@cache
+def _insert_sql(vendor: str, rows: int) -> str:
+    c = _q(StreamChunk._meta.db_table)
+    values = ", ".join(["(%s, %s, %s)"] * rows)
+    return f"INSERT INTO {c} ({_q('message_id')}, {_q('index')}, {_q('text')}) VALUES {values}"
 
 
 def append_chunk(*, message_id: str, index: int, chunk: str, text: str, state: str, now: datetime) -> bool:
     """Store chunk `index` if the stream is still open at exactly that index."""
-    update, insert = _append_sql(connection.vendor)
+    return append_chunks(message_id=message_id, first=index, chunks=[chunk], text=text, state=state, now=now)
+
+
+def append_chunks(*, message_id: str, first: int, chunks: list[str], text: str, state: str, now: datetime) -> bool:
+    """Store chunks first.. (one UPDATE, one multi-row INSERT) if the stream is still open
+    at exactly index `first`. `text` is the whole text with them."""
     fields = Message._meta
     content = fields.get_field("content").get_db_prep_value(text, connection)
     updated_at = fields.get_field("stream_updated_at").get_db_prep_value(now, connection)
     with connection.cursor() as cursor:
-        cursor.execute(update, [content, index + 1, updated_at, state, message_id, StreamState.STREAMING, index])
+        cursor.execute(
+            _update_sql(connection.vendor),
+            [content, first + len(chunks), updated_at, state, message_id, StreamState.STREAMING, first],
+        )
         if cursor.rowcount != 1:
             return False
-        cursor.execute(insert, [message_id, index, chunk])
+        params = [value for i, chunk in enumerate(chunks) for value in (message_id, first + i, chunk)]
+        cursor.execute(_insert_sql(connection.vendor, len(chunks)), params)
     return True

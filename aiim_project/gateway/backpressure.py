@@ -26,9 +26,16 @@ def transport_of(send: Any) -> Any | None:
     return getattr(protocol_of(send), "transport", None)
 
 
+def inbound_queue(protocol: Any) -> Any | None:
+    """Daphne's queue of the client frames it has read for the connection (an asyncio.Queue
+    whose `get` is the application's `receive`). While the consumer handles a message,
+    Channels has no `get` pending on it, so the consumer may take the next ones itself."""
+    return getattr(protocol, "application_queue", None)
+
+
 def inbound_backlog(protocol: Any) -> int:
     """Client frames Daphne has read and queued that the consumer has not handled yet."""
-    queue = getattr(protocol, "application_queue", None)
+    queue = inbound_queue(protocol)
     return queue.qsize() if queue is not None else 0
 
 

@@ -60,6 +60,8 @@ FLOOD_WINDOW = 5.0
 # queue is down to LOW (flow control, see _flow_control).
 INBOUND_HIGH_WATER = 64
 INBOUND_LOW_WATER = 16
+# At most this many queued frames go to one FrameSpec.batch call.
+MAX_RUN = 64
 # Room for the envelope around the largest allowed content.
 FRAME_OVERHEAD = 16 * 1024
 # Copies of one event reaching a connection through two groups (conversation and user).
@@ -97,6 +99,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     conn_id: str
     # No channel-layer channel per connection: events come through the hub.
     channel_layer_alias = "aiim.no-channel-per-connection"
+    # Messages taken from Daphne's queue for a run and not handled yet (see _flow_control).
+    _inbound_held: int = 0
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -248,38 +252,149 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     # -- client frames ----------------------------------------------------------------
 
     async def websocket_receive(self, message: dict) -> None:
+        # A run (see _take_run) may take the next message from Daphne's queue without
+        # batching it: it is handled here, in order, before Channels' loop gets another.
+        pending: deque[dict] = deque()
+        await self._receive_frame(message, pending)
+        while pending:
+            message = pending.popleft()
+            self._inbound_held -= 1
+            if message["type"] == "websocket.receive":
+                await self._receive_frame(message, pending)
+            else:  # websocket.disconnect
+                await super().dispatch(message)
+
+    async def _receive_frame(self, message: dict, pending: deque[dict]) -> None:
         self._flow_control()
         if self.principal is None or self._closing:
             return
-        now = time.monotonic()
-        self._last_frame_at = now
-        await self._renew_presence(now)
+        await self._touch()
         frame: Any = None
         try:
             frame = self._decode(message)
             spec = self._spec(frame)
             self._check_required(frame, spec.required)
+        except Exception as exc:
+            await self._send_error(exc, frame if isinstance(frame, dict) else None)
+            return
+        if spec.batch is not None and not spec.rate_limited:
+            run = await self._take_run(frame, spec, pending)
+            if len(run) > 1:
+                await self._handle_run(spec, run)
+                return
+        await self._handle(frame, spec)
+
+    async def _touch(self) -> None:
+        now = time.monotonic()
+        self._last_frame_at = now
+        await self._renew_presence(now)
+
+    async def _handle(self, frame: dict, spec: FrameSpec) -> None:
+        """One parsed frame through its handler: the reply, or the error frame."""
+        try:
             if spec.rate_limited:
                 await ratelimit.acheck(self.tenant, self.user_id)
                 await fanout_lag.LAG.wait()
             reply = await spec.handler(self, frame)
         except Exception as exc:
-            await self._send_error(exc, frame if isinstance(frame, dict) else None)
+            await self._send_error(exc, frame)
             return
         finally:
             after, self._after_reply = self._after_reply, []
         if reply is not None:
-            if isinstance(frame.get("req_id"), str):
-                reply["req_id"] = frame["req_id"]
-            await self._send_text(orjson.dumps(reply).decode(), reply.get("type", "reply"))
+            await self._reply(frame, reply)
         for step in after:
             await step()
+
+    async def _reply(self, frame: dict, reply: dict) -> None:
+        if isinstance(frame.get("req_id"), str):
+            reply["req_id"] = frame["req_id"]
+        await self._send_text(orjson.dumps(reply).decode(), reply.get("type", "reply"))
+
+    # -- runs of queued frames (FrameSpec.batch) ----------------------------------------
+
+    async def _take_run(self, frame: dict, spec: FrameSpec, pending: deque[dict]) -> list[dict]:
+        """`frame` and the frames queued right behind it that `spec.batch` may take with it:
+        same type, required fields present, equal `batch_key` fields. The first queued message
+        that does not fit is left in `pending` (handled next, in order). Under a server other
+        than Daphne (the test communicator) there is no queue to look at: the run is `frame`."""
+        queue = backpressure.inbound_queue(self._protocol)
+        run = [frame]
+        if queue is None:
+            return run
+        key = [frame.get(name) for name in spec.batch_key]
+        while len(run) < MAX_RUN and not pending:
+            try:
+                message = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            self._inbound_held += 1
+            queued = self._peek(message)
+            if (
+                queued is None
+                or queued.get("type") != frame["type"]
+                or [queued.get(name) for name in spec.batch_key] != key
+                or not self._has_required(queued, spec)
+            ):
+                pending.append(message)
+                break
+            # What the ordinary path does for every frame before its handler runs.
+            self._flow_control()
+            await self._touch()
+            self._spec(queued)  # counts it in WS_FRAMES_IN
+            run.append(queued)
+        return run
+
+    async def _handle_run(self, spec: FrameSpec, run: list[dict]) -> None:
+        """Each frame of the run gets its reply (or error) in order: a prefix through
+        `spec.batch` (its replies sent after it returns, so an ack follows its commit), the
+        first frame it left through the ordinary handler, then the rest the same way again."""
+        taken = len(run) - 1  # all but the first came from Daphne's queue
+        try:
+            while run:
+                try:
+                    replies = await spec.batch(self, run) if len(run) > 1 else []
+                except Exception as exc:  # nothing was applied: the ordinary path answers each frame
+                    logger.info("ws batch refused, one frame at a time: %s", type(exc).__name__)
+                    replies = []
+                for frame, reply in zip(run, replies):
+                    if self.principal is not None and not self._closing:
+                        await self._reply(frame, reply)
+                run = run[len(replies):]
+                if run:
+                    frame = run.pop(0)
+                    if self.principal is not None and not self._closing:
+                        await self._handle(frame, spec)
+        finally:
+            self._inbound_held -= taken
+        self._flow_control()  # the run may have emptied the queue: resume reading if paused
+
+    @classmethod
+    def _peek(cls, message: dict) -> dict | None:
+        """A queued message decoded as a frame, or None if it is not a valid one (no metric
+        counted, no error sent: the ordinary path does that when it handles it)."""
+        if message.get("type") != "websocket.receive":
+            return None
+        try:
+            return cls._decode(message)
+        except AiimError:
+            return None
+
+    @classmethod
+    def _has_required(cls, frame: dict, spec: FrameSpec) -> bool:
+        try:
+            cls._check_required(frame, spec.required)
+        except Invalid:
+            return False
+        return True
 
     def _flow_control(self) -> None:
         """Stop reading a client whose frames queue up faster than they are handled, until
         the queue is short again: TCP then slows the client down, instead of its backlog
-        growing in memory and its parsing taking the loop from everyone else."""
-        backlog = backpressure.inbound_backlog(self._protocol)
+        growing in memory and its parsing taking the loop from everyone else. The backlog
+        counts the frames still in Daphne's queue and those taken from it for a run that
+        are not answered yet."""
+        backlog = backpressure.inbound_backlog(self._protocol) + self._inbound_held
         if not self._reading_paused and backlog > INBOUND_HIGH_WATER:
             self._transport.pauseProducing()
             self._reading_paused = True

@@ -6,6 +6,7 @@ import json
 import random
 import time
 import urllib.request
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -308,6 +309,206 @@ async def test_late_joiner_reconstructs_a_500_chunk_stream_from_replay_and_live_
         await comm.disconnect()
 
 
+# --- queued frames: the gateway's runs, with a queue like Daphne's ---------------------
+
+
+class _Transport:
+    def __init__(self):
+        self.paused, self.pauses = False, 0
+
+    def pauseProducing(self):
+        self.paused, self.pauses = True, self.pauses + 1
+
+    def resumeProducing(self):
+        self.paused = False
+
+
+class _Protocol:
+    """What the gateway reads of Daphne's protocol: its queue of client frames (here the
+    communicator's input queue, whose `get` is the application's `receive`) and transport."""
+
+    def __init__(self, queue):
+        self.application_queue, self.transport = queue, _Transport()
+
+
+def _daphne_like(app, protocols):
+    async def handle_reply(send, protocol, message):
+        await send(message)
+
+    async def wrapped(scope, receive, send):
+        protocols.append(_Protocol(receive.__self__))
+        return await app(scope, receive, partial(handle_reply, send, protocols[-1]))
+
+    return wrapped
+
+
+async def connect_queued(user_id="alice", tenant="default", protocols=None):
+    from channels.testing import WebsocketCommunicator
+
+    from aiim_project.asgi import application
+
+    protocols = [] if protocols is None else protocols
+    token = mint_token(user_id=user_id, tenant=tenant)
+    comm = WebsocketCommunicator(_daphne_like(application, protocols), f"/api/aiim/ws?token={token}")
+    assert (await comm.connect())[0]
+    return comm
+
+
+async def pipeline(comm, frames):
+    """Queue every frame before the consumer handles the first, then read one answer each."""
+    for frame in frames:
+        await comm.send_json_to(frame)  # an unbounded queue: never yields to the consumer
+    return [await comm.receive_json_from(timeout=10) for _ in frames]
+
+
+def answer(frame):
+    return tuple(frame.get(k) for k in ("type", "event", "code", "chunk_index", "stream_end", "req_id", "expected_chunk_index", "stream_state"))
+
+
+async def test_queued_chunks_get_an_ack_each_in_order_after_one_commit(conversation, listen):
+    conv = await conversation(others=("bob",))
+    alice, bob = await connect_queued("alice"), await connect("bob")
+    await subscribe(bob, conv.id)
+    published = await listen(conv.id)
+    assert (await ask(alice, chunk_frame(conv.id, "p0")))["chunk_index"] == 0
+    parts = [f"p{i}" for i in range(1, 31)]
+    replies = await pipeline(alice, [chunk_frame(conv.id, p, req_id=str(i), stream_end=i == 30) for i, p in enumerate(parts, 1)])
+    assert [answer(r) for r in replies] == [("ack", "stream.sent", None, i, i == 30, str(i), None, None) for i in range(1, 31)]
+    message = await stored()
+    assert (message.content, message.stream_chunk_count, message.stream_state) == ("p0" + "".join(parts), 31, "completed")
+    events = await published.until(lambda e: e["event"] == "message.updated")
+    chunk_events = [e["data"] for e in events if e["event"] == "message.stream_chunk"]
+    # p0 alone, then the 30 queued chunks in one transaction and one event.
+    assert [(d["chunk_index"], d["last_chunk_index"]) for d in chunk_events] == [(0, 0), (1, 30)]
+    assert chunk_events[1]["delta"] == "".join(parts) and chunk_events[1]["stream_end"] is True
+    assert apply_stream_events(await events_until_updated(bob)) == (message.content, 31)
+    for comm in (alice, bob):
+        await comm.disconnect()
+
+
+async def test_a_bad_frame_in_a_queued_run_gets_its_usual_error_and_the_chunks_before_it_stay(conversation, settings):
+    settings.MAX_MESSAGE_BYTES = 200
+    conv = await conversation(others=("bob",))
+    theirs = await conversation(tenant="acme")
+    alice = await connect_queued("alice")
+    await ask(alice, chunk_frame(conv.id, "a"))
+    frames = [
+        chunk_frame(conv.id, "b", chunk_index=1, req_id="1"),
+        chunk_frame(conv.id, "c", req_id="2"),
+        chunk_frame(conv.id, "x", chunk_index=9, req_id="3"),  # ahead
+        chunk_frame(conv.id, "d", req_id="4"),
+        chunk_frame(conv.id, 12, req_id="5"),  # not a string
+        chunk_frame(conv.id, "e", tenant_id="acme", req_id="6"),  # another tenant's id
+        chunk_frame(conv.id, "y" * 300, req_id="7"),  # too large
+        {"type": "stream_chunk", "conversation_id": conv.id, "chunk": "z", "req_id": "8"},  # no client_msg_id
+        chunk_frame(conv.id, "b", chunk_index=1, req_id="9"),  # a repeat
+        {"type": "ping", "req_id": "10"},
+        chunk_frame(theirs.id, "t", req_id="11"),
+        chunk_frame("missing", "t", req_id="12"),
+        chunk_frame(conv.id, "f", req_id="13", stream_end=True),
+        chunk_frame(conv.id, "g", req_id="14"),  # after the end
+    ]
+    replies = await pipeline(alice, frames)
+    assert [r.get("req_id") for r in replies] == [str(i) for i in range(1, 15)]
+    assert [(r["type"], r.get("code") or r.get("chunk_index")) for r in replies] == [
+        ("ack", 1), ("ack", 2), ("error", "conflict"), ("ack", 3), ("error", "invalid"), ("error", "tenant_mismatch"),
+        ("error", "too_large"), ("error", "invalid"), ("ack", 1), ("pong", None), ("error", "not_found"),
+        ("error", "not_found"), ("ack", 4), ("error", "conflict"),
+    ]
+    assert replies[2]["expected_chunk_index"] == 3 and replies[13]["stream_state"] == "completed"
+    assert replies[10]["message"] == replies[11]["message"]  # another tenant's ids are missing ones
+    message = await stored()
+    assert (message.content, message.stream_chunk_count, message.stream_state) == ("abcdf", 5, "completed")
+    # The same frames one at a time (another user, another stream) get the same answers.
+    conv2 = await conversation(creator="carol", others=("bob",))
+    carol = await connect("carol")
+    await ask(carol, chunk_frame(conv2.id, "a"))
+    one_by_one = [await ask(carol, {**f, **({"conversation_id": conv2.id} if f.get("conversation_id") == conv.id else {})}) for f in frames]
+    assert [answer(r) for r in one_by_one] == [answer(r) for r in replies]
+    for comm in (alice, carol):
+        await comm.disconnect()
+
+
+async def test_queued_chunks_count_against_the_rate_limit_exactly_as_one_at_a_time(conversation, settings, monkeypatch):
+    settings.RATE_LIMIT_PER_SEC = 2
+    window = float(int(time.time())) + 0.5
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: window))
+    frames = lambda conv_id: [  # noqa: E731
+        chunk_frame(conv_id, "a", cmid="s1"),  # starts s1: counts 1
+        *[chunk_frame(conv_id, "b", cmid="s1", **({"chunk_index": i} if i % 2 else {})) for i in range(1, 6)],
+        chunk_frame(conv_id, "a", cmid="s2", chunk_index=0),  # starts s2: counts 2
+        chunk_frame(conv_id, "a", cmid="s2", chunk_index=0),  # a repeat: no count
+        chunk_frame(conv_id, "a", cmid="s3", req_id="r3"),  # refused
+        chunk_frame(conv_id, "a", cmid="s3", req_id="r4"),  # refused again
+        chunk_frame(conv_id, "c", cmid="s1", stream_end=True),
+    ]
+    queued_conv, plain_conv = await conversation("rl-q", ["bob"]), await conversation("rl-p", ["bob"])
+    queued, plain = await connect_queued("rl-q"), await connect("rl-p")
+    replies = await pipeline(queued, frames(queued_conv.id))
+    expected = [await ask(plain, f) for f in frames(plain_conv.id)]
+    assert [answer(r) for r in replies] == [answer(r) for r in expected]
+    assert [r.get("code") for r in replies].count("rate_limited") == 2
+    assert not await Message.objects.filter(client_msg_id="s3").aexists()
+    assert [m.content async for m in Message.objects.filter(sender_id="rl-q").order_by("seq")] == ["abbbbbc", "a"]
+    for comm in (queued, plain):
+        await comm.disconnect()
+
+
+async def test_frames_queued_behind_a_run_are_handled_in_order_then_the_disconnect(conversation):
+    conv = await conversation(others=("bob",))
+    alice = await connect_queued("alice")
+    await ask(alice, chunk_frame(conv.id, "a"))
+    frames = [chunk_frame(conv.id, "b"), chunk_frame(conv.id, "c"), {"type": "send_msg", "conversation_id": conv.id, "content": "hi"},
+              chunk_frame(conv.id, "A", cmid="s2"), chunk_frame(conv.id, "d"), chunk_frame(conv.id, "B", cmid="s2")]
+    replies = await pipeline(alice, frames)
+    assert [(r["event"], r.get("chunk_index"), r["seq"]) for r in replies] == [
+        ("stream.sent", 1, 1), ("stream.sent", 2, 1), ("message.sent", None, 2), ("stream.sent", 0, 3),
+        ("stream.sent", 3, 1), ("stream.sent", 1, 3),
+    ]
+    for frame in [chunk_frame(conv.id, "e"), chunk_frame(conv.id, "f")]:
+        await alice.send_json_to(frame)
+    await alice.disconnect()  # queued behind the frames: they are handled first
+    assert (await stored()).content == "abcdef"
+    assert (await stored("s2")).content == "AB"
+
+
+async def test_flow_control_counts_the_frames_a_run_holds_and_resumes_after_it(conversation):
+    conv = await conversation()
+    protocols = []
+    alice = await connect_queued("alice", protocols=protocols)
+    await ask(alice, chunk_frame(conv.id, "a"))
+    transport = protocols[0].transport
+    replies = await pipeline(alice, [chunk_frame(conv.id, "b") for _ in range(150)])
+    assert [r["chunk_index"] for r in replies] == list(range(1, 151))
+    assert transport.pauses >= 1 and not transport.paused  # paused while 150 were queued, reading again now
+    assert (await stored()).stream_chunk_count == 151
+    await alice.disconnect()
+
+
+async def test_a_late_joiner_reconstructs_a_stream_sent_in_queued_runs(conversation):
+    conv = await conversation(others=("bob",))
+    rng = random.Random()
+    parts = [rng.choice(["tok", " ", "é", "\n", "好", "x" * rng.randint(1, 4)]) for _ in range(400)]
+    alice, bob = await connect_queued("alice"), await connect("bob")
+    await ask(alice, chunk_frame(conv.id, parts[0]))
+    i, joined = 1, False
+    while i < len(parts):
+        n = rng.randint(1, 12)
+        batch = [chunk_frame(conv.id, p, stream_end=i + k == len(parts) - 1) for k, p in enumerate(parts[i : i + n])]
+        replies = await pipeline(alice, batch)
+        assert [r["chunk_index"] for r in replies] == list(range(i, i + len(batch)))
+        i += len(batch)
+        if not joined and i > 150:
+            await subscribe(bob, conv.id, since_seq=0)
+            joined = True
+    got = await events_until_updated(bob)
+    assert got[0]["event"] == "message.created" and got[0]["message"]["stream"]["chunk_count"] > 150
+    assert apply_stream_events(got) == ("".join(parts), 400)
+    assert got[-1]["message"]["content"] == "".join(parts)
+    for comm in (alice, bob):
+        await comm.disconnect()
+
+
 # --- end to end: real Daphne processes ------------------------------------------------
 
 
@@ -406,3 +607,64 @@ async def test_a_stream_started_over_rest_is_reaped_by_the_server_too(conversati
             break
         await asyncio.sleep(0.1)
     assert (message["stream"]["state"], message["content"]) == ("aborted", "kept")
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+async def test_pipelined_chunks_under_daphne_are_batched_answered_in_order_and_rebuilt_exactly(conversation, daphne):
+    """Real Daphne, real clients: 300 chunks sent without waiting, with a refused chunk and a
+    ping among them. Every frame gets its own answer in order, the refused chunk its usual
+    409, the stream ends with exactly the accepted text, the chunk events are fewer than the
+    chunks (runs were batched) yet add up to the text for a live subscriber and for one who
+    subscribes with since_seq while the stream is being written."""
+    import websockets
+
+    conv = await conversation(others=("bob", "carol"))
+    (server,) = await asyncio.to_thread(daphne, 1)
+    parts = [f"t{i} " for i in range(300)]
+
+    def ws(user):
+        return websockets.connect(f"{server.ws_url}?token={mint_token(user_id=user)}")
+
+    async def until_updated(client):
+        got = []
+        while not got or got[-1]["event"] != "message.updated":
+            frame = await recv(client)
+            if frame["type"] == "event":
+                got.append(frame["data"])
+        return got
+
+    async with ws("bob") as bob, ws("carol") as carol, ws("alice") as alice:
+        await bob.send(json.dumps({"type": "subscribe", "conversation_id": conv.id}))
+        assert (await recv(bob))["type"] == "subscribed"
+        frames = [chunk_frame(conv.id, p, chunk_index=i, req_id=str(i), stream_end=i == 299) for i, p in enumerate(parts)]
+        frames.insert(150, chunk_frame(conv.id, "bad", chunk_index=400, req_id="bad"))
+        frames.insert(200, {"type": "ping", "req_id": "ping"})
+        await alice.send(json.dumps(frames[0]))
+        assert (await recv(alice))["type"] == "ack"  # the stream exists: the rest can be batched
+        bob_reads = asyncio.create_task(until_updated(bob))  # read as it comes: a slow reader is cut off
+        for frame in frames[1:]:
+            await alice.send(json.dumps(frame))
+        replies = []
+        for _ in frames[1:]:
+            replies.append(await recv(alice))
+            if len(replies) == 100:  # mid-stream
+                await carol.send(json.dumps({"type": "subscribe", "conversation_id": conv.id, "since_seq": 0}))
+                carol_reads = asyncio.create_task(until_updated(carol))
+        assert [r.get("req_id") for r in replies] == [f["req_id"] for f in frames[1:]]
+        for frame, reply in zip(frames[1:], replies):
+            if frame["req_id"] == "bad":
+                assert (reply["type"], reply["code"], reply["expected_chunk_index"]) == ("error", "conflict", 150)
+            elif frame["req_id"] == "ping":
+                assert reply["type"] == "pong"
+            else:
+                assert (reply["type"], reply["chunk_index"], reply["stream_end"]) == ("ack", frame["chunk_index"], frame["chunk_index"] == 299)
+        got_bob, got_carol = await bob_reads, await carol_reads
+    text = "".join(parts)
+    chunk_events = [d for d in got_bob if d["event"] == "message.stream_chunk"]
+    assert len(chunk_events) < 300
+    assert apply_stream_events(got_bob) == (text, 300)
+    assert apply_stream_events(got_carol) == (text, 300)
+    assert got_bob[-1]["message"]["content"] == got_carol[-1]["message"]["content"] == text
+    message = await stored()
+    assert (message.content, message.stream_chunk_count, message.stream_state) == (text, 300, "completed")

@@ -1,7 +1,9 @@
+import asyncio
 import random
 import threading
 from datetime import timedelta
 
+import orjson
 import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
@@ -507,3 +509,272 @@ async def test_abort_publishes_the_pending_chunks_before_the_final_message(make_
     assert [e["event"] for e in got] == ["message.created", "message.stream_chunk", "message.updated"]
     assert (got[1]["chunk_index"], got[1]["last_chunk_index"], got[1]["data"]["delta"]) == (0, 2, "abc")
     assert got[2]["data"]["message"]["stream"]["state"] == "aborted"
+
+
+# --- runs: several queued chunks of one stream in one transaction ------------------------
+
+
+def run(conv, items, sender="alice", cmid="s1", tenant="default"):
+    return services.stream_append_run(
+        tenant=tenant, sender=sender, conversation_id=conv.id, client_msg_id=cmid,
+        chunks=[services.ChunkInput(**item) for item in items],
+    )
+
+
+def outcome(result_or_exc):
+    if isinstance(result_or_exc, Exception):
+        return (type(result_or_exc).__name__, result_or_exc.detail, result_or_exc.extra)
+    return (result_or_exc.chunk_index, result_or_exc.applied, result_or_exc.stream_end)
+
+
+def one_at_a_time(conv, items, cmid):
+    got = []
+    for item in items:
+        try:
+            got.append(outcome(append(conv, cmid=cmid, **item)))
+        except (Conflict, Invalid, TooLarge, Forbidden, NotFound) as exc:
+            got.append(outcome(exc))
+    return got
+
+
+def in_runs(conv, items, cmid):
+    """What the gateway does with a run: the batch's prefix, then the first frame it left
+    through stream_append alone, then the rest as a run again."""
+    got = []
+    while items:
+        results = run(conv, items, cmid=cmid)
+        got += [outcome(r) for r in results]
+        items = items[len(results):]
+        if items:
+            got += one_at_a_time(conv, items[:1], cmid)
+            items = items[1:]
+    return got
+
+
+def stream_state(cmid):
+    m = row(cmid)
+    chunks = list(StreamChunk.objects.filter(message=m).order_by("index").values_list("index", "text"))
+    return m.content, m.stream_chunk_count, m.stream_state, chunks
+
+
+def test_a_run_is_stored_in_one_go_with_a_result_per_chunk(make_conversation):
+    conv = make_conversation()
+    append(conv, "a")
+    results = run(conv, [
+        {"chunk": "b", "chunk_index": 1},
+        {"chunk": "c"},
+        {"chunk": "a", "chunk_index": 0},  # a repeat: acked again, not applied
+        {"chunk": "d", "chunk_index": 3, "stream_end": True},
+        {"chunk": "d", "chunk_index": 3, "stream_end": True},  # a retry of the last one
+    ])
+    assert [outcome(r) for r in results] == [(1, True, False), (2, True, False), (0, False, False), (3, True, True), (3, False, True)]
+    assert all(not r.started and r.message.pk == row().pk for r in results)
+    assert stream_state("s1") == ("abcd", 4, "completed", [(0, "a"), (1, "b"), (2, "c"), (3, "d")])
+
+
+def test_a_refused_chunk_ends_the_run_and_the_chunks_before_it_are_stored(make_conversation):
+    conv = make_conversation()
+    append(conv, "a")
+    items = [{"chunk": "b"}, {"chunk": "c"}, {"chunk": "x", "chunk_index": 9}, {"chunk": "d"}]
+    results = run(conv, items)
+    assert [outcome(r) for r in results] == [(1, True, False), (2, True, False)]
+    assert stream_state("s1") == ("abc", 3, "streaming", [(0, "a"), (1, "b"), (2, "c")])
+    # The refused chunk then gets exactly its usual answer; the one after it still applies.
+    with pytest.raises(Conflict) as exc:
+        append(conv, **items[2])
+    assert exc.value.extra == {"expected_chunk_index": 3}
+    assert [outcome(r) for r in run(conv, items[3:])] == [(3, True, False)]
+
+
+def test_runs_answer_every_chunk_exactly_as_one_chunk_at_a_time(make_conversation, settings):
+    """Random runs (repeats, gaps, bad input, oversize, ends, chunks after the end): applied
+    as the gateway applies them, every chunk gets the answer it gets alone, and the stream
+    ends in the same state."""
+    settings.MAX_MESSAGE_BYTES = 120
+    rng = random.Random()
+    seed = rng.randrange(10**6)
+    rng.seed(seed)
+    conv = make_conversation()
+    for trial in range(30):
+        a, b = f"a{trial}", f"b{trial}"
+        append(conv, "start", cmid=a)
+        append(conv, "start", cmid=b)
+        items, nxt = [], 1
+        for _ in range(rng.randint(2, 14)):
+            kind = rng.random()
+            item = {"chunk": rng.choice(["x", "yy", "", "é好"])}
+            if kind < 0.5:
+                item["chunk_index"] = nxt
+                nxt += 1
+            elif kind < 0.6:
+                nxt += 1  # chunk_index omitted: the next one
+            elif kind < 0.7:
+                item["chunk_index"] = rng.randint(0, nxt + 2)  # a repeat, or ahead
+            elif kind < 0.78:
+                item["chunk"] = rng.choice([7, None, "nul\x00"])
+            elif kind < 0.84:
+                item["chunk"] = "z" * rng.randint(20, 60)
+            elif kind < 0.9:
+                item["stream_end"] = True
+            else:
+                item["chunk_index"], item["stream_end"] = True, "yes"
+            items.append(item)
+        expected = one_at_a_time(conv, items, a)
+        assert in_runs(conv, items, b) == expected, (seed, trial, items)
+        assert stream_state(b)[:3] == stream_state(a)[:3], (seed, trial, items)
+        assert [c[1] for c in stream_state(b)[3]] == [c[1] for c in stream_state(a)[3]]
+
+
+def test_a_run_leaves_starting_and_refusing_to_the_one_chunk_path(make_conversation, send):
+    """Nothing is written and nothing answered for a stream that does not exist (yet), is
+    another tenant's, another sender's, the caller's ordinary message, or in a conversation
+    the caller has left: stream_append then gives each its usual answer."""
+    from messaging.services import member_remove
+
+    conv = make_conversation(others=("bob", "carol"))
+    theirs = make_conversation(tenant="acme", creator="alice")
+    services.stream_append(tenant="acme", sender="alice", conversation_id=theirs.id, client_msg_id="s1", chunk="t")
+    append(conv, "a", sender="bob", cmid="bobs")
+    append(conv, "a", sender="carol", cmid="carols")
+    member_remove(tenant="default", actor="alice", conversation_id=conv.id, user_id="carol")
+    send(conv, content="plain", client_msg_id="plain")
+    chunks = [{"chunk": "x", "chunk_index": 1}, {"chunk": "y", "chunk_index": 2}]
+    before = list(Message.objects.order_by("pk").values_list("pk", "content", "stream_chunk_count"))
+    assert run(conv, chunks, cmid="new") == []
+    assert services.stream_append_run(
+        tenant="default", sender="alice", conversation_id=theirs.id, client_msg_id="s1",
+        chunks=[services.ChunkInput(**c) for c in chunks],
+    ) == []
+    assert run(conv, chunks, sender="alice", cmid="bobs") == []
+    assert run(conv, chunks, sender="carol", cmid="carols") == []
+    assert run(conv, chunks, cmid="plain") == []
+    assert list(Message.objects.order_by("pk").values_list("pk", "content", "stream_chunk_count")) == before
+    assert StreamChunk.objects.count() == 3
+    with pytest.raises(NotFound) as theirs_exc:
+        services.stream_append(tenant="default", sender="alice", conversation_id=theirs.id, client_msg_id="s1", chunk="x")
+    with pytest.raises(NotFound) as missing_exc:
+        services.stream_append(tenant="default", sender="alice", conversation_id="missing", client_msg_id="s1", chunk="x")
+    assert theirs_exc.value.detail == missing_exc.value.detail
+    with pytest.raises(Conflict):
+        append(conv, "x", cmid="new", chunk_index=1)
+    with pytest.raises(Forbidden):
+        append(conv, "x", cmid="bobs", chunk_index=1)
+    with pytest.raises(Forbidden):
+        append(conv, "x", sender="carol", cmid="carols", chunk_index=1)
+    with pytest.raises(Conflict):
+        append(conv, "x", cmid="plain", chunk_index=1)
+
+
+@pytest.mark.parametrize("length", [2, 40])
+def test_a_run_costs_the_queries_of_one_chunk_whatever_its_length(make_conversation, django_assert_num_queries, length):
+    conv = make_conversation()
+    append(conv, "a")
+    # SAVEPOINT, SELECT the stream, conditional UPDATE, one INSERT of every chunk row, RELEASE.
+    with django_assert_num_queries(5):
+        results = run(conv, [{"chunk": f"{i};"} for i in range(length)])
+    assert len(results) == length
+    # Ending the stream adds the members read for the final message, as for one chunk.
+    with django_assert_num_queries(6):
+        run(conv, [{"chunk": "."}, {"chunk": "", "stream_end": True}])
+    assert row().stream_chunk_count == length + 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_runs_apply_every_chunk_exactly_once(make_conversation):
+    conv = make_conversation()
+    append(conv, "start;")
+    errors = []
+
+    def writer(n):
+        try:
+            for i in range(0, 12, 3):
+                items = [{"chunk": f"{n}.{j};"} for j in range(i, i + 3)]
+                while items:  # as the gateway does: the rest of a run goes one at a time
+                    items = items[len(run(conv, items)):]
+                    if items:
+                        append(conv, **items.pop(0))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    m = row()
+    chunks = list(StreamChunk.objects.filter(message=m).order_by("index").values_list("text", flat=True))
+    assert m.stream_chunk_count == 49 == len(chunks)
+    assert m.content == "".join(chunks)
+    for n in range(4):
+        assert [c for c in chunks if c.startswith(f"{n}.")] == [f"{n}.{j};" for j in range(12)]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_run_publishes_one_event_for_its_chunks_after_commit(make_conversation, listen):
+    conv = await database_sync_to_async(make_conversation)()
+    listener = await listen(conv.id)
+    await database_sync_to_async(append)(conv, "Hel")
+    created, first = await listener.next(), await listener.next()
+    assert (created["event"], first["chunk_index"], first["last_chunk_index"]) == ("message.created", 0, 0)
+
+    def rolled_back():
+        from django.db import transaction
+
+        with pytest.raises(RuntimeError), transaction.atomic():
+            run(conv, [{"chunk": "NO"}, {"chunk": "PE"}])
+            raise RuntimeError
+
+    await database_sync_to_async(rolled_back)()
+    assert (await database_sync_to_async(row)()).content == "Hel"
+    results = await database_sync_to_async(run)(conv, [{"chunk": "lo"}, {"chunk": "lo", "chunk_index": 1}, {"chunk": ", "}, {"chunk": "you"}])
+    assert [r.chunk_index for r in results] == [1, 1, 2, 3]
+    event = await listener.next()  # not the rolled-back run: nothing was published for it
+    assert event["event"] == "message.stream_chunk"
+    assert (event["chunk_index"], event["last_chunk_index"], event["seq"]) == (1, 3, created["seq"])
+    assert (event["data"]["delta"], event["data"]["chunk"], event["data"]["stream_end"]) == ("lo, you", "lo, you", False)
+    await database_sync_to_async(run)(conv, [{"chunk": "!"}, {"chunk": "", "stream_end": True}])
+    last, final = await listener.next(), await listener.next()
+    assert (last["chunk_index"], last["last_chunk_index"], last["data"]["delta"], last["data"]["stream_end"]) == (4, 5, "!", True)
+    assert (final["event"], final["data"]["message"]["content"]) == ("message.updated", "Hello, you!")
+    assert final["data"]["message"]["stream"] == {"stream_id": "s1", "state": "completed", "chunk_count": 6}
+    with pytest.raises(asyncio.TimeoutError):
+        await listener.next(timeout=0.3)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_late_joiner_reconstructs_the_text_of_a_stream_written_in_runs(make_conversation, listen):
+    conv = await database_sync_to_async(make_conversation)()
+    rng = random.Random()
+    parts = [rng.choice(["tok", " ", "é", "\n", "好", "x" * rng.randint(1, 5)]) for _ in range(300)]
+    join_at = rng.randint(1, 290)
+
+    def write(start, stop):
+        i = start
+        while i < stop:
+            n = min(rng.randint(1, 8), stop - i)
+            items = [{"chunk": parts[j], "stream_end": j == len(parts) - 1} for j in range(i, i + n)]
+            if i == 0:
+                append(conv, **items.pop(0))
+            if items:
+                assert len(run(conv, items)) == len(items)
+            i += n
+
+    await database_sync_to_async(write)(0, join_at)
+    listener = await listen(conv.id)
+    page = await database_sync_to_async(messaging_selectors.messages_page)(tenant="default", user_id="bob", conversation_id=conv.id)
+    snapshot = page.messages[0]
+    text, next_chunk = snapshot.content, snapshot.stream_chunk_count
+    await database_sync_to_async(write)(join_at, len(parts))
+    for event in await listener.until(lambda e: e["event"] == "message.updated"):
+        if event["event"] == "message.stream_chunk":
+            # A run is committed with its row: an event never straddles a snapshot's count.
+            assert event["chunk_index"] >= next_chunk or event["last_chunk_index"] < next_chunk
+            if event["chunk_index"] == next_chunk:
+                text += event["data"]["delta"]
+                next_chunk = event["last_chunk_index"] + 1
+    assert (text, next_chunk) == ("".join(parts), len(parts))
+    loaded = await chunk_gap_loader(snapshot.id, 0)
+    assert orjson.loads(loaded["frame"])["data"]["delta"] == "".join(parts)
