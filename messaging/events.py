@@ -19,6 +19,7 @@ import hashlib
 import logging
 import re
 import time
+from collections import deque
 from typing import Any
 
 import orjson
@@ -77,45 +78,94 @@ def build(conversation_id: str, event: str, data: dict[str, Any], *, seq: int | 
     }
 
 
-def _log_failure(task: asyncio.Future) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("event publish failed: %s", type(task.exception()).__name__)
-
-
 async def group_send(group: str, message: dict) -> None:
     await get_channel_layer().group_send(group, {**message, "group": group})
 
 
-async def _group_send(groups: list[str], message: dict) -> None:
-    for group in groups:
-        await group_send(group, message)
+async def _group_send_all(batch: list[tuple[list[str], dict]]) -> None:
+    for groups, message in batch:
+        for group in groups:
+            await group_send(group, message)
+
+
+class _Publisher:
+    """One per event loop: publishes in the order events were handed over.
+
+    A coroutine per commit would let two commits' publishes interleave (each PUBLISH is an
+    await), and a subscriber that sees seq N+1 before N waits for it and, under load, reads
+    the gap from the database. Commits of a conversation are serialized (row lock) and each
+    hands its events over right after it commits, so one queue keeps their seq order.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: deque[tuple[list[str], dict]] = deque()
+        self.task: asyncio.Task | None = None
+
+    def take(self, batch: list[tuple[list[str], dict]]) -> None:
+        self.queue.extend(batch)
+        if self.task is None:
+            self.task = self.loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self.queue:
+                groups, message = self.queue.popleft()
+                for group in groups:
+                    try:
+                        await group_send(group, message)
+                    except Exception as exc:  # committed: a lost hint is recovered by readers
+                        logger.warning("event publish failed: %s", type(exc).__name__)
+        finally:
+            self.task = None
+
+
+_publishers: dict[asyncio.AbstractEventLoop, _Publisher] = {}
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, batch: list[tuple[list[str], dict]]) -> None:
+    publisher = _publishers.get(loop)
+    if publisher is None:
+        for old in [lp for lp in _publishers if lp.is_closed()]:
+            del _publishers[old]
+        publisher = _publishers[loop] = _Publisher(loop)
+    publisher.take(batch)
 
 
 def publish_now(groups: list[str], message: dict) -> None:
-    """Hand the event to the channel layer without making the caller wait for it.
+    publish_all_now([(groups, message)])
+
+
+def publish_all_now(batch: list[tuple[list[str], dict]]) -> None:
+    """Hand the events to the channel layer, in order, without making the caller wait.
 
     Inside the ASGI server the ORM runs in a worker thread of the server's event loop; the
-    publish is scheduled on that loop (fire and forget: the database is the truth). Outside
+    publish is queued on that loop (fire and forget: the database is the truth). Outside
     a server (management commands, tests) it runs to completion here.
     """
     # Called right after commit: subscribers measure commit-to-socket latency from here.
-    message["committed_at"] = time.time()
+    committed_at = time.time()
+    for _, message in batch:
+        message["committed_at"] = committed_at
     loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     if loop is not None and loop.is_running():
-        future = asyncio.run_coroutine_threadsafe(_group_send(groups, message), loop)
-        future.add_done_callback(_log_failure)
+        loop.call_soon_threadsafe(_hand_over, loop, batch)
         return
     try:
-        asyncio.get_running_loop()
+        running = asyncio.get_running_loop()
     except RuntimeError:
         try:
-            async_to_sync(_group_send)(groups, message)
+            async_to_sync(_group_send_all)(batch)
         except Exception as exc:  # the write has committed; a lost hint is recovered by readers
             logger.warning("event publish failed: %s", type(exc).__name__)
         return
-    task = asyncio.get_running_loop().create_task(_group_send(groups, message))
-    task.add_done_callback(_log_failure)
+    _hand_over(running, batch)
 
 
 def publish_on_commit(groups: list[str], message: dict) -> None:
     transaction.on_commit(lambda: publish_now(groups, message), robust=True)
+
+
+def publish_all_on_commit(batch: list[tuple[list[str], dict]]) -> None:
+    """Several events of one transaction: one hand-over to the event loop, in order."""
+    transaction.on_commit(lambda: publish_all_now(batch), robust=True)

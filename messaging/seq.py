@@ -25,15 +25,15 @@ from django.conf import settings
 
 from . import redis as aiim_redis
 
-# KEYS[1] counter; ARGV[1] floor. Raise the counter to the floor if it is missing or
-# lower (never lower it), then INCR.
+# KEYS[1] counter; ARGV[1] floor, ARGV[2] how many seqs. Raise the counter to the floor if
+# it is missing or lower (never lower it), then INCRBY: returns the last seq of the range.
 _INCR_WITH_FLOOR = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local floor = tonumber(ARGV[1])
 if current < floor then
   redis.call('SET', KEYS[1], floor)
 end
-return redis.call('INCR', KEYS[1])
+return redis.call('INCRBY', KEYS[1], tonumber(ARGV[2] or '1'))
 """
 
 _RAISE_FLOOR = """
@@ -54,8 +54,9 @@ def seq_key(conversation_id: str) -> str:
 class SeqAllocator(Protocol):
     name: str
 
-    def allocate(self, *, conversation_id: str, floor: int) -> int:
-        """Next seq of the conversation, strictly above `floor` (the committed maximum)."""
+    def allocate(self, *, conversation_id: str, floor: int, count: int = 1) -> int:
+        """Next seq of the conversation, strictly above `floor` (the committed maximum).
+        With `count` > 1, the first of `count` consecutive seqs (one send run's)."""
 
     def raise_floor(self, *, conversation_id: str, floor: int) -> int:
         """Make sure the next allocation is above `floor`; returns the counter's value."""
@@ -66,7 +67,7 @@ class DatabaseSeqAllocator:
 
     name = "database"
 
-    def allocate(self, *, conversation_id: str, floor: int) -> int:
+    def allocate(self, *, conversation_id: str, floor: int, count: int = 1) -> int:
         return floor + 1
 
     def raise_floor(self, *, conversation_id: str, floor: int) -> int:
@@ -81,8 +82,9 @@ class RedisSeqAllocator:
         self._incr = client.register_script(_INCR_WITH_FLOOR)
         self._raise = client.register_script(_RAISE_FLOOR)
 
-    def allocate(self, *, conversation_id: str, floor: int) -> int:
-        return int(self._incr(keys=[seq_key(conversation_id)], args=[floor]))
+    def allocate(self, *, conversation_id: str, floor: int, count: int = 1) -> int:
+        last = int(self._incr(keys=[seq_key(conversation_id)], args=[floor, count]))
+        return last - count + 1
 
     def raise_floor(self, *, conversation_id: str, floor: int) -> int:
         return int(self._raise(keys=[seq_key(conversation_id)], args=[floor]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -15,7 +16,7 @@ from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
 from . import events
-from .errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch, TooLarge
+from .errors import AiimError, Conflict, Forbidden, Invalid, NotFound, TenantMismatch, TooLarge
 from .metrics import SEQ_ALLOC_SECONDS
 from .models import Conversation, ConversationType, Member, Message, MessageType, Role
 from .rendering import member_dict, message_dict, stream_dict
@@ -349,8 +350,8 @@ def _lock_for_send(*, tenant: str, conversation_id: str, sender: str, client_msg
     return Conversation(id=conversation_id, tenant=tenant, last_seq=last_seq), existing_id
 
 
-def publish_message_created(tenant: str, message: Message) -> None:
-    events.publish_on_commit(
+def message_created_event(tenant: str, message: Message) -> tuple[list[str], dict]:
+    return (
         [events.conversation_group(tenant, message.conversation_id)],
         events.build(
             message.conversation_id,
@@ -362,6 +363,114 @@ def publish_message_created(tenant: str, message: Message) -> None:
             stream=stream_dict(message),
         ),
     )
+
+
+def publish_message_created(tenant: str, message: Message) -> None:
+    events.publish_on_commit(*message_created_event(tenant, message))
+
+
+@dataclass(frozen=True)
+class SendInput:
+    """One message of a send run (the fields of a `send_msg` frame)."""
+
+    content: Any
+    type: Any = MessageType.TEXT
+    client_msg_id: Any = None
+    reply_to: Any = None
+    metadata: Any = None
+
+
+@lru_cache(maxsize=64)
+def _insert_many_sql(rows: int) -> str:
+    sql, fields = _insert_sql()
+    head, _, tail = sql.partition(" VALUES ")
+    one = tail[: tail.index(")") + 1]
+    return f"{head} VALUES {', '.join([one] * rows)}{tail[len(one):]}"
+
+
+def _plan_send_run(items: Sequence[SendInput]) -> list[SendInput]:
+    """The leading items that `message_send` would store as new messages without a read of
+    its own: valid, no reply_to (its check is a query per message), no client_msg_id repeated
+    within the run (the repeat answers with the original)."""
+    plan: list[SendInput] = []
+    ids: set[str] = set()
+    for item in items:
+        try:
+            check_message_input(
+                type=item.type, content=item.content, metadata=item.metadata, client_msg_id=item.client_msg_id, reply_to=item.reply_to
+            )
+        except AiimError:
+            break
+        if item.reply_to is not None or item.client_msg_id in ids:
+            break
+        if item.client_msg_id is not None:
+            ids.add(item.client_msg_id)
+        plan.append(item)
+    return plan
+
+
+@transaction.atomic
+def message_send_run(*, tenant: str, sender: str, conversation_id: str, items: Sequence[SendInput]) -> list[Message]:
+    """Store the leading messages of `items` in one transaction, as `message_send` would
+    store each of them, in order, as a new message.
+
+    Group commit for a client that keeps several sends in flight: one lock, one seq range,
+    one INSERT and one commit for the run instead of one each. Returns the stored messages,
+    a prefix of `items` (possibly none); the caller hands the rest to `message_send` one at
+    a time, which answers the first of them exactly as it always does (an error, or the
+    original of a repeated client_msg_id). Raises, with nothing written, where
+    `message_send` would refuse the whole run (conversation missing or not the sender's);
+    the caller then falls back to `message_send` for every item. Each message's
+    `message.created` is published after commit, in seq order.
+    """
+    plan = _plan_send_run(items)
+    if not plan:
+        return []
+    conversation, _ = _lock_for_send(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=None)
+    ids = [item.client_msg_id for item in plan if item.client_msg_id is not None]
+    if ids:
+        taken = set(
+            Message.objects.filter(conversation_id=conversation.id, sender_id=sender, client_msg_id__in=ids).values_list(
+                "client_msg_id", flat=True
+            )
+        )
+        for k, item in enumerate(plan):
+            if item.client_msg_id in taken:
+                plan = plan[:k]
+                break
+        if not plan:
+            return []
+    allocator = get_allocator()
+    with SEQ_ALLOC_SECONDS.labels(backend=allocator.name).time():
+        first = allocator.allocate(conversation_id=conversation.id, floor=conversation.last_seq, count=len(plan))
+    messages = [
+        Message(
+            conversation_id=conversation.id,
+            seq=first + k,
+            tenant=tenant,
+            sender_id=sender,
+            type=item.type,
+            content=item.content,
+            client_msg_id=item.client_msg_id,
+            reply_to=None,
+            metadata=item.metadata or {},
+        )
+        for k, item in enumerate(plan)
+    ]
+    _, fields = _insert_sql()
+    params = [f.get_db_prep_save(f.pre_save(m, True), connection) for m in messages for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_many_sql(len(messages)), params)
+        inserted = len(cursor.fetchall())
+    if inserted != len(messages):
+        # A seq of the range exists: the counter is behind. Nothing of the run is kept;
+        # the one-at-a-time path raises the floor and retries each message.
+        raise Conflict("Could not allocate sequence numbers for the run; retry.")
+    last = messages[-1]
+    with connection.cursor() as cursor:
+        cursor.execute(_UPDATE_LAST_SEQ, [last.seq, connection.ops.adapt_datetimefield_value(last.created_at), conversation.id])
+    events.publish_all_on_commit([message_created_event(tenant, m) for m in messages])
+    return messages
 
 
 @transaction.atomic

@@ -277,24 +277,37 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         except Exception as exc:
             await self._send_error(exc, frame if isinstance(frame, dict) else None)
             return
-        if spec.batch is not None and not spec.rate_limited:
-            run = await self._take_run(frame, spec, pending)
-            if len(run) > 1:
-                await self._handle_run(spec, run)
+        if spec.batch is None:
+            await self._handle(frame, spec)
+            return
+        if spec.rate_limited:
+            try:
+                await self._admit()
+            except Exception as exc:
+                await self._send_error(exc, frame)
                 return
-        await self._handle(frame, spec)
+        run = await self._take_run(frame, spec, pending)
+        if len(run) > 1:
+            await self._handle_run(spec, run)
+        else:
+            await self._handle(frame, spec, admitted=True)
 
     async def _touch(self) -> None:
         now = time.monotonic()
         self._last_frame_at = now
         await self._renew_presence(now)
 
-    async def _handle(self, frame: dict, spec: FrameSpec) -> None:
-        """One parsed frame through its handler: the reply, or the error frame."""
+    async def _admit(self) -> None:
+        """What a write frame passes before its handler: the rate limit, then fan-out lag."""
+        await ratelimit.acheck(self.tenant, self.user_id)
+        await fanout_lag.LAG.wait()
+
+    async def _handle(self, frame: dict, spec: FrameSpec, *, admitted: bool = False) -> None:
+        """One parsed frame through its handler: the reply, or the error frame. `admitted`:
+        the frame has passed `_admit` already (as part of a run)."""
         try:
-            if spec.rate_limited:
-                await ratelimit.acheck(self.tenant, self.user_id)
-                await fanout_lag.LAG.wait()
+            if spec.rate_limited and not admitted:
+                await self._admit()
             reply = await spec.handler(self, frame)
         except Exception as exc:
             await self._send_error(exc, frame)
@@ -338,6 +351,14 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             ):
                 pending.append(message)
                 break
+            if spec.rate_limited:
+                # Each frame of a run counts against the limit as it would alone; one that
+                # is over it ends the run and gets its error on the ordinary path.
+                try:
+                    await ratelimit.acheck(self.tenant, self.user_id)
+                except Exception:
+                    pending.append(message)
+                    break
             # What the ordinary path does for every frame before its handler runs.
             self._flow_control()
             await self._touch()
@@ -364,7 +385,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 if run:
                     frame = run.pop(0)
                     if self.principal is not None and not self._closing:
-                        await self._handle(frame, spec)
+                        await self._handle(frame, spec, admitted=True)
         finally:
             self._inbound_held -= taken
         self._flow_control()  # the run may have emptied the queue: resume reading if paused

@@ -86,6 +86,14 @@ class Hub:
             if self._task is None:
                 self.channel = await self.layer.new_channel(prefix="aiim.hub.")
                 self._task = asyncio.create_task(self._receive_loop())
+                fanout_lag.LAG.backlog = self.queued
+
+    def queued(self) -> int:
+        """Events the layer holds for this process that the hub has not taken yet (the
+        in-memory and pub/sub layers keep a local queue per channel)."""
+        inner = self.layer._get_layer() if hasattr(self.layer, "_get_layer") else self.layer
+        queue = getattr(inner, "channels", {}).get(self.channel)
+        return queue.qsize() if queue is not None else 0
 
     async def join(self, group: str, member: Member) -> None:
         """Returns once every event later sent to `group` reaches `member`."""
