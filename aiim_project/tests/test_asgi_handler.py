@@ -8,7 +8,6 @@ import json
 import threading
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.testing import HttpCommunicator
 from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
@@ -16,6 +15,7 @@ from django.db import connection
 
 from aiim_project import asgi
 from aiim_project.asgi_handler import OneHopASGIHandler
+from messaging.db import in_worker  # hands its thread's connection back after each call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,7 +56,7 @@ def test_api_requests_take_the_one_hop_handler_and_the_rest_django_s():
 
 
 async def test_a_post_runs_on_one_pooled_thread_and_hands_its_connection_back(make_conversation, token, seen):
-    conversation = await sync_to_async(make_conversation)("alice", ["bob"])
+    conversation = await in_worker(make_conversation)("alice", ["bob"])
     response = await call(
         asgi.application, "POST", "/api/aiim/messages", token("alice"), {"conversation_id": conversation.id, "content": "hi"}
     )
@@ -75,8 +75,8 @@ async def test_a_post_runs_on_one_pooled_thread_and_hands_its_connection_back(ma
 
 
 async def test_responses_are_the_same_as_django_s_handler(make_conversation, send, token):
-    conversation = await sync_to_async(make_conversation)("alice", ["bob"])
-    await sync_to_async(send)(conversation, "alice", "first")
+    conversation = await in_worker(make_conversation)("alice", ["bob"])
+    await in_worker(send)(conversation, "alice", "first")
     stock = ASGIHandler()
     for method, path, tok, body in [
         ("GET", f"/api/aiim/messages/{conversation.id}?limit=5", token("alice"), None),
@@ -106,7 +106,7 @@ async def test_message_created_is_published_after_the_commit(make_conversation, 
 
     from messaging import events
 
-    conversation = await sync_to_async(make_conversation)("alice", ["bob"])
+    conversation = await in_worker(make_conversation)("alice", ["bob"])
     published: list[tuple[str, bool]] = []
     real = events.publish_now
 
