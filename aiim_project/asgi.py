@@ -1,5 +1,7 @@
-"""ASGI entry point: HTTP goes to Django; WebSocket goes through the JWT middleware to the
-gateway at /api/aiim/ws (optionally behind an Origin check, see WS_ALLOWED_ORIGINS)."""
+"""ASGI entry point: HTTP goes to Django (the REST API through the one-hop handler, see
+aiim_project.asgi_handler; the rest through Django's own); WebSocket goes through the JWT
+middleware to the gateway at /api/aiim/ws (optionally behind an Origin check, see
+WS_ALLOWED_ORIGINS)."""
 
 import os
 
@@ -7,6 +9,10 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiim_project.settings")
 django_asgi_app = get_asgi_application()
+
+from aiim_project.asgi_handler import OneHopASGIHandler, PathRouter  # noqa: E402
+
+http_app = PathRouter("/api/aiim/", OneHopASGIHandler(), django_asgi_app)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
@@ -19,4 +25,4 @@ websocket_app = JWTAuthMiddleware(URLRouter(websocket_urlpatterns))
 if settings.WS_ALLOWED_ORIGINS:
     websocket_app = OriginValidator(websocket_app, settings.WS_ALLOWED_ORIGINS)
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_app})
+application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_app})

@@ -42,13 +42,48 @@ def _backend() -> TokenBackend:
     return TokenBackend(algorithm, signing_key=settings.JWT_SECRET, verifying_key=verifying_key)
 
 
+# Tokens whose signature and claims verified, with the one check that can change later: the
+# expiry (nbf and iat only ever become more valid as time passes). A client sends the same
+# token on every request, and PyJWT's verification is a large part of a request's CPU.
+# Keyed by the exact token text, so only a token that verified can be found here.
+_VERIFIED_MAX = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    principal: Principal
+    exp: int | None  # as PyJWT compares it: int(claims["exp"])
+
+
+@lru_cache(maxsize=1)
+def _verified_for(backend: TokenBackend) -> dict[str, _Verified]:
+    """One cache per token backend: a new key or algorithm (tests clear `_backend`) starts empty."""
+    return {}
+
+
 def decode_token(token: str) -> Principal:
     if not token:
         raise NotAuthenticated()
+    backend = _backend()
+    verified = _verified_for(backend)
+    hit = verified.get(token)
+    if hit is None:
+        hit = _verify(backend, token)
+        if len(verified) >= _VERIFIED_MAX:
+            verified.clear()
+        verified[token] = hit
+    # PyJWT's own test (leeway 0): expired once exp <= now.
+    elif hit.exp is not None and hit.exp <= time.time():
+        verified.pop(token, None)
+        raise TokenExpired()
+    return hit.principal
+
+
+def _verify(backend: TokenBackend, token: str) -> _Verified:
     try:
         # PyJWT pins the algorithm list to the configured one, so `alg: none` and
         # algorithm-confusion tokens fail signature verification here.
-        claims = _backend().decode(token, verify=True)
+        claims = backend.decode(token, verify=True)
     except TokenBackendExpiredToken:
         raise TokenExpired() from None
     except TokenBackendError:
@@ -60,7 +95,8 @@ def decode_token(token: str) -> Principal:
     if not isinstance(tenant, str) or not tenant or len(tenant) > MAX_ID_LENGTH:
         raise TokenInvalid("Token has no valid 'tenant' claim.")
     exp = claims.get("exp")
-    return Principal(tenant=tenant, user_id=sub, expires_at=float(exp) if exp is not None else None)
+    principal = Principal(tenant=tenant, user_id=sub, expires_at=float(exp) if exp is not None else None)
+    return _Verified(principal, int(exp) if exp is not None else None)
 
 
 def mint_token(*, user_id: str, tenant: str = "default", ttl: int | None = 3600) -> str:

@@ -80,6 +80,8 @@ LOG_FORMAT: str = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
 # Each dependency check of GET /health gives up after this many seconds.
 HEALTH_CHECK_TIMEOUT: float = env.float("HEALTH_CHECK_TIMEOUT", default=1.0)
+# Threads serving REST requests, one per request in flight (aiim_project.asgi_handler).
+HTTP_THREADS: int = env.int("HTTP_THREADS", default=10)
 
 INSTALLED_APPS = [
     "daphne",

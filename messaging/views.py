@@ -18,6 +18,7 @@ from .serializers import (
     MembersAddIn,
     MessageHistoryQuery,
     MessageSendIn,
+    parse_message_send,
 )
 
 
@@ -113,7 +114,7 @@ class MessageSendView(APIView):
         summary="Send a message (idempotent on client_msg_id)",
     )
     def post(self, request: Request) -> Response:
-        data = parse(MessageSendIn, request.data)
+        data = parse_message_send(request.data)
         services.check_tenant(request.user.tenant, data.get("tenant_id"))
         message, created = services.message_send(
             tenant=request.user.tenant,

@@ -143,3 +143,63 @@ def hs256_by_hand(claims: dict, key: bytes) -> str:
 
     signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(json.dumps(claims).encode())
     return (signing_input + b"." + b64(hmac.new(key, signing_input, hashlib.sha256).digest())).decode()
+
+
+# --- the verified-token cache -------------------------------------------------------------
+
+
+def test_a_cached_token_still_expires_at_its_exp(monkeypatch):
+    from aiim_project import auth
+
+    exp = int(time.time()) + 100
+    token = signed({"sub": "alice", "exp": exp})
+    assert decode_token(token).user_id == "alice"
+    assert token in auth._verified_for(auth._backend())
+    monkeypatch.setattr(auth.time, "time", lambda: exp - 0.5)
+    assert decode_token(token).user_id == "alice"  # from the cache, still valid
+    monkeypatch.setattr(auth.time, "time", lambda: float(exp))  # PyJWT: expired once exp <= now
+    with pytest.raises(TokenExpired):
+        decode_token(token)
+    assert token not in auth._verified_for(auth._backend())
+
+
+def test_a_fractional_exp_expires_as_pyjwt_counts_it(monkeypatch):
+    from aiim_project import auth
+
+    exp = int(time.time()) + 100
+    token = signed({"sub": "alice", "exp": exp + 0.9})
+    decode_token(token)
+    monkeypatch.setattr(auth.time, "time", lambda: exp + 0.1)  # int(exp) has passed
+    with pytest.raises(TokenExpired):
+        decode_token(token)
+
+
+def test_only_the_exact_verified_text_is_cached():
+    good = signed({"sub": "alice", "exp": int(time.time()) + 100})
+    decode_token(good)
+    header, payload, signature = good.split(".")
+    forged = f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    with pytest.raises(TokenInvalid):
+        decode_token(forged)
+    other_key = signed({"sub": "alice", "exp": int(time.time()) + 100}, key="not-the-secret-0123456789-0123456789")
+    with pytest.raises(TokenInvalid):
+        decode_token(other_key)
+    with pytest.raises(TokenInvalid):  # refused tokens are not remembered either: refused again
+        decode_token(other_key)
+
+
+def test_a_new_key_starts_an_empty_cache(rs256):
+    from aiim_project import auth
+
+    assert auth._verified_for(auth._backend()) == {}
+
+
+def test_the_cache_is_bounded(monkeypatch):
+    from aiim_project import auth
+
+    monkeypatch.setattr(auth, "_VERIFIED_MAX", 3)
+    tokens = [signed({"sub": f"u{i}"}) for i in range(7)]
+    for t in tokens:
+        decode_token(t)
+        assert len(auth._verified_for(auth._backend())) <= 3
+    assert [decode_token(t).user_id for t in tokens] == [f"u{i}" for i in range(7)]
