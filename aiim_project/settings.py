@@ -146,11 +146,14 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
-    _db["ENGINE"] = "django.db.backends.postgresql"
+    # Django's backend with a cheaper pool check (aiim_project/postgres/base.py).
+    _db["ENGINE"] = "aiim_project.postgres"
     _db["CONN_MAX_AGE"] = 0  # the pool owns connection reuse
     # The pool checks a connection before handing it out: after a database restart its idle
     # connections are dead, and without the check the first requests after recovery fail.
-    _db["CONN_HEALTH_CHECKS"] = True
+    # Only a connection idle for a while is checked (see the backend); Django's own check
+    # (CONN_HEALTH_CHECKS) would cost a round trip on every checkout.
+    _db["CONN_HEALTH_CHECKS"] = False
     _db["OPTIONS"] = {
         "pool": {
             "min_size": env.int("DB_POOL_MIN", default=2),
