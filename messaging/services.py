@@ -409,6 +409,18 @@ def _plan_send_run(items: Sequence[SendInput]) -> list[SendInput]:
     return plan
 
 
+def _client_ids_taken(*, conversation_id: str, sender: str, client_msg_ids: list[str]) -> set[str]:
+    """Which of these client_msg_ids the sender has used in the conversation: fixed SQL,
+    as on the rest of the send path (compiling the ORM query cost more than its round trip)."""
+    sql = (
+        f"SELECT client_msg_id FROM {Message._meta.db_table}"
+        f" WHERE conversation_id = %s AND sender_id = %s AND client_msg_id IN ({', '.join(['%s'] * len(client_msg_ids))})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [conversation_id, sender, *client_msg_ids])
+        return {row[0] for row in cursor.fetchall()}
+
+
 @transaction.atomic
 def message_send_run(*, tenant: str, sender: str, conversation_id: str, items: Sequence[SendInput]) -> list[Message]:
     """Store the leading messages of `items` in one transaction, as `message_send` would
@@ -429,11 +441,7 @@ def message_send_run(*, tenant: str, sender: str, conversation_id: str, items: S
     conversation, _ = _lock_for_send(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=None)
     ids = [item.client_msg_id for item in plan if item.client_msg_id is not None]
     if ids:
-        taken = set(
-            Message.objects.filter(conversation_id=conversation.id, sender_id=sender, client_msg_id__in=ids).values_list(
-                "client_msg_id", flat=True
-            )
-        )
+        taken = _client_ids_taken(conversation_id=conversation.id, sender=sender, client_msg_ids=ids)
         for k, item in enumerate(plan):
             if item.client_msg_id in taken:
                 plan = plan[:k]

@@ -504,7 +504,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             if protocol.state != protocol.STATE_OPEN:
                 return False
             if protocol._perMessageCompress is None and not protocol.send_queue and protocol.send_state == protocol.SEND_STATE_GROUND:
-                self._transport.write(wire.frame_bytes() if wire is not None else text_frame(text.encode()))
+                backpressure.write_now(self._transport, wire.frame_bytes() if wire is not None else text_frame(text.encode()))
             else:  # autobahn has a frame of its own in progress: queue behind it
                 protocol.sendMessage(text.encode(), False)
             # Nothing it missed is lost (the database has it: it resumes with since_seq), so
