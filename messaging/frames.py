@@ -52,6 +52,9 @@ class FrameSpec:
     handler: Handler
     # Counted against RATE_LIMIT_PER_SEC (writes that create work for others).
     rate_limited: bool = False
+    # Creates events for others: waits while this process's fan-out lags (see the
+    # gateway's fanout_lag), so delivery stays close behind acceptance.
+    waits_for_fanout: bool = False
     # Required fields and their types, checked by the gateway before the handler runs.
     required: dict[str, type | tuple[type, ...]] = field(default_factory=dict)
     # Optional: frames of this type the client has already sent (queued behind the one being
@@ -168,11 +171,12 @@ FRAMES: dict[str, FrameSpec] = {
     "send_msg": FrameSpec(
         handler=send_msg,
         rate_limited=True,
+        waits_for_fanout=True,
         required={"conversation_id": str, "content": object},
         batch=send_msg_run,
         batch_key=("conversation_id",),
     ),
-    "typing": FrameSpec(handler=typing, rate_limited=True, required={"conversation_id": str, "state": str}),
+    "typing": FrameSpec(handler=typing, rate_limited=True, waits_for_fanout=True, required={"conversation_id": str, "state": str}),
     "ping": FrameSpec(handler=ping),
     "pong": FrameSpec(handler=pong),
 }

@@ -43,6 +43,6 @@ async def read(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
 
 # Rate limited like every REST write: each accepted receipt fans out to the conversation.
 FRAMES: dict[str, FrameSpec] = {
-    "delivered": FrameSpec(handler=delivered, rate_limited=True, required={"conversation_id": str}),
-    "read": FrameSpec(handler=read, rate_limited=True, required={"conversation_id": str}),
+    "delivered": FrameSpec(handler=delivered, rate_limited=True, waits_for_fanout=True, required={"conversation_id": str}),
+    "read": FrameSpec(handler=read, rate_limited=True, waits_for_fanout=True, required={"conversation_id": str}),
 }

@@ -115,9 +115,10 @@ FRAMES: dict[str, FrameSpec] = {
     # A stream's queued chunks are applied in one transaction (one event, an ack each).
     "stream_chunk": FrameSpec(
         handler=stream_chunk,
+        waits_for_fanout=True,
         required={"conversation_id": str, "client_msg_id": str},
         batch=stream_chunk_run,
         batch_key=("conversation_id", "client_msg_id"),
     ),
-    "stream_abort": FrameSpec(handler=stream_abort, required={"conversation_id": str, "client_msg_id": str}),
+    "stream_abort": FrameSpec(handler=stream_abort, waits_for_fanout=True, required={"conversation_id": str, "client_msg_id": str}),
 }

@@ -280,12 +280,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if spec.batch is None:
             await self._handle(frame, spec)
             return
-        if spec.rate_limited:
-            try:
-                await self._admit()
-            except Exception as exc:
-                await self._send_error(exc, frame)
-                return
+        try:
+            await self._admit(spec)
+        except Exception as exc:
+            await self._send_error(exc, frame)
+            return
         run = await self._take_run(frame, spec, pending)
         if len(run) > 1:
             await self._handle_run(spec, run)
@@ -297,17 +296,19 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self._last_frame_at = now
         await self._renew_presence(now)
 
-    async def _admit(self) -> None:
-        """What a write frame passes before its handler: the rate limit, then fan-out lag."""
-        await ratelimit.acheck(self.tenant, self.user_id)
-        await fanout_lag.LAG.wait()
+    async def _admit(self, spec: FrameSpec) -> None:
+        """What a frame passes before its handler: the rate limit, then fan-out lag."""
+        if spec.rate_limited:
+            await ratelimit.acheck(self.tenant, self.user_id)
+        if spec.waits_for_fanout:
+            await fanout_lag.LAG.wait()
 
     async def _handle(self, frame: dict, spec: FrameSpec, *, admitted: bool = False) -> None:
         """One parsed frame through its handler: the reply, or the error frame. `admitted`:
         the frame has passed `_admit` already (as part of a run)."""
         try:
-            if spec.rate_limited and not admitted:
-                await self._admit()
+            if not admitted:
+                await self._admit(spec)
             reply = await spec.handler(self, frame)
         except Exception as exc:
             await self._send_error(exc, frame)

@@ -142,3 +142,25 @@ async def test_zero_bound_turns_back_pressure_off(ws, make_conversation, setting
     finally:
         caught_up.set()
         await task
+
+
+async def test_a_stream_chunk_waits_for_fanout_too(ws, make_conversation, settings):
+    """A stream's chunks fan out like messages: they are held, then refused, like send_msg."""
+    settings.WS_FANOUT_LAG_MS, settings.WS_FANOUT_WAIT_MS = 25, 100
+    c = await conversation(make_conversation)
+    alice = await ws("alice")
+    caught_up = asyncio.Event()
+    task = asyncio.create_task(backlog(caught_up))
+    try:
+        before = held()
+        frame = {"type": "stream_chunk", "conversation_id": c.id, "client_msg_id": "s1", "chunk": "hi", "req_id": "c1"}
+        error = await ask(alice, frame)
+        assert error["type"] == "error" and error["code"] == "unavailable" and error["req_id"] == "c1"
+        assert held() == before + 1
+        assert await stored(c.id) == 0
+    finally:
+        caught_up.set()
+        await task
+    await asyncio.sleep(2 * fanout_lag.FRESH_FOR)
+    ack = await ask(alice, {"type": "stream_chunk", "conversation_id": c.id, "client_msg_id": "s1", "chunk": "hi"})
+    assert ack["type"] == "ack" and ack["chunk_index"] == 0
