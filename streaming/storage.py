@@ -1,8 +1,8 @@
 """The per-chunk hot path as fixed SQL statements.
 
-Every chunk runs the same three statements (find the stream, conditional UPDATE, INSERT the
-chunk row); a run of chunks applied together (`services.stream_append_run`) runs the same
-three, the INSERT with one row per chunk. Built through the ORM, compiling them cost about as much CPU as the rest of the
+Every chunk runs the same statements (find the stream, conditional UPDATE, INSERT the chunk
+row; on PostgreSQL the last two are one statement); a run of chunks applied together
+(`services.stream_append_run`) runs the same ones, the INSERT with one row per chunk. Built through the ORM, compiling them cost about as much CPU as the rest of the
 chunk (see docs/streaming.md); here they are written once per database vendor and only
 their parameters change. Parameters still go through the model fields' own adaptation, so
 JSON and datetimes are stored exactly as the ORM stores them.
@@ -64,6 +64,19 @@ def _insert_sql(vendor: str, rows: int) -> str:
     return f"INSERT INTO {c} ({_q('message_id')}, {_q('index')}, {_q('text')}) VALUES {values}"
 
 
+@cache
+def _append_sql(rows: int) -> str:
+    """PostgreSQL: the conditional UPDATE and the chunk rows in one statement (one round trip
+    fewer per chunk or run); the rows go in only if the UPDATE matched."""
+    c = _q(StreamChunk._meta.db_table)
+    values = ", ".join(["(%s, %s, %s)"] * rows)
+    return (
+        f"WITH u AS ({_update_sql('postgresql')} RETURNING 1)"
+        f" INSERT INTO {c} ({_q('message_id')}, {_q('index')}, {_q('text')})"
+        f" SELECT v.m, v.i, v.t FROM (VALUES {values}) AS v(m, i, t) WHERE EXISTS (SELECT 1 FROM u)"
+    )
+
+
 def append_chunk(*, message_id: str, index: int, chunk: str, text: str, state: str, now: datetime) -> bool:
     """Store chunk `index` if the stream is still open at exactly that index."""
     return append_chunks(message_id=message_id, first=index, chunks=[chunk], text=text, state=state, now=now)
@@ -75,13 +88,14 @@ def append_chunks(*, message_id: str, first: int, chunks: list[str], text: str, 
     fields = Message._meta
     content = fields.get_field("content").get_db_prep_value(text, connection)
     updated_at = fields.get_field("stream_updated_at").get_db_prep_value(now, connection)
+    update = [content, first + len(chunks), updated_at, state, message_id, StreamState.STREAMING, first]
+    rows = [value for i, chunk in enumerate(chunks) for value in (message_id, first + i, chunk)]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _update_sql(connection.vendor),
-            [content, first + len(chunks), updated_at, state, message_id, StreamState.STREAMING, first],
-        )
+        if connection.vendor == "postgresql":
+            cursor.execute(_append_sql(len(chunks)), [*update, *rows])
+            return cursor.rowcount == len(chunks)
+        cursor.execute(_update_sql(connection.vendor), update)
         if cursor.rowcount != 1:
             return False
-        params = [value for i, chunk in enumerate(chunks) for value in (message_id, first + i, chunk)]
-        cursor.execute(_insert_sql(connection.vendor, len(chunks)), params)
+        cursor.execute(_insert_sql(connection.vendor, len(chunks)), rows)
     return True

@@ -20,6 +20,9 @@ from streaming.models import StreamChunk
 
 pytestmark = pytest.mark.django_db
 
+# On PostgreSQL the UPDATE and the chunk rows' INSERT are one statement.
+WRITE_FOLDED = 1 if connection.vendor == "postgresql" else 0
+
 
 def append(conv, chunk, sender="alice", cmid="s1", tenant="default", **kw):
     return services.stream_append(
@@ -241,9 +244,10 @@ def test_two_streams_in_one_conversation_stay_separate(make_conversation):
 def test_one_chunk_costs_one_read_and_two_writes(make_conversation, django_assert_num_queries):
     conv = make_conversation()
     append(conv, "a")
-    # SELECT the stream (with membership), conditional UPDATE, INSERT the chunk row; the
-    # service's transaction is a SAVEPOINT/RELEASE pair inside the test's transaction.
-    with django_assert_num_queries(5):
+    # SELECT the stream (with membership), conditional UPDATE, INSERT the chunk row (one
+    # statement on PostgreSQL); the service's transaction is a SAVEPOINT/RELEASE pair inside
+    # the test's transaction.
+    with django_assert_num_queries(5 - WRITE_FOLDED):
         append(conv, "b")
 
 
@@ -670,11 +674,11 @@ def test_a_run_costs_the_queries_of_one_chunk_whatever_its_length(make_conversat
     conv = make_conversation()
     append(conv, "a")
     # SAVEPOINT, SELECT the stream, conditional UPDATE, one INSERT of every chunk row, RELEASE.
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(5 - WRITE_FOLDED):
         results = run(conv, [{"chunk": f"{i};"} for i in range(length)])
     assert len(results) == length
     # Ending the stream adds the members read for the final message, as for one chunk.
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(6 - WRITE_FOLDED):
         run(conv, [{"chunk": "."}, {"chunk": "", "stream_end": True}])
     assert row().stream_chunk_count == length + 3
 
