@@ -10,7 +10,6 @@ import json
 import time
 from types import SimpleNamespace
 
-import orjson
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -115,7 +114,7 @@ async def test_a_mixed_run_gets_exactly_the_answers_of_the_same_frames_sent_one_
     theirs = await conversation("dave", ["alice"], tenant="acme")
 
     def frames(conv_id, other_id):
-        f = lambda content="x", **kw: send_frame(conv_id, content, **kw)  # noqa: E731
+        f = lambda content="x", **kw: send_frame(conv_id, content, **kw)
         return [
             f("a", req_id="1"),
             f("b", req_id="2", client_msg_id="k1"),
@@ -163,10 +162,10 @@ async def test_a_mixed_run_gets_exactly_the_answers_of_the_same_frames_sent_one_
         ("error", "invalid"), ("ack", 9), ("ack", 10), ("ack", 11),
     ]
     # Another tenant's conversation is a missing one: the same error frame but for the ids.
-    same = lambda r: {k: v for k, v in r.items() if k not in ("conversation_id", "req_id")}  # noqa: E731
+    same = lambda r: {k: v for k, v in r.items() if k not in ("conversation_id", "req_id")}
     assert same(replies[14]) == same(replies[15])
     assert replies[8]["message_id"] == replies[1]["message_id"]  # the repeat answers with the original
-    strip = lambda rs: [r[:1] + r[2:] for r in rs]  # noqa: E731
+    strip = lambda rs: [r[:1] + r[2:] for r in rs]
     assert strip(await rows(qconv.id)) == strip(await rows(pconv.id))
     assert strip(await rows(qother.id)) == strip(await rows(pother.id))
     assert await rows(theirs.id) == []

@@ -195,7 +195,7 @@ def test_runs_answer_every_item_exactly_as_message_send_one_at_a_time(make_conve
         expected = one_at_a_time(convs[0], items, firsts[0])
         prefixes = []
         assert in_runs(convs[1], items, firsts[1], prefixes) == expected, (seed, trial, items)
-        strip = lambda rows: [(r[0], r[2], r[3], r[4], r[5] is not None, r[6]) for r in rows]  # noqa: E731
+        strip = lambda rows: [(r[0], r[2], r[3], r[4], r[5] is not None, r[6]) for r in rows]
         assert strip(stored(convs[1])) == strip(stored(convs[0])), (seed, trial, items)
         # The first run's prefix: up to the first item that message_send would not store as
         # new (an error or a repeat), or that has a reply_to.
@@ -261,8 +261,8 @@ def test_a_run_into_a_missing_foreign_or_not_my_conversation_raises_like_message
     answers = []
     for kw, error in cases:
         call = {"tenant": "default", "sender": "alice", "conversation_id": conv.id, **kw}
-        by_run = _raised(lambda: services.message_send_run(**call, items=[SendInput(**i) for i in items]))
-        alone = _raised(lambda: services.message_send(**call, **items[0]))
+        by_run = _raised(lambda call=call: services.message_send_run(**call, items=[SendInput(**i) for i in items]))
+        alone = _raised(lambda call=call: services.message_send(**call, **items[0]))
         assert by_run == alone and by_run[0] is error, kw
         answers.append(by_run)
     assert answers[0] == answers[1] == answers[3]  # another tenant's conversation is a missing one
@@ -311,16 +311,15 @@ def test_one_message_created_per_message_after_commit_in_seq_order(make_conversa
     # The same event a one-at-a-time send publishes, but for the seq and ids.
     published.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        alone = send(conv, "alice", "m7", client_msg_id="k7")
+        send(conv, "alice", "m7", client_msg_id="k7")
     (alone_batch,) = published
-    strip = lambda e: {k: v for k, v in e.items() if k not in ("frame", "seq", "message_id", "committed_at")}  # noqa: E731
+    strip = lambda e: {k: v for k, v in e.items() if k not in ("frame", "seq", "message_id", "committed_at")}
     assert strip(alone_batch[0][1]) == strip(batch[0][1])
     # A rolled-back run registers nothing.
     published.clear()
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        with pytest.raises(RuntimeError), transaction.atomic():
-            run(conv, [{"content": "no"}, {"content": "pe"}])
-            raise RuntimeError
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(RuntimeError), transaction.atomic():
+        run(conv, [{"content": "no"}, {"content": "pe"}])
+        raise RuntimeError
     assert callbacks == [] and published == []
     assert [r[3] for r in stored(conv)] == ["first", *[f"m{i}" for i in range(7)], "m7"]
 
