@@ -101,6 +101,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "aiim.no-channel-per-connection"
     # Messages taken from Daphne's queue for a run and not handled yet (see _flow_control).
     _inbound_held: int = 0
+    # A queued message `_take_run` counted against the rate limit and that was refused: the
+    # ordinary path answers it with that refusal instead of counting it a second time.
+    _refused: tuple[dict, BaseException] | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -280,7 +283,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if spec.batch is None:
             await self._handle(frame, spec)
             return
+        refused, self._refused = self._refused, None
         try:
+            if refused is not None and refused[0] is message:
+                # Counted (and refused) when a run took it from the queue: it is not
+                # counted again, or one refusal would count twice against the window.
+                raise refused[1]
             await self._admit(spec)
         except Exception as exc:
             await self._send_error(exc, frame)
@@ -357,7 +365,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 # is over it ends the run and gets its error on the ordinary path.
                 try:
                     await ratelimit.acheck(self.tenant, self.user_id)
-                except Exception:
+                except Exception as exc:
+                    self._refused = (message, exc)
                     pending.append(message)
                     break
             # What the ordinary path does for every frame before its handler runs.

@@ -53,6 +53,27 @@ def test_redis_counter_is_floored_at_the_committed_maximum():
     assert allocator.allocate(conversation_id="c1", floor=0) == 51
 
 
+@pytest.mark.redis
+def test_redis_allocates_a_range_with_one_call_floored_like_one_seq():
+    from messaging.redis import sync_client
+
+    allocator = seq.get_allocator()
+    key = seq.seq_key("c2")
+    assert allocator.allocate(conversation_id="c2", floor=10, count=5) == 11  # missing key: 11..15
+    assert int(sync_client().get(key)) == 15
+    assert allocator.allocate(conversation_id="c2", floor=0, count=3) == 16  # 16..18, never lowered
+    sync_client().set(key, 2)  # restored from an old snapshot
+    assert allocator.allocate(conversation_id="c2", floor=18, count=4) == 19  # floored first: 19..22
+    assert allocator.allocate(conversation_id="c2", floor=0) == 23  # count defaults to one
+    assert int(sync_client().get(key)) == 23
+
+
+def test_database_backend_allocates_the_seq_after_the_floor_whatever_the_count():
+    allocator = seq.DatabaseSeqAllocator()
+    assert allocator.allocate(conversation_id="c3", floor=7) == 8
+    assert allocator.allocate(conversation_id="c3", floor=7, count=5) == 8
+
+
 def test_database_backend_in_embedded_mode():
     allocator = seq.get_allocator()
     assert allocator.name == ("redis" if settings.REDIS_URL else "database")
