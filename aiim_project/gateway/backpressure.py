@@ -22,10 +22,6 @@ def protocol_of(send: Any) -> Any | None:
     return None
 
 
-def transport_of(send: Any) -> Any | None:
-    return getattr(protocol_of(send), "transport", None)
-
-
 def inbound_queue(protocol: Any) -> Any | None:
     """Daphne's queue of the client frames it has read for the connection (an asyncio.Queue
     whose `get` is the application's `receive`). While the consumer handles a message,
