@@ -5,6 +5,7 @@ half-stored) when it stays behind, and go through in order once it has caught up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -55,11 +56,33 @@ def held() -> float:
     return REGISTRY.get_sample_value("aiim_ws_fanout_held_total") or 0.0
 
 
-async def backlog(until: asyncio.Event) -> None:
-    """Stand-in for a process delivering a backlog: a second-old event every millisecond."""
-    while not until.is_set():
-        fanout_lag.LAG.observe(time.time() - 1.0)
-        await asyncio.sleep(0.001)
+@contextlib.asynccontextmanager
+async def delivery_behind():
+    """Stand-in for a process delivering a backlog: a second-old event every millisecond,
+    until the block ends."""
+    caught_up = asyncio.Event()
+
+    async def backlog() -> None:
+        while not caught_up.is_set():
+            fanout_lag.LAG.observe(time.time() - 1.0)
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(backlog())
+    try:
+        yield
+    finally:
+        caught_up.set()
+        await task
+
+
+async def assert_refused_while_behind(conn, frame: dict, conversation_id: str) -> None:
+    """`frame` is held while delivery stays behind, then refused, and nothing is stored."""
+    async with delivery_behind():
+        before = held()
+        error = await ask(conn, frame)
+        assert error["type"] == "error" and error["code"] == "unavailable" and error["req_id"] == frame["req_id"]
+        assert held() == before + 1
+        assert await stored(conversation_id) == 0  # refused before anything was written
 
 
 async def test_delivered_events_set_the_lag_from_their_commit_time(ws, make_conversation):
@@ -82,17 +105,7 @@ async def test_a_sender_is_refused_while_delivery_stays_behind_then_goes_through
     c = await conversation(make_conversation)
     alice, bob = await ws("alice"), await ws("bob")
     await subscribe(bob, c.id)
-    caught_up = asyncio.Event()
-    task = asyncio.create_task(backlog(caught_up))
-    try:
-        before = held()
-        error = await ask(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x", "req_id": "r1"})
-        assert error["type"] == "error" and error["code"] == "unavailable" and error["req_id"] == "r1"
-        assert held() == before + 1
-        assert await stored(c.id) == 0  # refused before anything was written
-    finally:
-        caught_up.set()
-        await task
+    await assert_refused_while_behind(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x", "req_id": "r1"}, c.id)
     await asyncio.sleep(2 * fanout_lag.FRESH_FOR)
     for n in (1, 2):
         ack = await ask(alice, {"type": "send_msg", "conversation_id": c.id, "content": f"m{n}"})
@@ -105,16 +118,11 @@ async def test_a_held_sender_is_answered_once_delivery_catches_up(ws, make_conve
     settings.WS_FANOUT_LAG_MS, settings.WS_FANOUT_WAIT_MS = 25, 5000
     c = await conversation(make_conversation)
     alice = await ws("alice")
-    caught_up = asyncio.Event()
-    task = asyncio.create_task(backlog(caught_up))
-    try:
+    async with delivery_behind():
         before = held()
         await alice.send_json_to({"type": "send_msg", "conversation_id": c.id, "content": "x"})
         await alice.receive_nothing(timeout=0.2)  # held: no ack, nothing stored yet
         assert held() == before + 1 and await stored(c.id) == 0
-    finally:
-        caught_up.set()
-        await task
     ack = await alice.receive_json_from(timeout=TIMEOUT)
     assert ack["type"] == "ack" and ack["seq"] == 1 and await stored(c.id) == 1
 
@@ -135,13 +143,8 @@ async def test_zero_bound_turns_back_pressure_off(ws, make_conversation, setting
     settings.WS_FANOUT_LAG_MS = 0
     c = await conversation(make_conversation)
     alice = await ws("alice")
-    caught_up = asyncio.Event()
-    task = asyncio.create_task(backlog(caught_up))
-    try:
+    async with delivery_behind():
         assert (await ask(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x"}))["type"] == "ack"
-    finally:
-        caught_up.set()
-        await task
 
 
 async def test_a_stream_chunk_waits_for_fanout_too(ws, make_conversation, settings):
@@ -149,18 +152,8 @@ async def test_a_stream_chunk_waits_for_fanout_too(ws, make_conversation, settin
     settings.WS_FANOUT_LAG_MS, settings.WS_FANOUT_WAIT_MS = 25, 100
     c = await conversation(make_conversation)
     alice = await ws("alice")
-    caught_up = asyncio.Event()
-    task = asyncio.create_task(backlog(caught_up))
-    try:
-        before = held()
-        frame = {"type": "stream_chunk", "conversation_id": c.id, "client_msg_id": "s1", "chunk": "hi", "req_id": "c1"}
-        error = await ask(alice, frame)
-        assert error["type"] == "error" and error["code"] == "unavailable" and error["req_id"] == "c1"
-        assert held() == before + 1
-        assert await stored(c.id) == 0
-    finally:
-        caught_up.set()
-        await task
+    frame = {"type": "stream_chunk", "conversation_id": c.id, "client_msg_id": "s1", "chunk": "hi", "req_id": "c1"}
+    await assert_refused_while_behind(alice, frame, c.id)
     await asyncio.sleep(2 * fanout_lag.FRESH_FOR)
     ack = await ask(alice, {"type": "stream_chunk", "conversation_id": c.id, "client_msg_id": "s1", "chunk": "hi"})
     assert ack["type"] == "ack" and ack["chunk_index"] == 0
