@@ -4,7 +4,7 @@ The channel layer carries hints that something was committed; the database stays
 truth. A subscriber that sees a gap in seq reads it from the database (see
 `messaging.delivery`), so a lost or reordered hint costs latency, never a message.
 
-Channel-layer message shape (`type` routes it to the gateway's `aiim_event` handler):
+Channel-layer message shape (the gateway's hub hands `aiim.event` messages to connections):
     {"type": "aiim.event", "conversation_id": str, "event": str, "seq": int | None,
      "frame": str (the complete JSON text frame, encoded once for every subscriber),
      "group": str (the group it was sent to: a process receives each event once and hands
@@ -85,7 +85,10 @@ async def group_send(group: str, message: dict) -> None:
 async def _group_send_all(batch: list[tuple[list[str], dict]]) -> None:
     for groups, message in batch:
         for group in groups:
-            await group_send(group, message)
+            try:
+                await group_send(group, message)
+            except Exception as exc:  # committed: a lost hint is recovered by readers
+                logger.warning("event publish failed: %s", type(exc).__name__)
 
 
 class _Publisher:
@@ -110,12 +113,7 @@ class _Publisher:
     async def _run(self) -> None:
         try:
             while self.queue:
-                groups, message = self.queue.popleft()
-                for group in groups:
-                    try:
-                        await group_send(group, message)
-                    except Exception as exc:  # committed: a lost hint is recovered by readers
-                        logger.warning("event publish failed: %s", type(exc).__name__)
+                await _group_send_all([self.queue.popleft()])
         finally:
             self.task = None
 
