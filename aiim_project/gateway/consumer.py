@@ -157,9 +157,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self._hub = get_hub()
         self._busy = 0
         self._deferred: deque[tuple[dict, Wire]] = deque()
+        # Set while the hub's pass hands this connection an event (see hub_event).
         self._wire: Wire | None = None
         self._hub_sent = 0
-        self._in_hub = False
         # Every log line of this connection carries its id. Daphne runs each connection in
         # its own task, so the context variable set here is this connection's alone, and the
         # tasks and worker threads it starts inherit it.
@@ -538,9 +538,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             self._writer = None
 
     def _emit_event(self, text: str) -> None:
-        wire = self._wire if self._wire is not None and self._wire.text is text else None
-        if self._emit(text, wire):
-            if self._in_hub:  # counted by the hub, once per event
+        in_hub = self._wire is not None
+        if self._emit(text, self._wire if in_hub and self._wire.text is text else None):
+            if in_hub:  # counted by the hub, once per event
                 self._hub_sent += 1
             else:
                 FRAMES_OUT_EVENT.inc()
@@ -643,11 +643,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         sub = self.subscriptions.get(conversation_id)
         if sub is None:
             return 0
-        self._wire, self._in_hub, self._hub_sent = wire, True, 0
+        self._wire, self._hub_sent = wire, 0
         try:
             sub.offer(message)
         finally:
-            self._wire, self._in_hub = None, False
+            self._wire = None
         return self._hub_sent
 
     def _take_deferred(self) -> None:
