@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 
 from . import events, selectors, services
 from .db import in_worker
-from .errors import Invalid
+from .errors import Invalid, TenantMismatch
 from .metrics import MESSAGES_CREATED
 
 
@@ -104,22 +104,30 @@ async def send_msg(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
     return _sent(message)
 
 
+def of_own_tenant(conn: Connection, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The leading frames of a run that pass `check_tenant`: the first that does not ends
+    the run, and the one-at-a-time handler answers it."""
+    for k, frame in enumerate(frames):
+        try:
+            services.check_tenant(conn.tenant, frame.get("tenant_id"))
+        except TenantMismatch:
+            return frames[:k]
+    return frames
+
+
 async def send_msg_run(conn: Connection, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sends queued on one connection for one conversation, stored in one transaction
     (`services.message_send_run`); the frames it leaves go through `send_msg`."""
-    items = []
-    for frame in frames:
-        if frame.get("tenant_id") not in (None, conn.tenant):
-            break
-        items.append(
-            services.SendInput(
-                content=frame["content"],
-                type=frame.get("msg_type", "text"),
-                client_msg_id=frame.get("client_msg_id"),
-                reply_to=frame.get("reply_to"),
-                metadata=frame.get("metadata"),
-            )
+    items = [
+        services.SendInput(
+            content=frame["content"],
+            type=frame.get("msg_type", "text"),
+            client_msg_id=frame.get("client_msg_id"),
+            reply_to=frame.get("reply_to"),
+            metadata=frame.get("metadata"),
         )
+        for frame in of_own_tenant(conn, frames)
+    ]
     if not items:
         return []
     messages = await in_worker(services.message_send_run)(

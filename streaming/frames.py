@@ -13,8 +13,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from messaging.db import in_worker
-from messaging.frames import Connection, FrameSpec
-from messaging.errors import Invalid, TenantMismatch
+from messaging.frames import Connection, FrameSpec, of_own_tenant
+from messaging.errors import Invalid
 from messaging.services import check_tenant
 
 from . import reaper, selectors, services
@@ -64,13 +64,7 @@ async def stream_chunk_run(conn: Connection, frames: list[dict[str, Any]]) -> li
     the chunk that starts a stream, which is rate limited) gets exactly its usual answer.
     No chunk taken here can start a stream, so none counts against the rate limit, as none
     would in `stream_chunk`."""
-    taken = []
-    for frame in frames:  # the checks `stream_chunk` makes before the database, per frame
-        try:
-            check_tenant(conn.tenant, frame.get("tenant_id"))
-        except TenantMismatch:
-            break
-        taken.append(frame)
+    taken = of_own_tenant(conn, frames)
     if not taken:
         return []
     ids = {"conversation_id": frames[0]["conversation_id"], "client_msg_id": frames[0]["client_msg_id"]}
