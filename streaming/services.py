@@ -285,8 +285,9 @@ def stream_append_run(
 
     One `message.stream_chunk` event covers the applied chunks (chunk_index..last_chunk_index,
     PROTOCOL section 4), published after commit, then `message.updated` if the run ended
-    the stream. Queries: the same three as one chunk (find, conditional UPDATE, INSERT of
-    every chunk row), plus the members read when the run ends the stream.
+    the stream. Queries: the same as one chunk (find, conditional UPDATE, INSERT of every
+    chunk row; the last two are one statement on PostgreSQL), plus the members read when the
+    run ends the stream.
     """
     check_stream_ids(conversation_id, client_msg_id)
     now = timezone.now()
