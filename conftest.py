@@ -206,3 +206,34 @@ def daphne(transactional_db, tmp_path):
     yield start
     for p in started:
         p.stop()
+
+
+@pytest.fixture
+def in_threads():
+    """in_threads(writer, n): writer(0..n-1) on n threads at once, each handing its database
+    connection back at the end; fails the test with the first exception a writer raised, or
+    if one has not finished within `timeout` seconds."""
+    import threading
+
+    from django.db import connection
+
+    def run(writer, n: int, timeout: float = 60) -> None:
+        errors: list[BaseException] = []
+
+        def body(k: int) -> None:
+            try:
+                writer(k)
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=body, args=(k,)) for k in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout)
+        assert not any(t.is_alive() for t in threads), "a writer did not finish"
+        assert errors == []
+
+    return run

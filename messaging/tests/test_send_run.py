@@ -415,37 +415,27 @@ def test_a_counter_behind_the_database_makes_the_run_a_conflict_and_the_next_sen
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_runs_into_one_conversation_get_unique_gap_free_seqs(make_conversation):
+def test_concurrent_runs_into_one_conversation_get_unique_gap_free_seqs(make_conversation, in_threads):
     conv = make_conversation("u0", ["u1", "u2", "u3"])
-    errors, acked = [], []
+    acked = []
     lock = threading.Lock()
     start = threading.Barrier(4)
 
     def writer(n):
-        try:
-            start.wait()
-            rng = random.Random(n)
-            for r in range(8):
-                items = [{"content": f"{n}.{r}.{j}", "client_msg_id": f"{n}.{r}.{j}"} for j in range(rng.randint(1, 6))]
-                while items:  # as the gateway does: what a run leaves goes one at a time
-                    messages = run(conv, items, sender=f"u{n}") if len(items) > 1 else []
-                    got = [m.seq for m in messages]
-                    items = items[len(messages):]
-                    if items:
-                        got.append(one(conv, items.pop(0), sender=f"u{n}")[0].seq)
-                    with lock:
-                        acked.extend(got)
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
+        start.wait()
+        rng = random.Random(n)
+        for r in range(8):
+            items = [{"content": f"{n}.{r}.{j}", "client_msg_id": f"{n}.{r}.{j}"} for j in range(rng.randint(1, 6))]
+            while items:  # as the gateway does: what a run leaves goes one at a time
+                messages = run(conv, items, sender=f"u{n}") if len(items) > 1 else []
+                got = [m.seq for m in messages]
+                items = items[len(messages):]
+                if items:
+                    got.append(one(conv, items.pop(0), sender=f"u{n}")[0].seq)
+                with lock:
+                    acked.extend(got)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    in_threads(writer, 4)
     rows = list(Message.objects.filter(conversation=conv).order_by("seq").values_list("seq", "sender_id", "content"))
     assert sorted(acked) == [s for s, _, _ in rows] == list(range(1, len(rows) + 1))
     assert Conversation.objects.get(pk=conv.pk).last_seq == len(rows)

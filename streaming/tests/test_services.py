@@ -1,6 +1,5 @@
 import asyncio
 import random
-import threading
 from datetime import timedelta
 
 import orjson
@@ -252,26 +251,15 @@ def test_one_chunk_costs_one_read_and_two_writes(make_conversation, django_asser
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_writers_apply_every_chunk_exactly_once(make_conversation):
+def test_concurrent_writers_apply_every_chunk_exactly_once(make_conversation, in_threads):
     conv = make_conversation()
     append(conv, "start;")
-    errors = []
 
     def writer(n):
-        try:
-            for i in range(10):
-                append(conv, f"{n}.{i};")
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
+        for i in range(10):
+            append(conv, f"{n}.{i};")
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    in_threads(writer, 4)
     m = row()
     chunks = list(StreamChunk.objects.filter(message=m).order_by("index").values_list("text", flat=True))
     assert m.stream_chunk_count == 41 == len(chunks)
@@ -684,30 +672,19 @@ def test_a_run_costs_the_queries_of_one_chunk_whatever_its_length(make_conversat
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_runs_apply_every_chunk_exactly_once(make_conversation):
+def test_concurrent_runs_apply_every_chunk_exactly_once(make_conversation, in_threads):
     conv = make_conversation()
     append(conv, "start;")
-    errors = []
 
     def writer(n):
-        try:
-            for i in range(0, 12, 3):
-                items = [{"chunk": f"{n}.{j};"} for j in range(i, i + 3)]
-                while items:  # as the gateway does: the rest of a run goes one at a time
-                    items = items[len(run(conv, items)):]
-                    if items:
-                        append(conv, **items.pop(0))
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
+        for i in range(0, 12, 3):
+            items = [{"chunk": f"{n}.{j};"} for j in range(i, i + 3)]
+            while items:  # as the gateway does: the rest of a run goes one at a time
+                items = items[len(run(conv, items)):]
+                if items:
+                    append(conv, **items.pop(0))
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    in_threads(writer, 4)
     m = row()
     chunks = list(StreamChunk.objects.filter(message=m).order_by("index").values_list("text", flat=True))
     assert m.stream_chunk_count == 49 == len(chunks)
