@@ -71,6 +71,9 @@ async def delivery_behind():
             await asyncio.sleep(0.001)
 
     fanout_lag.LAG.observe = lambda committed_at: None
+    # Events still queued for delivery: the reading holds even when a loaded loop lets more
+    # than FRESH_FOR pass between two of the stand-in's readings.
+    fanout_lag.LAG.backlog = lambda: 1
     task = asyncio.create_task(backlog())
     try:
         yield
@@ -78,6 +81,7 @@ async def delivery_behind():
         caught_up.set()
         await task
         del fanout_lag.LAG.observe
+        fanout_lag.LAG.backlog = lambda: 0
 
 
 async def assert_refused_while_behind(conn, frame: dict, conversation_id: str) -> None:
