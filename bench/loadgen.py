@@ -58,6 +58,10 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def _sys_ticks(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[12])
+
+
 def _rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -76,6 +80,7 @@ class ProcStats:
     def start(self) -> None:
         self.t0 = now()
         self.cpu0 = {pid: _cpu_ticks(pid) for pid in self.pids}
+        self.sys0 = {pid: _sys_ticks(pid) for pid in self.pids}
         self.self0 = _cpu_ticks(os.getpid())
         self.rss0 = {pid: _rss_kb(pid) for pid in self.pids}
         self._sampler = asyncio.create_task(self._sample())
@@ -93,6 +98,7 @@ class ProcStats:
         out: dict[str, Any] = {"wall_s": round(wall, 2), "server": []}
         for pid in self.pids:
             cpu = (_cpu_ticks(pid) - self.cpu0[pid]) / CLK_TCK
+            sys_cpu = (_sys_ticks(pid) - self.sys0[pid]) / CLK_TCK
             rss = _rss_kb(pid)
             self.peak_rss_kb[pid] = max(self.peak_rss_kb[pid], rss)
             out["server"].append(
@@ -100,6 +106,7 @@ class ProcStats:
                     "pid": pid,
                     "cpu_s": round(cpu, 2),
                     "cpu_pct": round(100 * cpu / wall, 1),
+                    "sys_pct": round(100 * sys_cpu / wall, 1),
                     "rss_start_mb": round(self.rss0[pid] / 1024, 1),
                     "rss_end_mb": round(rss / 1024, 1),
                     "rss_peak_mb": round(self.peak_rss_kb[pid] / 1024, 1),
@@ -715,8 +722,8 @@ SCENARIOS = {
     "sparse": lambda b, a: fanout(b, 10, 5, duration=min(a.duration, 10), window=1, interval=0.150),
     "stream": lambda b, a: stream(b, 1, chunks=500, subscribers=5, window=a.stream_window, duration=a.duration),
     "stream-20": lambda b, a: stream(b, 20, chunks=500, subscribers=5, window=a.stream_window, duration=a.duration),
-    "rest-10": lambda b, a: rest(b, 10, duration=a.duration, history_s=min(a.duration, 10)),
-    "rest-20": lambda b, a: rest(b, 20, duration=a.duration, history_s=min(a.duration, 10)),
+    "rest-10": lambda b, a: rest(b, 10, duration=a.duration, history_s=min(a.duration, a.history)),
+    "rest-20": lambda b, a: rest(b, 20, duration=a.duration, history_s=min(a.duration, a.history)),
     "connect-500": lambda b, a: connect(b, 500, members=10, hold=3.0, limit=a.connect_limit),
     "connect-1000": lambda b, a: connect(b, 1000, members=10, hold=3.0, limit=a.connect_limit),
 }
@@ -729,6 +736,7 @@ def main() -> None:
     parser.add_argument("--pids", type=lambda s: [int(p) for p in s.split(",") if p], default=[])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of sending per scenario")
     parser.add_argument("--drain", type=float, default=15.0, help="seconds to wait for deliveries after the last ack; what is still missing then counts as missing")
+    parser.add_argument("--history", type=float, default=10.0, help="seconds of history reads after the posts of rest-10/rest-20 (0: posts only, e.g. to profile them alone)")
     parser.add_argument("--max-msgs", type=int, default=200_000, help="cap per sender")
     parser.add_argument("--burst", action="store_true", help="paced senders (sparse) all send at the same instant instead of spread over the interval")
     parser.add_argument("--stream-window", type=int, default=4, help="chunk acks outstanding per stream")
