@@ -63,7 +63,7 @@ async def delivery_behind():
     still reach the hub meanwhile; their fresh readings would say "caught up" between two of
     the stand-in's, so only the stand-in's count inside the block."""
     caught_up = asyncio.Event()
-    observe = fanout_lag.LAG.observe
+    observe, backlog_of_hub = fanout_lag.LAG.observe, fanout_lag.LAG.backlog
 
     async def backlog() -> None:
         while not caught_up.is_set():
@@ -81,7 +81,7 @@ async def delivery_behind():
         caught_up.set()
         await task
         del fanout_lag.LAG.observe
-        fanout_lag.LAG.backlog = lambda: 0
+        fanout_lag.LAG.backlog = backlog_of_hub
 
 
 async def assert_refused_while_behind(conn, frame: dict, conversation_id: str) -> None:
