@@ -2,7 +2,9 @@
 201 with a small JSON body, under the rest scenario's keep-alive client (10 clients).
 
     cd bench && taskset -c 0 ../.venv/bin/python -m daphne --verbosity 0 -p 18900 http_floor:application &
-    taskset -c 1 .venv/bin/python bench/http_floor.py 18900
+    JWT_SECRET=x taskset -c 1 .venv/bin/python bench/http_floor.py 18900
+
+(The client is the loadgen's, which needs a JWT_SECRET to import; the floor app checks none.)
 
 What a REST post costs above this is Django, DRF and the send itself, not Daphne.
 """

@@ -53,13 +53,11 @@ now = time.perf_counter
 # -- server and self accounting from /proc ----------------------------------------------
 
 
-def _cpu_ticks(pid: int) -> int:
+def _cpu_ticks(pid: int) -> tuple[int, int]:
+    """(user + system, system) CPU ticks of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def _sys_ticks(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[12])
+    utime, stime = int(fields[11]), int(fields[12])
+    return utime + stime, stime
 
 
 def _rss_kb(pid: int) -> int:
@@ -80,8 +78,7 @@ class ProcStats:
     def start(self) -> None:
         self.t0 = now()
         self.cpu0 = {pid: _cpu_ticks(pid) for pid in self.pids}
-        self.sys0 = {pid: _sys_ticks(pid) for pid in self.pids}
-        self.self0 = _cpu_ticks(os.getpid())
+        self.self0 = _cpu_ticks(os.getpid())[0]
         self.rss0 = {pid: _rss_kb(pid) for pid in self.pids}
         self._sampler = asyncio.create_task(self._sample())
 
@@ -97,8 +94,8 @@ class ProcStats:
         wall = now() - self.t0
         out: dict[str, Any] = {"wall_s": round(wall, 2), "server": []}
         for pid in self.pids:
-            cpu = (_cpu_ticks(pid) - self.cpu0[pid]) / CLK_TCK
-            sys_cpu = (_sys_ticks(pid) - self.sys0[pid]) / CLK_TCK
+            (total, system), (total0, system0) = _cpu_ticks(pid), self.cpu0[pid]
+            cpu, sys_cpu = (total - total0) / CLK_TCK, (system - system0) / CLK_TCK
             rss = _rss_kb(pid)
             self.peak_rss_kb[pid] = max(self.peak_rss_kb[pid], rss)
             out["server"].append(
@@ -112,7 +109,7 @@ class ProcStats:
                     "rss_peak_mb": round(self.peak_rss_kb[pid] / 1024, 1),
                 }
             )
-        out["loadgen_cpu_pct"] = round(100 * (_cpu_ticks(os.getpid()) - self.self0) / CLK_TCK / wall, 1)
+        out["loadgen_cpu_pct"] = round(100 * (_cpu_ticks(os.getpid())[0] - self.self0) / CLK_TCK / wall, 1)
         return out
 
 
