@@ -9,6 +9,8 @@ Channel-layer message shape (the gateway's hub hands `aiim.event` messages to co
      "frame": str (the complete JSON text frame, encoded once for every subscriber),
      "group": str (the group it was sent to: a process receives each event once and hands
      it to its own connections in that group),
+     "origin": str (the publishing loop's hub channel, when that loop has a hub: the hub
+     already handed the event to its own connections and drops this copy, see LocalSink),
      ...extra routing fields (e.g. "user_id" for membership changes)}
 """
 
@@ -20,6 +22,7 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -121,7 +124,47 @@ class _Publisher:
 _publishers: dict[asyncio.AbstractEventLoop, _Publisher] = {}
 
 
+class LocalSink:
+    """Where a loop's own events reach its own connections without the channel layer.
+
+    Under load, each event's trip through the layer (PUBLISH, the subscriber connection's
+    read, the decode, the receive loop) waits on this process's event loop several times:
+    it was half of a message's delivery latency at saturation. The loop's receiver (the
+    gateway's hub) registers here; each event handed over on this loop reaches it at once,
+    in hand-over order, and goes to the layer marked with `origin` for the other processes.
+    The receiver drops the copy the layer brings back with its own origin.
+    """
+
+    __slots__ = ("origin", "deliver")
+
+    def __init__(self, origin: str, deliver: Callable[[dict], None]) -> None:
+        self.origin = origin
+        self.deliver = deliver
+
+
+_local_sinks: dict[asyncio.AbstractEventLoop, LocalSink] = {}
+
+
+def set_local_sink(loop: asyncio.AbstractEventLoop, sink: LocalSink) -> None:
+    for old in [lp for lp in _local_sinks if lp.is_closed()]:
+        del _local_sinks[old]
+    _local_sinks[loop] = sink
+
+
+def _deliver_locally(sink: LocalSink, batch: list[tuple[list[str], dict]]) -> None:
+    for groups, message in batch:
+        message["origin"] = sink.origin
+        for group in groups:
+            try:
+                sink.deliver({**message, "group": group})
+            except Exception:  # committed: the other subscribers still get it
+                logger.exception("local event delivery failed")
+
+
 def _hand_over(loop: asyncio.AbstractEventLoop, batch: list[tuple[list[str], dict]]) -> None:
+    sink = _local_sinks.get(loop)
+    if sink is not None:
+        _deliver_locally(sink, batch)
     publisher = _publishers.get(loop)
     if publisher is None:
         for old in [lp for lp in _publishers if lp.is_closed()]:

@@ -6,12 +6,16 @@ loop (a task and an `asyncio.wait` each) before any ordering or socket work. Her
 process's hub is the one member of each group that local connections watch: the layer hands
 it each event once, it decodes it once, encodes the WebSocket frame once, and hands it to
 every local subscriber synchronously (`GatewayConsumer.hub_event`), which writes the ready
-bytes to the socket.
+bytes to the socket. Events committed in this process do not wait for the layer at all: they
+are handed to `deliver` when they are published (`messaging.events.LocalSink`), and the
+layer's copy, marked with the hub's channel as its origin, is dropped.
 
 Guarantees kept. Joining is awaited until the layer has the hub in the group, so "join, then
 read the snapshot" still means every later event reaches the connection. Events of a group
-reach each of its connections in the order the layer delivered them (one receive loop,
-one synchronous pass). A connection leaves the hub's membership synchronously, so nothing is
+reach each of its connections in one order (one synchronous pass each): this process's own
+in the order they were handed over, the others' in the order the layer delivered them. The
+two streams interleave as commits of different processes always could; a subscription
+orders by seq (`messaging.delivery`). A connection leaves the hub's membership synchronously, so nothing is
 handed to it after `leave` returns or while the layer's discard is in flight.
 
 One hub per event loop: Daphne runs one loop per process; tests run one loop per test.
@@ -86,6 +90,7 @@ class Hub:
             if self._task is None:
                 self.channel = await self.layer.new_channel(prefix="aiim.hub.")
                 self._task = asyncio.create_task(self._receive_loop())
+                events.set_local_sink(asyncio.get_running_loop(), events.LocalSink(self.channel, self.deliver))
                 fanout_lag.LAG.backlog = self.queued
 
     def queued(self) -> int:
@@ -153,12 +158,17 @@ class Hub:
                 logger.exception("hub dispatch failed")
 
     def dispatch(self, message: dict) -> None:
+        """A message from the channel layer."""
         kind = message.get("type")
         if kind == layers.RESYNC_TYPE:
             self._resync()
             return
-        if kind != events.EVENT_TYPE:
-            return
+        if kind != events.EVENT_TYPE or message.get("origin") == self.channel:
+            return  # an event of this loop's: `deliver` handed it over when it was published
+        self.deliver(message)
+
+    def deliver(self, message: dict) -> None:
+        """Hand one event to the local members of its group."""
         group = message.get("group")
         members = self._members.get(group) if group is not None else None
         if not members:
