@@ -163,8 +163,16 @@ class Hub:
         if kind == layers.RESYNC_TYPE:
             self._resync()
             return
-        if kind != events.EVENT_TYPE or message.get("origin") == self.channel:
-            return  # an event of this loop's: `deliver` handed it over when it was published
+        if kind != events.EVENT_TYPE:
+            return
+        # The lag is read here only, from every event the layer brings, this process's own
+        # copies included: they wait in the same queue as the others', and that queue is the
+        # backlog. (A local hand-over is never behind; readings from it would hide the queue.)
+        committed_at = message.get("committed_at")
+        if committed_at is not None:
+            fanout_lag.LAG.observe(committed_at)
+        if message.get("origin") == self.channel:
+            return  # handed to `deliver` when it was published
         self.deliver(message)
 
     def deliver(self, message: dict) -> None:
@@ -174,8 +182,6 @@ class Hub:
         if not members:
             return
         committed_at = message.get("committed_at")
-        if committed_at is not None:
-            fanout_lag.LAG.observe(committed_at)
         wire = Wire(message["frame"])
         sent = 0
         # A member may leave while being handed the event (member.left): iterate a copy.

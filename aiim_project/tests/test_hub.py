@@ -10,6 +10,7 @@ import uuid
 import pytest
 from channels.layers import get_channel_layer
 
+from aiim_project.gateway import fanout_lag
 from aiim_project.gateway.hub import Hub, get_hub
 from messaging import events
 
@@ -97,3 +98,24 @@ async def test_a_local_event_sent_to_several_groups_reaches_each_group_once(grou
     finally:
         for name, member in zip(names, members):
             await hub.leave(name, member)
+
+
+async def test_the_fanout_lag_is_read_from_the_layer_s_copy_not_from_the_hand_over():
+    """A local hand-over is never behind: a reading from it would hide the layer's queue,
+    which this process's own copies wait in alongside the other processes' events."""
+    conversation_id = uuid.uuid4().hex
+    group = events.conversation_group("default", conversation_id)
+    hub, member = get_hub(), Collector()
+    await hub.join(group, member)
+    observe = fanout_lag.LAG.observe
+    readings: list[float] = []
+    fanout_lag.LAG.observe = lambda committed_at: readings.append(committed_at)
+    try:
+        event = typing_event(conversation_id)
+        events.publish_all_now([([group], event)])
+        assert member.frames == [event["frame"]] and readings == []
+        await wait_for(lambda: readings)
+        assert readings == [event["committed_at"]]
+    finally:
+        fanout_lag.LAG.observe = observe
+        await hub.leave(group, member)
