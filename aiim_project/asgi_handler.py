@@ -10,13 +10,14 @@ spends per request:
   (`async_to_sync`), the view (`sync_to_async` again), `response.close()` (`sync_to_async`);
 * a disconnect-listener task and an `asyncio.wait` over it and the request task.
 
-`OneHopASGIHandler` builds the same middleware chain in Django's synchronous mode (as under
-WSGI) and runs `request_started`, the chain with the view, and, for a response held in memory,
+`OneHopASGIHandler` builds the API's middleware chain (`API_MIDDLEWARE`: `MIDDLEWARE` without
+what only the admin uses) in Django's synchronous mode (as under WSGI) and runs
+`request_started`, the chain with the view, and, for a response held in memory,
 `response.close()` (`request_finished`, which hands the thread's database connection back to
 the pool) in ONE call on a pooled thread, then sends the response from the loop. That is how
 a threaded WSGI server runs Django: one thread per request in flight, the request's
-connection used and closed on that thread. Same middleware, URLconf, signals, exception
-handling and response bytes.
+connection used and closed on that thread. Same URLconf, signals, exception handling and
+response bytes.
 
 Differences, all deliberate:
 * `request_finished` fires when the in-memory response is complete, just before its bytes are
@@ -41,15 +42,32 @@ from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.exception import convert_exception_to_response
 from django.db import close_old_connections
 from django.http import FileResponse
 from django.urls import set_script_prefix
+from django.utils.module_loading import import_string
 
 
 class OneHopASGIHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
-        # The synchronous chain (as under WSGI): `get_response` runs it end to end on one thread.
-        super().load_middleware(is_async=False)
+        """The synchronous chain of `API_MIDDLEWARE` (as under WSGI): `get_response` runs it
+        end to end on one thread. Django's loop over `MIDDLEWARE`, without its async
+        adaptation: every entry is sync-only (aiim_project.sync_middleware)."""
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        handler = convert_exception_to_response(self._get_response)
+        for path in reversed(settings.API_MIDDLEWARE):
+            middleware = import_string(path)(handler)
+            if hasattr(middleware, "process_view"):
+                self._view_middleware.insert(0, middleware.process_view)
+            if hasattr(middleware, "process_template_response"):
+                self._template_response_middleware.append(middleware.process_template_response)
+            if hasattr(middleware, "process_exception"):
+                self._exception_middleware.append(middleware.process_exception)
+            handler = convert_exception_to_response(middleware)
+        self._middleware_chain = handler
 
     @cached_property
     def _executor(self) -> ThreadPoolExecutor:

@@ -20,9 +20,11 @@ from messaging.db import in_worker  # hands its thread's connection back after e
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def call(app, method: str, path: str, token: str | None = None, body: dict | None = None) -> dict:
+async def call(app, method: str, path: str, token: str | None = None, body: dict | None = None, accept: str = "") -> dict:
     raw = json.dumps(body).encode() if body is not None else b""
     headers = [(b"content-type", b"application/json"), (b"host", b"127.0.0.1"), (b"content-length", str(len(raw)).encode())]
+    if accept:
+        headers.append((b"accept", accept.encode()))
     if token:
         headers.append((b"authorization", f"Bearer {token}".encode()))
     comm = HttpCommunicator(app, method, path, body=raw, headers=headers)
@@ -92,6 +94,18 @@ async def test_responses_are_the_same_as_django_s_handler(make_conversation, sen
         assert ours["body"] == theirs["body"], path
         strip = {b"X-Request-ID"}
         assert [h for h in ours["headers"] if h[0] not in strip] == [h for h in theirs["headers"] if h[0] not in strip], path
+
+
+async def test_the_api_chain_leaves_out_the_admin_s_session_and_csrf_middleware(token):
+    """The API keeps no state between requests: no session, no CSRF cookie, and the
+    browsable API page still renders."""
+    ours = await call(asgi.application, "GET", "/api/aiim/conversations", token("alice"), accept="text/html")
+    theirs = await call(ASGIHandler(), "GET", "/api/aiim/conversations", token("alice"), accept="text/html")
+    assert ours["status"] == theirs["status"] == 200
+    assert dict(ours["headers"])[b"Content-Type"].startswith(b"text/html")
+    assert b"Set-Cookie" in dict(theirs["headers"])  # the stock chain's CSRF cookie
+    assert b"Set-Cookie" not in dict(ours["headers"])
+    assert dict(ours["headers"])[b"Vary"] == b"Accept"
 
 
 async def test_paths_outside_the_api_keep_django_s_handler(seen):
