@@ -1,7 +1,8 @@
 """ASGI entry point: HTTP goes to Django (the REST API through the one-hop handler, see
 aiim_project.asgi_handler; the rest through Django's own); WebSocket goes through the JWT
 middleware to the gateway at /api/aiim/ws (optionally behind an Origin check, see
-WS_ALLOWED_ORIGINS)."""
+WS_ALLOWED_ORIGINS). Under Daphne, HTTP bodies reach Django unparsed
+(aiim_project.daphne_requests)."""
 
 import os
 
@@ -10,7 +11,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiim_project.settings")
 django_asgi_app = get_asgi_application()
 
+from aiim_project import daphne_requests  # noqa: E402
 from aiim_project.asgi_handler import OneHopASGIHandler, PathRouter  # noqa: E402
+
+daphne_requests.install()
 
 http_app = PathRouter("/api/aiim/", OneHopASGIHandler(), django_asgi_app)
 

@@ -1,0 +1,30 @@
+"""Daphne's HTTP requests without Twisted's parse of form bodies.
+
+Twisted's `Request` parses a POST body that says it is `multipart/form-data` or
+`application/x-www-form-urlencoded` into `request.args` before the application runs, and to
+find out it parses the Content-Type of every POST with the `email` package. Daphne never
+reads `args`: it hands the raw body to the application, where Django parses it if a view asks.
+That parse was ~5% of a REST post's CPU (bench/RESULTS.md), holds a second copy of a form
+upload, and answers a malformed multipart body with Twisted's bare 400 instead of the API's
+JSON error.
+
+Twisted has the switch (`Request(parsePOSTFormSubmission=False)`), but Daphne builds its
+requests itself: `HTTPFactory.buildProtocol` sets `requestFactory` to the `WebRequest` of
+`daphne.http_protocol`, looked up for every connection. `install` puts this subclass there.
+It sets the attribute the switch sets rather than passing the keyword, so a Twisted without
+the switch keeps working as before (`test_daphne_requests` fails on such an upgrade).
+"""
+
+from __future__ import annotations
+
+from daphne import http_protocol
+
+
+class WebRequest(http_protocol.WebRequest):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._parsePOSTFormSubmission = False
+
+
+def install() -> None:
+    http_protocol.WebRequest = WebRequest
