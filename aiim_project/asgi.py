@@ -30,3 +30,8 @@ if settings.WS_ALLOWED_ORIGINS:
     websocket_app = OriginValidator(websocket_app, settings.WS_ALLOWED_ORIGINS)
 
 application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_app})
+
+from aiim_project import gc_tuning  # noqa: E402
+
+# Last: what start-up made is frozen out of the collector's way.
+gc_tuning.tune()
