@@ -82,9 +82,8 @@ LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
 HEALTH_CHECK_TIMEOUT: float = env.float("HEALTH_CHECK_TIMEOUT", default=1.0)
 # Threads serving REST requests, one per request in flight (aiim_project.asgi_handler).
 HTTP_THREADS: int = env.int("HTTP_THREADS", default=10)
-# The cyclic collector's first threshold in a server process (aiim_project.gc_tuning);
-# 0 leaves the collector as Python starts it.
-GC_GEN0_THRESHOLD: int = env.int("GC_GEN0_THRESHOLD", default=7000)
+# Freeze what start-up made out of the cyclic collector's way (aiim_project.gc_tuning).
+GC_FREEZE_AT_START: bool = env.bool("GC_FREEZE_AT_START", default=True)
 
 INSTALLED_APPS = [
     "daphne",
