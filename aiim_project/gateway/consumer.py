@@ -345,6 +345,15 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if queue is None:
             return run
         key = [frame.get(name) for name in spec.batch_key]
+        if queue.empty() and not pending:
+            # The frames a client sends back to back may already be in the socket buffer:
+            # Twisted reads them in a callback of a later loop turn (the first turn polls
+            # the socket, the second runs the read). Waiting those two turns lets them join
+            # this run instead of each paying a transaction of its own; without it a
+            # stream with 4 acks outstanding can settle into runs of 1 and 3 and lose a
+            # third of its rate (bench/RESULTS.md, session 5).
+            for _ in range(2):
+                await asyncio.sleep(0)
         while len(run) < MAX_RUN and not pending:
             try:
                 message = queue.get_nowait()

@@ -386,6 +386,37 @@ async def test_queued_chunks_get_an_ack_each_in_order_after_one_commit(conversat
         await comm.disconnect()
 
 
+async def test_a_chunk_read_while_the_one_before_it_is_handled_joins_its_run(conversation, listen, monkeypatch):
+    """Daphne queues a client frame from its socket-read callback. When that callback is
+    ready while the chunk before it is being handled, the run lets it queue its frame
+    first: two chunks sent back to back are one transaction and one event, not two."""
+    from aiim_project.gateway.consumer import GatewayConsumer
+
+    conv = await conversation()
+    alice = await connect_queued("alice")
+    published = await listen(conv.id)
+    assert (await ask(alice, chunk_frame(conv.id, "p0")))["chunk_index"] == 0
+    late = [{"type": "websocket.receive", "text": json.dumps(chunk_frame(conv.id, "p2", req_id="2", stream_end=True))}]
+    admit = GatewayConsumer._admit
+
+    async def admit_then_read_ready(self, spec):
+        await admit(self, spec)
+        if late:  # the read callback of the next frame, ready in this loop turn
+            asyncio.get_running_loop().call_soon(alice.input_queue.put_nowait, late.pop())
+
+    monkeypatch.setattr(GatewayConsumer, "_admit", admit_then_read_ready)
+    await alice.send_json_to(chunk_frame(conv.id, "p1", req_id="1"))
+    replies = [await alice.receive_json_from(timeout=10) for _ in range(2)]
+    assert [answer(r) for r in replies] == [
+        ("ack", "stream.sent", None, 1, False, "1", None, None),
+        ("ack", "stream.sent", None, 2, True, "2", None, None),
+    ]
+    events = await published.until(lambda e: e["event"] == "message.updated")
+    chunk_events = [e["data"] for e in events if e["event"] == "message.stream_chunk"]
+    assert [(d["chunk_index"], d["last_chunk_index"]) for d in chunk_events] == [(0, 0), (1, 2)]
+    await alice.disconnect()
+
+
 async def test_a_bad_frame_in_a_queued_run_gets_its_usual_error_and_the_chunks_before_it_stay(conversation, settings):
     settings.MAX_MESSAGE_BYTES = 200
     conv = await conversation(others=("bob",))
