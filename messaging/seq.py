@@ -46,6 +46,16 @@ end
 return current
 """
 
+# KEYS[1] counter; ARGV[1] first, ARGV[2] last seq of a range that was never stored. Set the
+# counter back to before the range only if nothing was allocated after it.
+_GIVE_BACK = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') == tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], tonumber(ARGV[1]) - 1)
+  return 1
+end
+return 0
+"""
+
 
 def seq_key(conversation_id: str) -> str:
     return f"aiim:seq:{conversation_id}"
@@ -61,6 +71,11 @@ class SeqAllocator(Protocol):
     def raise_floor(self, *, conversation_id: str, floor: int) -> int:
         """Make sure the next allocation is above `floor`; returns the counter's value."""
 
+    def give_back(self, *, conversation_id: str, first: int, last: int) -> bool:
+        """The range first..last was allocated and its transaction rolled back, and no stored
+        seq is at or above `first`: let the next allocation hand it out again, if nothing was
+        allocated after it. True if the counter is before the range afterwards."""
+
 
 class DatabaseSeqAllocator:
     """Embedded mode: the locked conversation row's `last_seq` is the counter."""
@@ -73,6 +88,9 @@ class DatabaseSeqAllocator:
     def raise_floor(self, *, conversation_id: str, floor: int) -> int:
         return floor
 
+    def give_back(self, *, conversation_id: str, first: int, last: int) -> bool:
+        return True  # the counter is last_seq, which rolled back with the transaction
+
 
 class RedisSeqAllocator:
     name = "redis"
@@ -81,6 +99,7 @@ class RedisSeqAllocator:
         self._client = client
         self._incr = client.register_script(_INCR_WITH_FLOOR)
         self._raise = client.register_script(_RAISE_FLOOR)
+        self._give_back = client.register_script(_GIVE_BACK)
 
     def allocate(self, *, conversation_id: str, floor: int, count: int = 1) -> int:
         last = int(self._incr(keys=[seq_key(conversation_id)], args=[floor, count]))
@@ -88,6 +107,9 @@ class RedisSeqAllocator:
 
     def raise_floor(self, *, conversation_id: str, floor: int) -> int:
         return int(self._raise(keys=[seq_key(conversation_id)], args=[floor]))
+
+    def give_back(self, *, conversation_id: str, first: int, last: int) -> bool:
+        return bool(self._give_back(keys=[seq_key(conversation_id)], args=[first, last]))
 
 
 @lru_cache(maxsize=1)

@@ -439,7 +439,6 @@ def _client_ids_taken(*, conversation_id: str, sender: str, client_msg_ids: list
         return {row[0] for row in cursor.fetchall()}
 
 
-@transaction.atomic
 def message_send_run(*, tenant: str, sender: str, conversation_id: str, items: Sequence[SendInput]) -> list[Message]:
     """Store the leading messages of `items` in one transaction, as `message_send` would
     store each of them, in order, as a new message.
@@ -452,7 +451,35 @@ def message_send_run(*, tenant: str, sender: str, conversation_id: str, items: S
     `message_send` would refuse the whole run (conversation missing or not the sender's);
     the caller then falls back to `message_send` for every item. Each message's
     `message.created` is published after commit, in seq order.
+
+    If the transaction fails after its seqs were allocated, the range is given back: the
+    caller sends the same messages again one at a time, and a range no message kept would
+    be a gap that no sender got an error for (PROTOCOL section 5).
     """
+    allocated: list[tuple[int, int]] = []
+    try:
+        return _send_run(tenant=tenant, sender=sender, conversation_id=conversation_id, items=items, allocated=allocated)
+    except BaseException:
+        for first, last in allocated:
+            _give_back(tenant, conversation_id, first, last)
+        raise
+
+
+def _give_back(tenant: str, conversation_id: str, first: int, last: int) -> None:
+    """Hand first..last back to the counter unless a stored seq is at or above `first`
+    (the counter was behind the database: the next send raises it instead)."""
+    try:
+        top = Message.objects.filter(tenant=tenant, conversation_id=conversation_id).aggregate(m=Max("seq"))["m"] or 0
+        if top < first:
+            get_allocator().give_back(conversation_id=conversation_id, first=first, last=last)
+    except Exception as exc:  # the failure that got here is what the caller reports
+        logger.warning("seq range %s-%s of a failed run not given back: %s", first, last, type(exc).__name__)
+
+
+@transaction.atomic
+def _send_run(
+    *, tenant: str, sender: str, conversation_id: str, items: Sequence[SendInput], allocated: list[tuple[int, int]]
+) -> list[Message]:
     plan = _plan_send_run(items)
     if not plan:
         return []
@@ -469,6 +496,7 @@ def message_send_run(*, tenant: str, sender: str, conversation_id: str, items: S
     allocator = get_allocator()
     with SEQ_ALLOC_SECONDS.labels(backend=allocator.name).time():
         first = allocator.allocate(conversation_id=conversation.id, floor=conversation.last_seq, count=len(plan))
+    allocated.append((first, first + len(plan) - 1))
     messages = [
         Message(
             conversation_id=conversation.id,

@@ -15,8 +15,9 @@ read the snapshot" still means every later event reaches the connection. Events 
 reach each of its connections in one order (one synchronous pass each): this process's own
 in the order they were handed over, the others' in the order the layer delivered them. The
 two streams interleave as commits of different processes always could; a subscription
-orders by seq (`messaging.delivery`). A connection leaves the hub's membership synchronously, so nothing is
-handed to it after `leave` returns or while the layer's discard is in flight.
+orders by seq (`messaging.delivery`). A connection leaves the hub's membership
+synchronously, so nothing is handed to it after `leave` returns or while the layer's
+discard is in flight.
 
 One hub per event loop: Daphne runs one loop per process; tests run one loop per test.
 """

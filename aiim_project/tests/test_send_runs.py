@@ -109,6 +109,32 @@ async def test_thirty_queued_sends_get_thirty_acks_in_order_and_one_event_each(c
         await comm.disconnect()
 
 
+async def test_a_run_that_fails_is_sent_again_one_at_a_time_without_a_gap_in_seq(conversation, monkeypatch):
+    """The database fails the run's transaction after its seqs were allocated; the gateway
+    answers each frame through the one-at-a-time path. Every frame is acked, and the seqs
+    follow the last one before without a gap: no seq is missing that no sender got an
+    error for (PROTOCOL section 5)."""
+    from django.db import OperationalError
+
+    conv = await conversation("alice", ["bob"])
+    alice = await connect_queued("alice")
+    assert (await ask(alice, send_frame(conv.id, "before")))["seq"] == 1
+    store, failed = services._store_messages, []
+
+    def fail_the_run(conversation_id, messages):
+        if len(messages) > 1 and not failed:
+            failed.append(len(messages))
+            raise OperationalError("the database went away")
+        return store(conversation_id, messages)
+
+    monkeypatch.setattr(services, "_store_messages", fail_the_run)
+    replies = await pipeline(alice, [send_frame(conv.id, f"m{i}", req_id=f"r{i}") for i in range(4)])
+    assert failed, "the frames were not sent as a run"
+    assert [(r["type"], r["req_id"], r["seq"]) for r in replies] == [("ack", f"r{i}", i + 2) for i in range(4)]
+    assert [(s, c) for s, _, _, c, _, _ in await rows(conv.id)] == [(1, "before"), *((i + 2, f"m{i}") for i in range(4))]
+    await alice.disconnect()
+
+
 async def test_a_mixed_run_gets_exactly_the_answers_of_the_same_frames_sent_one_at_a_time(conversation, settings, runs):
     settings.MAX_MESSAGE_BYTES = 200
     theirs = await conversation("dave", ["alice"], tenant="acme")

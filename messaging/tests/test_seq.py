@@ -68,6 +68,22 @@ def test_redis_allocates_a_range_with_one_call_floored_like_one_seq():
     assert int(sync_client().get(key)) == 23
 
 
+@pytest.mark.redis
+def test_redis_takes_a_range_back_only_while_nothing_was_allocated_after_it():
+    from messaging.redis import sync_client
+
+    allocator = seq.get_allocator()
+    key = seq.seq_key("c4")
+    first = allocator.allocate(conversation_id="c4", floor=5, count=3)  # 6..8
+    assert allocator.give_back(conversation_id="c4", first=first, last=first + 2)
+    assert int(sync_client().get(key)) == 5
+    assert allocator.allocate(conversation_id="c4", floor=5, count=2) == 6  # handed out again: 6..7
+    assert allocator.allocate(conversation_id="c4", floor=5) == 8  # someone else's, after it
+    assert not allocator.give_back(conversation_id="c4", first=6, last=7)
+    assert int(sync_client().get(key)) == 8  # never below a seq handed out since
+    assert allocator.allocate(conversation_id="c4", floor=0) == 9
+
+
 def test_database_backend_allocates_the_seq_after_the_floor_whatever_the_count():
     allocator = seq.DatabaseSeqAllocator()
     assert allocator.allocate(conversation_id="c3", floor=7) == 8
