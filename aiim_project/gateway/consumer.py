@@ -62,6 +62,9 @@ INBOUND_HIGH_WATER = 64
 INBOUND_LOW_WATER = 16
 # At most this many queued frames go to one FrameSpec.batch call.
 MAX_RUN = 64
+# How long a run whose client had more frames queued waits for the next ones (seconds).
+RUN_LINGER = 0.001
+RECENT_RUNS = 8
 # Room for the envelope around the largest allowed content.
 FRAME_OVERHEAD = 16 * 1024
 # Copies of one event reaching a connection through two groups (conversation and user).
@@ -104,6 +107,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     # A queued message `_take_run` counted against the rate limit and that was refused: the
     # ordinary path answers it with that refusal instead of counting it a second time.
     _refused: tuple[dict, BaseException] | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Lengths of this connection's latest runs (see _take_run).
+        self._recent_runs: deque[int] = deque(maxlen=RECENT_RUNS)
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -345,7 +353,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if queue is None:
             return run
         key = [frame.get(name) for name in spec.batch_key]
-        if queue.empty() and not pending:
+        pipelined = not queue.empty()
+        if not pipelined and not pending:
             # The frames a client sends back to back may already be in the socket buffer:
             # Twisted reads them in a callback of a later loop turn (the first turn polls
             # the socket, the second runs the read). Waiting those two turns lets them join
@@ -358,32 +367,53 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             try:
                 message = queue.get_nowait()
             except asyncio.QueueEmpty:
-                break
-            self._inbound_held += 1
-            queued = self._peek(message)
-            if (
-                queued is None
-                or queued.get("type") != frame["type"]
-                or [queued.get(name) for name in spec.batch_key] != key
-                or not self._has_required(queued, spec)
-            ):
-                pending.append(message)
-                break
-            if spec.rate_limited:
-                # Each frame of a run counts against the limit as it would alone; one that
-                # is over it ends the run and gets its error on the ordinary path.
-                try:
-                    await ratelimit.acheck(self.tenant, self.user_id)
-                except Exception as exc:
-                    self._refused = (message, exc)
-                    pending.append(message)
+                if not pipelined or len(run) >= max(self._recent_runs, default=0):
                     break
-            # What the ordinary path does for every frame before its handler runs.
-            self._flow_control()
-            await self._touch()
-            self._spec(queued)  # counts it in WS_FRAMES_IN
-            run.append(queued)
+                # Frames were already waiting when this run began and it is shorter than
+                # the client's recent runs: its window is split over two runs, and the
+                # frames it sends for the acks just written are on their way. Waiting
+                # briefly for them merges the halves again; otherwise the split persists
+                # (runs of 2 and 2 under a window of 4 cost twice the transactions and
+                # events of runs of 4: bench/RESULTS.md, session 6).
+                pipelined = False
+                try:
+                    message = await asyncio.wait_for(queue.get(), RUN_LINGER)
+                except TimeoutError:
+                    break
+            if not await self._join_run(message, frame, key, spec, run, pending):
+                break
+        self._recent_runs.append(len(run))
         return run
+
+    async def _join_run(
+        self, message: dict, frame: dict, key: list, spec: FrameSpec, run: list[dict], pending: deque[dict]
+    ) -> bool:
+        """Add a queued message to `run` if it fits; otherwise leave it in `pending`."""
+        self._inbound_held += 1
+        queued = self._peek(message)
+        if (
+            queued is None
+            or queued.get("type") != frame["type"]
+            or [queued.get(name) for name in spec.batch_key] != key
+            or not self._has_required(queued, spec)
+        ):
+            pending.append(message)
+            return False
+        if spec.rate_limited:
+            # Each frame of a run counts against the limit as it would alone; one that
+            # is over it ends the run and gets its error on the ordinary path.
+            try:
+                await ratelimit.acheck(self.tenant, self.user_id)
+            except Exception as exc:
+                self._refused = (message, exc)
+                pending.append(message)
+                return False
+        # What the ordinary path does for every frame before its handler runs.
+        self._flow_control()
+        await self._touch()
+        self._spec(queued)  # counts it in WS_FRAMES_IN
+        run.append(queued)
+        return True
 
     async def _handle_run(self, spec: FrameSpec, run: list[dict]) -> None:
         """Each frame of the run gets its reply (or error) in order: a prefix through
