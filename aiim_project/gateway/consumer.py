@@ -64,6 +64,7 @@ INBOUND_LOW_WATER = 16
 MAX_RUN = 64
 # How long a run whose client had more frames queued waits for the next ones (seconds).
 RUN_LINGER = 0.001
+# A run waits only if it is shorter than the longest of this many of its connection's last runs.
 RECENT_RUNS = 8
 # Room for the envelope around the largest allowed content.
 FRAME_OVERHEAD = 16 * 1024

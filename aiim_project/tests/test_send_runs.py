@@ -16,6 +16,7 @@ from channels.layers import get_channel_layer
 
 from aiim_project import ratelimit
 from aiim_project.auth import mint_token
+from aiim_project.gateway import consumer
 from messaging import events, services
 from messaging.metrics import RATE_LIMITED
 from messaging.models import Message
@@ -109,52 +110,46 @@ async def test_thirty_queued_sends_get_thirty_acks_in_order_and_one_event_each(c
         await comm.disconnect()
 
 
-async def _split_window(comm, conv_id, start):
-    """Two frames queued, two more arriving while the run of the first two is being taken:
+async def _split_window(comm, conv_id):
+    """m0 and m1 queued, m2 and m3 arriving while the run of the first two is being taken:
     a client's window of 4 split over two runs."""
 
     async def later():
         await asyncio.sleep(0.05)
-        for i in (start + 2, start + 3):
+        for i in (2, 3):
             await comm.send_json_to(send_frame(conv_id, f"m{i}", req_id=f"r{i}"))
 
     injector = asyncio.create_task(later())
-    replies = await pipeline(comm, [send_frame(conv_id, f"m{i}", req_id=f"r{i}") for i in (start, start + 1)])
+    replies = await pipeline(comm, [send_frame(conv_id, f"m{i}", req_id=f"r{i}") for i in (0, 1)])
     replies += [await comm.receive_json_from(timeout=10) for _ in range(2)]
     await injector
     return [(r["type"], r["req_id"]) for r in replies]
 
 
 async def test_a_split_window_waits_for_its_other_half_after_longer_runs(conversation, runs, monkeypatch):
-    from aiim_project.gateway import consumer
-
     monkeypatch.setattr(consumer, "RUN_LINGER", 2.0)  # far longer than the 50 ms the second half takes
     conv = await conversation("alice", ["bob"])
     alice = await connect_queued("alice")
     await pipeline(alice, [send_frame(conv.id, f"w{i}") for i in range(4)])
     assert runs == [(4, 4)]
-    assert await _split_window(alice, conv.id, 0) == [("ack", f"r{i}") for i in range(4)]
+    assert await _split_window(alice, conv.id) == [("ack", f"r{i}") for i in range(4)]
     assert runs == [(4, 4), (4, 4)]  # the halves were stored as one run
     assert [c for _, _, _, c, _, _ in await rows(conv.id)][4:] == ["m0", "m1", "m2", "m3"]
     await alice.disconnect()
 
 
 async def test_a_run_no_longer_than_the_clients_recent_runs_does_not_wait(conversation, runs, monkeypatch):
-    from aiim_project.gateway import consumer
-
     monkeypatch.setattr(consumer, "RUN_LINGER", 2.0)
     conv = await conversation("alice", ["bob"])
     alice = await connect_queued("alice")
     started = time.monotonic()
-    assert await _split_window(alice, conv.id, 0) == [("ack", f"r{i}") for i in range(4)]
+    assert await _split_window(alice, conv.id) == [("ack", f"r{i}") for i in range(4)]
     assert runs == [(2, 2), (2, 2)]
     assert time.monotonic() - started < 1.5  # nothing waited for RUN_LINGER
     await alice.disconnect()
 
 
 async def test_a_split_window_whose_other_half_never_comes_is_answered_after_the_wait(conversation, runs, monkeypatch):
-    from aiim_project.gateway import consumer
-
     monkeypatch.setattr(consumer, "RUN_LINGER", 0.2)
     conv = await conversation("alice", ["bob"])
     alice = await connect_queued("alice")
