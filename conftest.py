@@ -30,7 +30,7 @@ def _clean_redis():
     if not settings.REDIS_URL:
         yield
         return
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     try:
         sync_client().flushdb()

@@ -9,7 +9,12 @@ class AiimProjectConfig(AppConfig):
     verbose_name = "AIIM"
 
     def ready(self) -> None:
+        from django.contrib import admin
+
         from aiim_project import schema  # noqa: F401  registers the bearer scheme with drf-spectacular
+        from aiim_project import wiring
+
+        wiring.register_admin(admin.site)
 
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # Several server processes share one metrics directory; a live-summed gauge (open

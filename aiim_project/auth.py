@@ -14,7 +14,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendExpiredToken
 
-from messaging.errors import NotAuthenticated, TokenExpired, TokenInvalid
+from aiim_project.core.errors import NotAuthenticated, TokenExpired, TokenInvalid
 
 MAX_ID_LENGTH = 200
 

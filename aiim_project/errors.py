@@ -11,8 +11,8 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from messaging.errors import AiimError, RateLimited, TooLarge, Unavailable, as_aiim_error
-from messaging.metrics import ERRORS
+from aiim_project.core.errors import AiimError, RateLimited, ServerError, TooLarge, Unavailable, as_aiim_error
+from aiim_project.core.metrics import ERRORS
 
 logger = logging.getLogger("aiim.errors")
 
@@ -26,7 +26,7 @@ def _flatten(detail) -> dict[str, list[str]]:
 
 
 def _from_drf(exc: Exception) -> AiimError | None:
-    from messaging import errors as e
+    from aiim_project.core import errors as e
 
     if isinstance(exc, drf.ValidationError):
         return e.Invalid("Invalid input.", errors=_flatten(exc.detail))
@@ -76,9 +76,8 @@ def rest_exception_handler(exc: Exception, context) -> Response | None:
         if isinstance(exc, drf.APIException):
             return Response({"detail": str(exc.detail), "code": exc.default_code}, status=exc.status_code)
         logger.exception("unhandled error in %s", type(context.get("view")).__name__)
-        ERRORS.labels(code="server_error", via="rest").inc()
-        return Response({"detail": "Server error.", "code": "server_error"}, status=500)
-    if isinstance(err, Unavailable) and err is not exc:
+        err = ServerError()
+    elif isinstance(err, Unavailable) and err is not exc:
         logger.warning("dependency unavailable: %s", type(exc).__name__)
     ERRORS.labels(code=err.code, via="rest").inc()
     response = Response(error_body(err), status=err.status, headers=_headers(err))
@@ -92,4 +91,5 @@ def json_404(request, exception=None):
 
 
 def json_500(request):
-    return JsonResponse({"detail": "Server error.", "code": "server_error"}, status=500)
+    err = ServerError()
+    return JsonResponse({"detail": err.detail, "code": err.code}, status=err.status)

@@ -13,7 +13,7 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import Count, Max, Q
 
-from messaging import redis as aiim_redis
+from aiim_project.core import redis as aiim_redis
 from messaging.models import Conversation, Member, Message, StreamState
 from messaging.seq import get_allocator, seq_key
 

@@ -49,9 +49,6 @@ REDIS_URL: str = env.str("REDIS_URL", default="")
 REQUIRE_REDIS: bool = env.bool("REQUIRE_REDIS", default=False)
 if REQUIRE_REDIS and not REDIS_URL:
     raise ImproperlyConfigured("REQUIRE_REDIS is on but REDIS_URL is not set.")
-# "pubsub": one PUBLISH per group send (fast; the database fills anything lost).
-# "core": channels-redis' list-based layer.
-CHANNEL_LAYER_KIND: str = env.str("CHANNEL_LAYER", default="pubsub")
 # Namespaces channel-layer traffic (Redis pub/sub ignores the database number).
 CHANNEL_LAYER_PREFIX: str = env.str("CHANNEL_LAYER_PREFIX", default="aiim")
 # Seq counter: Redis INCR when Redis is configured, else the database.
@@ -178,21 +175,14 @@ elif _test_name:
     _db["TEST"] = {"NAME": _test_name}
 
 if REDIS_URL:
-    if CHANNEL_LAYER_KIND == "core":
-        CHANNEL_LAYERS = {
-            "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30, "prefix": CHANNEL_LAYER_PREFIX},
-            }
+    CHANNEL_LAYERS = {
+        "default": {
+            # channels-redis' pub/sub layer (one PUBLISH per group send; the database fills
+            # anything lost), recovering from a Redis restart (see the module).
+            "BACKEND": "aiim_project.core.layers.RecoveringPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
         }
-    else:
-        CHANNEL_LAYERS = {
-            "default": {
-                # channels-redis' pub/sub layer, recovering from a Redis restart (see the module).
-                "BACKEND": "messaging.layers.RecoveringPubSubChannelLayer",
-                "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
-            }
-        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
@@ -212,7 +202,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["aiim_project.auth.JWTPrincipalAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_THROTTLE_CLASSES": ["aiim_project.ratelimit.UserWriteThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["aiim_project.core.ratelimit.UserWriteThrottle"],
     "EXCEPTION_HANDLER": "aiim_project.errors.rest_exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",

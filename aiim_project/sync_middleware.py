@@ -1,14 +1,5 @@
-"""Django's and django-prometheus' middleware, declared sync-only.
-
-Under ASGI, Django runs a `MiddlewareMixin` middleware that says it is async-capable by
-hopping to the worker thread and back for each of its `process_request` and
-`process_response`: about fifteen thread hops per REST request with this stack. Declared
-sync-only, consecutive middleware run as one block in the worker thread, together with the
-(sync) DRF view. Behaviour is unchanged; the rest benchmark went from 167 to 226 posts/s
-(bench/RESULTS.md).
-"""
-
-from __future__ import annotations
+"""Django's and django-prometheus' middleware, declared sync-only (why: `compat.django`).
+MIDDLEWARE and API_MIDDLEWARE name these classes."""
 
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
@@ -16,17 +7,14 @@ from django.contrib.sessions import middleware as sessions
 from django.middleware import clickjacking, common, csrf, security
 from django_prometheus import middleware as prometheus
 
+from aiim_project.compat.django import sync_only
 
-def _sync_only(cls: type) -> type:
-    return type(cls.__name__, (cls,), {"async_capable": False, "__module__": __name__, "__doc__": cls.__doc__})
-
-
-PrometheusBeforeMiddleware = _sync_only(prometheus.PrometheusBeforeMiddleware)
-SecurityMiddleware = _sync_only(security.SecurityMiddleware)
-SessionMiddleware = _sync_only(sessions.SessionMiddleware)
-CommonMiddleware = _sync_only(common.CommonMiddleware)
-CsrfViewMiddleware = _sync_only(csrf.CsrfViewMiddleware)
-AuthenticationMiddleware = _sync_only(auth.AuthenticationMiddleware)
-MessageMiddleware = _sync_only(messages.MessageMiddleware)
-XFrameOptionsMiddleware = _sync_only(clickjacking.XFrameOptionsMiddleware)
-PrometheusAfterMiddleware = _sync_only(prometheus.PrometheusAfterMiddleware)
+PrometheusBeforeMiddleware = sync_only(prometheus.PrometheusBeforeMiddleware)
+SecurityMiddleware = sync_only(security.SecurityMiddleware)
+SessionMiddleware = sync_only(sessions.SessionMiddleware)
+CommonMiddleware = sync_only(common.CommonMiddleware)
+CsrfViewMiddleware = sync_only(csrf.CsrfViewMiddleware)
+AuthenticationMiddleware = sync_only(auth.AuthenticationMiddleware)
+MessageMiddleware = sync_only(messages.MessageMiddleware)
+XFrameOptionsMiddleware = sync_only(clickjacking.XFrameOptionsMiddleware)
+PrometheusAfterMiddleware = sync_only(prometheus.PrometheusAfterMiddleware)

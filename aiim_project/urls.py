@@ -1,22 +1,12 @@
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from aiim_project import health
-
-from aiim_project.errors import json_404
-
-api = [
-    path("", include("streaming.urls")),
-    path("", include("receipts.urls")),
-    path("", include("messaging.urls")),
-    # Last: any other path under the API answers with the JSON error body, DEBUG or not.
-    re_path(r"", json_404),
-]
+from aiim_project import health, wiring
 
 urlpatterns = [
-    path("api/aiim/", include(api)),
+    path("api/aiim/", include(wiring.api_urls())),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from . import services
-from .errors import AiimError
+from aiim_project.core.errors import AiimError
 from .models import Conversation, Member, Message
 
 TENANT_CHOICES_LIMIT = 100
@@ -79,7 +79,6 @@ class MemberInline(admin.TabularInline):
         return False
 
 
-@admin.register(Conversation)
 class ConversationAdmin(ReadOnlyAdmin):
     list_display = ("id", "tenant", "type", "name", "member_count", "last_seq", "updated_at", "messages_link")
     list_filter = (TenantFilter, "type")
@@ -103,7 +102,6 @@ class ConversationAdmin(ReadOnlyAdmin):
         return format_html('<a href="{}?tenant={}&conversation={}">messages</a>', url, obj.tenant, obj.id)
 
 
-@admin.register(Member)
 class MemberAdmin(ReadOnlyAdmin):
     """Members with their delivered and read cursors."""
 
@@ -144,7 +142,6 @@ class MemberAdmin(ReadOnlyAdmin):
         self.message_user(request, f"Removed {len(removed)} member(s).", messages.SUCCESS)
 
 
-@admin.register(Message)
 class MessageAdmin(ReadOnlyAdmin):
     """Messages; streams are messages with a stream state (filter "stream state")."""
 

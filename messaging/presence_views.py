@@ -7,8 +7,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import presence
-from .errors import Invalid
+from aiim_project.core import presence
+from aiim_project.core.errors import Invalid
 from .openapi import PresenceOut
 from .services import check_user_id
 

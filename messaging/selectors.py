@@ -11,7 +11,7 @@ from functools import lru_cache
 from django.db import connection
 from django.db.models import Count, Exists, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
 
-from .errors import Forbidden, Invalid, NotFound
+from aiim_project.core.errors import Forbidden, Invalid, NotFound
 from .models import Conversation, Member, Message
 
 MAX_PAGE = 200

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from django.conf import settings
 
-from . import redis as aiim_redis
+from aiim_project.core import redis as aiim_redis
 
 # KEYS[1] counter; ARGV[1] floor, ARGV[2] how many seqs. Raise the counter to the floor if
 # it is missing or lower (never lower it), then INCRBY: returns the last seq of the range.

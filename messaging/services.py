@@ -15,9 +15,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
-from . import events
-from .errors import AiimError, Conflict, Forbidden, Invalid, NotFound, TenantMismatch, TooLarge
-from .metrics import SEQ_ALLOC_SECONDS
+from aiim_project.core import events
+from aiim_project.core.errors import AiimError, Conflict, Forbidden, Invalid, NotFound, TenantMismatch, TooLarge
+from aiim_project.core.metrics import SEQ_ALLOC_SECONDS
 from .models import Conversation, ConversationType, Member, Message, MessageType, Role
 from .rendering import member_dict, message_dict, stream_dict
 from .seq import get_allocator

@@ -13,6 +13,6 @@ urlpatterns = [
         name="member",
     ),
     re_path(r"^messages/?$", views.MessageSendView.as_view(), name="messages"),
-    re_path(r"^messages/(?P<conversation_id>(?!stream/?$)[^/]+)/?$", views.MessageHistoryView.as_view(), name="history"),
+    re_path(r"^messages/(?P<conversation_id>[^/]+)/?$", views.MessageHistoryView.as_view(), name="history"),
     re_path(r"^presence/?$", presence_views.PresenceView.as_view(), name="presence"),
 ]

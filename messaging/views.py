@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import selectors, services
-from .metrics import MESSAGES_CREATED
+from aiim_project.core.metrics import MESSAGES_CREATED
 from .openapi import ConversationListOut, ConversationOut, MessageEnvelopeOut, MessageHistoryOut
 from .rendering import conversation_dict, message_dict, StatusView
 from .serializers import (

@@ -1,13 +1,11 @@
 """Operator admin for receipt history: read-only (cursors move only through the services)."""
 
-from django.contrib import admin
 
 from messaging.admin import ReadOnlyAdmin, TenantFilter
 
-from .models import CursorMove
 
 
-@admin.register(CursorMove)
+
 class CursorMoveAdmin(ReadOnlyAdmin):
     list_display = ("member", "kind", "seq", "at", "tenant")
     list_filter = (TenantFilter, "kind")

@@ -6,7 +6,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from messaging.frames import Connection, FrameSpec
+from aiim_project.core.frames import Connection, FrameSpec
 from messaging.services import check_tenant
 
 from . import services

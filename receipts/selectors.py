@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db.models import OuterRef, Subquery
 
-from messaging.errors import NotFound
+from aiim_project.core.errors import NotFound
 from messaging.models import Member, Message
 from messaging.selectors import conversation_for_member
 

@@ -23,8 +23,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from messaging import events
-from messaging.errors import Forbidden, Invalid, NotFound
+from aiim_project.core import events
+from aiim_project.core.errors import Forbidden, Invalid, NotFound
 from messaging.models import Conversation, Member, Message
 
 from .models import CursorKind, CursorMove

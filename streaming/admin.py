@@ -1,11 +1,12 @@
 """Adds "abort stream" to the messages admin. Streaming extends messaging's admin (not the
-other way round: messaging imports neither streaming nor receipts)."""
+other way round: messaging imports neither streaming nor receipts); `aiim_project.wiring`
+registers it."""
 
 from django.contrib import admin, messages
 
 from messaging.admin import MessageAdmin
-from messaging.errors import AiimError
-from messaging.models import Message, StreamState
+from aiim_project.core.errors import AiimError
+from messaging.models import StreamState
 
 from . import services
 
@@ -35,6 +36,3 @@ class StreamMessageAdmin(MessageAdmin):
             aborted += 1
         self.message_user(request, f"Aborted {aborted} stream(s).", messages.SUCCESS)
 
-
-admin.site.unregister(Message)
-admin.site.register(Message, StreamMessageAdmin)

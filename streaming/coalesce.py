@@ -20,14 +20,14 @@ committed chunks over with `call_soon_threadsafe`, in commit order). Outside a s
 from __future__ import annotations
 
 import asyncio
-import weakref
 from dataclasses import dataclass, field
 
-from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import transaction
 
-from messaging import events
+from aiim_project.compat.asgiref import server_loop
+from aiim_project.core import events
+from aiim_project.core.per_loop import PerLoop
 from messaging.models import Message
 
 from .rendering import chunk_event
@@ -82,21 +82,12 @@ class Coalescer:
         events.publish_now(groups, event)
 
 
-_coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer] = weakref.WeakKeyDictionary()
-
-
-def _server_loop() -> asyncio.AbstractEventLoop | None:
-    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    return loop if loop is not None and loop.is_running() else None
+# Called on the loop's own thread, so there is only ever one per loop.
+_coalescers: PerLoop[Coalescer] = PerLoop(Coalescer)
 
 
 def _coalescer() -> Coalescer:
-    """This loop's coalescer; called on the loop's own thread, so there is only ever one."""
-    loop = asyncio.get_running_loop()
-    coalescer = _coalescers.get(loop)
-    if coalescer is None:
-        coalescer = _coalescers[loop] = Coalescer(loop)
-    return coalescer
+    return _coalescers.get()
 
 
 def _add(*args) -> None:
@@ -117,7 +108,7 @@ def publish_chunks_on_commit(groups: list[str], message: Message, *, first: int,
     window = settings.STREAM_COALESCE_MS / 1000
 
     def hand_over() -> None:
-        loop = _server_loop()
+        loop = server_loop()
         if window <= 0 or loop is None:
             events.publish_now(groups, chunk_event(message, first=first, last=last, delta=delta, stream_end=stream_end))
             return
@@ -130,7 +121,7 @@ def publish_stream_event_on_commit(groups: list[str], message_id: str, event: di
     """A stream's `message.updated`: after any chunk batch of that stream still pending here."""
 
     def hand_over() -> None:
-        loop = _server_loop()
+        loop = server_loop()
         if loop is None:
             events.publish_now(groups, event)
             return

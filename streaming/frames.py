@@ -12,9 +12,10 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from messaging.db import in_worker
-from messaging.frames import Connection, FrameSpec, of_own_tenant
-from messaging.errors import Invalid
+from aiim_project.core.db import in_worker
+from aiim_project.core.frames import Connection, FrameSpec
+from messaging.frames import of_own_tenant
+from aiim_project.core.errors import Invalid
 from messaging.services import check_tenant
 
 from . import reaper, selectors, services

@@ -1,4 +1,4 @@
-"""The gateway's chunk gap loader (`messaging.delivery.chunk_gap_loader`, installed by
+"""The gateway's chunk gap loader (`aiim_project.gateway.delivery.chunk_gap_loader`, installed by
 `StreamingConfig.ready`): a subscription that missed chunk events gets exactly the missing
 chunks, from its next expected index to the current end, as one `message.stream_chunk` frame."""
 

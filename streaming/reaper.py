@@ -7,18 +7,18 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import weakref
 
-from asgiref.sync import SyncToAsync
 from django.conf import settings
 
-from messaging.db import in_worker
+from aiim_project.compat.asgiref import server_loop
+from aiim_project.core.db import in_worker
+from aiim_project.core.per_loop import PerLoop
 
 from . import services
 
 logger = logging.getLogger("aiim.streaming")
 
-_tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
+_tasks: PerLoop[asyncio.Task | None] = PerLoop(lambda loop: None)
 
 
 def interval() -> float:
@@ -44,11 +44,11 @@ def ensure_running() -> None:
     if task is None or task.done():
         # A fresh context: the task outlives the request or connection that started it, and
         # must not inherit its thread-sensitive executor (gone once the request ends).
-        _tasks[loop] = loop.create_task(_run(), name="aiim-stream-reaper", context=contextvars.Context())
+        _tasks.set(loop, loop.create_task(_run(), name="aiim-stream-reaper", context=contextvars.Context()))
 
 
 def ensure_running_from_worker_thread() -> None:
     """For sync views: they run in a worker thread of the server's loop (if any)."""
-    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    if loop is not None and loop.is_running():
+    loop = server_loop()
+    if loop is not None:
         loop.call_soon_threadsafe(ensure_running)

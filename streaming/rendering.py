@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from messaging import events
+from aiim_project.core import events
 from messaging.models import Message
 
 

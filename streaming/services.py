@@ -31,9 +31,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from messaging import events
-from messaging.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
-from messaging.metrics import STREAM_CHUNKS
+from aiim_project.core import events
+from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from aiim_project.core.metrics import STREAM_CHUNKS
 from messaging.models import Message, MessageType, StreamState
 from messaging.rendering import StatusView, message_dict
 from messaging.selectors import conversation_for_member, members_of

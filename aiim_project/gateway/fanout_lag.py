@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from messaging.errors import Unavailable
-from messaging.metrics import WS_FANOUT_HELD
+from aiim_project.core.errors import Unavailable
+from aiim_project.core.metrics import WS_FANOUT_HELD
 
 # A reading older than this says nothing about now, unless events are still queued for
 # delivery: events stop arriving once the backlog is drained, and the last one delivered was

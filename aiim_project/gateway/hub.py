@@ -7,7 +7,7 @@ process's hub is the one member of each group that local connections watch: the 
 it each event once, it decodes it once, encodes the WebSocket frame once, and hands it to
 every local subscriber synchronously (`GatewayConsumer.hub_event`), which writes the ready
 bytes to the socket. Events committed in this process do not wait for the layer at all: they
-are handed to `deliver` when they are published (`messaging.events.LocalSink`), and the
+are handed to `deliver` when they are published (`aiim_project.core.events.LocalSink`), and the
 layer's copy, marked with the hub's channel as its origin, is dropped.
 
 Guarantees kept. Joining is awaited until the layer has the hub in the group, so "join, then
@@ -15,7 +15,7 @@ read the snapshot" still means every later event reaches the connection. Events 
 reach each of its connections in one order (one synchronous pass each): this process's own
 in the order they were handed over, the others' in the order the layer delivered them. The
 two streams interleave as commits of different processes always could; a subscription
-orders by seq (`messaging.delivery`). A connection leaves the hub's membership
+orders by seq (`aiim_project.gateway.delivery`). A connection leaves the hub's membership
 synchronously, so nothing is handed to it after `leave` returns or while the layer's
 discard is in flight.
 
@@ -31,9 +31,11 @@ from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 
-from messaging import events, layers
-from messaging.errors import dependency_error_types
-from messaging.metrics import FANOUT_SECONDS, WS_FRAMES_OUT
+from aiim_project.compat import channels_redis
+from aiim_project.core import events, layers
+from aiim_project.core.errors import dependency_error_types
+from aiim_project.core.metrics import FANOUT_SECONDS, WS_FRAMES_OUT
+from aiim_project.core.per_loop import PerLoop
 
 from . import fanout_lag
 
@@ -97,9 +99,7 @@ class Hub:
     def queued(self) -> int:
         """Events the layer holds for this process that the hub has not taken yet (the
         in-memory and pub/sub layers keep a local queue per channel)."""
-        inner = self.layer._get_layer() if hasattr(self.layer, "_get_layer") else self.layer
-        queue = getattr(inner, "channels", {}).get(self.channel)
-        return queue.qsize() if queue is not None else 0
+        return channels_redis.queued(self.layer, self.channel)
 
     async def join(self, group: str, member: Member) -> None:
         """Returns once every event later sent to `group` reaches `member`."""
@@ -203,14 +203,8 @@ def _log_failure(task: asyncio.Future) -> None:
         logger.warning("hub leave failed: %s", type(task.exception()).__name__)
 
 
-_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+_hubs: PerLoop[Hub] = PerLoop(lambda loop: Hub(get_channel_layer()))
 
 
 def get_hub() -> Hub:
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        for old in [lp for lp in _hubs if lp.is_closed()]:
-            del _hubs[old]
-        hub = _hubs[loop] = Hub(get_channel_layer())
-    return hub
+    return _hubs.get()

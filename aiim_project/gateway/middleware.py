@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from aiim_project.auth import decode_token
-from messaging.errors import AiimError
+from aiim_project.core.errors import AiimError
 
 BEARER = "bearer"
 

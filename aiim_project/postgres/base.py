@@ -10,7 +10,7 @@ and discarded by the pool on its return. The pool hands out its idle connections
 so at a few hundred checkouts a second each is back within RECENT and skips the check.
 
 Django builds the pool with its own check (or none), so the check is set on the pool it
-built: psycopg_pool keeps it in `_check` (psycopg-pool is pinned through psycopg[pool]).
+built (`aiim_project.compat.psycopg_pool`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import weakref
 
 from django.db.backends.postgresql import base
 from psycopg_pool import ConnectionPool
+
+from aiim_project.compat.psycopg_pool import set_check
 
 RECENT = 0.25
 
@@ -38,6 +40,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
     @property
     def pool(self):
         pool = super().pool
-        if pool is not None and getattr(pool, "_check", None) is not check_unless_recent:
-            pool._check = check_unless_recent
+        if pool is not None:
+            set_check(pool, check_unless_recent)
         return pool

@@ -14,7 +14,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from messaging.events import conversation_group
+from aiim_project.core.events import conversation_group
 from messaging.models import Member, Message
 
 CHANGELISTS = [

@@ -1,4 +1,4 @@
-"""The REST API's one-hop ASGI handler (aiim_project.asgi_handler), driven through the real
+"""The REST API's one-hop ASGI handler (aiim_project.compat.django), driven through the real
 ASGI application: same responses as Django's handler, one pooled thread per request from
 request_started to request_finished, the connection handed back there, events after commit."""
 
@@ -14,8 +14,8 @@ from django.core.handlers.asgi import ASGIHandler
 from django.db import connection
 
 from aiim_project import asgi
-from aiim_project.asgi_handler import OneHopASGIHandler
-from messaging.db import in_worker  # hands its thread's connection back after each call
+from aiim_project.compat.django import OneHopASGIHandler
+from aiim_project.core.db import in_worker  # hands its thread's connection back after each call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,9 +52,10 @@ def seen():
 
 
 def test_api_requests_take_the_one_hop_handler_and_the_rest_django_s():
-    assert isinstance(asgi.http_app.fast, OneHopASGIHandler)
-    assert type(asgi.http_app.default) is ASGIHandler
-    assert asgi.http_app.prefix == "/api/aiim/"
+    http_app = asgi.application.application_mapping["http"]
+    assert isinstance(http_app.fast, OneHopASGIHandler)
+    assert type(http_app.default) is ASGIHandler
+    assert http_app.prefix == "/api/aiim/"
 
 
 async def test_a_post_runs_on_one_pooled_thread_and_hands_its_connection_back(make_conversation, token, seen):
@@ -118,7 +119,7 @@ async def test_paths_outside_the_api_keep_django_s_handler(seen):
 async def test_message_created_is_published_after_the_commit(make_conversation, token, monkeypatch):
     from django.db import transaction
 
-    from messaging import events
+    from aiim_project.core import events
 
     conversation = await in_worker(make_conversation)("alice", ["bob"])
     published: list[tuple[str, bool]] = []

@@ -10,7 +10,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from aiim_project.auth import Principal, decode_token, mint_token
-from messaging.errors import NotAuthenticated, TokenExpired, TokenInvalid
+from aiim_project.core.errors import NotAuthenticated, TokenExpired, TokenInvalid
 
 pytestmark = pytest.mark.django_db
 

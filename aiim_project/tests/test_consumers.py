@@ -16,9 +16,10 @@ from django.core.exceptions import ImproperlyConfigured
 from aiim_project.asgi import application
 from aiim_project.logging import ContextFilter, conn_id_var
 from aiim_project.gateway import consumer as gateway
-from aiim_project.gateway.table import merge
+from aiim_project.gateway import subscriptions
+from aiim_project.wiring import frame_table, merge
 from messaging import frames, services
-from messaging.frames import FrameSpec
+from aiim_project.core.frames import FrameSpec
 from receipts import services as receipt_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -246,7 +247,7 @@ async def test_replayed_and_gap_filled_messages_carry_their_current_status(ws, c
     replayed = [data(await recv(alice))["message"] for _ in range(4)]
     assert {m["seq"]: m["status"] for m in replayed} == expected
     # The gap fill renders stored messages the same way.
-    filled = await gateway._load_stored("default", "alice", c.id, 0, 4, 10)
+    filled = await subscriptions.load_stored("default", "alice", c.id, 0, 4, 10)
     assert {row.seq: orjson.loads(row.frame)["data"]["message"]["status"] for row in filled} == expected
 
 
@@ -257,7 +258,7 @@ def test_replay_costs_one_members_query_whatever_its_length(make_conversation, s
         send(c, "alice", "x")
     # membership and last seq, the messages, the members
     with django_assert_num_queries(3):
-        last_seq, rows = gateway._snapshot(tenant="default", user_id="alice", conversation_id=c.id, since_seq=0, limit=100)
+        last_seq, rows = subscriptions.snapshot(tenant="default", user_id="alice", conversation_id=c.id, since_seq=0, limit=100)
     assert last_seq == count and len(rows) == count
 
 
@@ -535,9 +536,10 @@ def test_gateway_table_holds_every_apps_frames():
     import receipts.frames
     import streaming.frames
 
+    FRAMES = frame_table()
     for table in (frames.FRAMES, receipts.frames.FRAMES, streaming.frames.FRAMES):
         for frame_type, spec in table.items():
-            assert gateway.FRAMES[frame_type] is spec
+            assert FRAMES[frame_type] is spec
 
 
 # --- metrics ----------------------------------------------------------------------------
@@ -618,7 +620,7 @@ async def test_subscriber_joining_mid_stream_gets_snapshot_then_exactly_the_late
 async def test_member_removed_while_its_event_was_lost_is_cut_off_at_the_next_read(ws, conv):
     from channels.layers import get_channel_layer
 
-    from messaging import events
+    from aiim_project.core import events
     from messaging.models import Member
 
     c = await conv("alice", ("bob",))

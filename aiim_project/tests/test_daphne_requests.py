@@ -1,5 +1,5 @@
 """Daphne's HTTP requests reach the application with their form bodies unparsed
-(aiim_project.daphne_requests), against a real Daphne: a form or malformed multipart body
+(aiim_project.compat.daphne), against a real Daphne: a form or malformed multipart body
 gets the API's JSON error, not Twisted's bare 400."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from channels.testing import WebsocketCommunicator
 from prometheus_client import REGISTRY
 
 from aiim_project.gateway import fanout_lag
-from messaging import events
+from aiim_project.core import events
 from messaging.models import Message
 from tests.communicator import TIMEOUT, ask, connect, subscribe
 

@@ -32,7 +32,7 @@ def age(messages, days: int) -> None:
 @pytest.mark.redis
 @pytest.mark.django_db
 def test_reseed_seq_rebuilds_counters_after_flushdb(make_conversation, send):
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     busy = make_conversation("alice", ["bob"])
     quiet = make_conversation("alice", ["carol"])
@@ -53,7 +53,7 @@ def test_reseed_seq_rebuilds_counters_after_flushdb(make_conversation, send):
 @pytest.mark.redis
 @pytest.mark.django_db
 def test_reseed_seq_never_lowers_a_counter(make_conversation, send):
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     conversation = make_conversation("alice", ["bob"])
     send(conversation)
@@ -68,7 +68,7 @@ def test_reseed_seq_never_lowers_a_counter(make_conversation, send):
 @pytest.mark.redis
 @pytest.mark.django_db
 def test_reseed_seq_floor_survives_purged_messages(make_conversation, send):
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     conversation = make_conversation("alice", ["bob"])
     messages = [send(conversation) for _ in range(3)]

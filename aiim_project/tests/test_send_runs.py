@@ -14,11 +14,12 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from aiim_project import ratelimit
+from aiim_project.core import ratelimit
 from aiim_project.auth import mint_token
-from aiim_project.gateway import consumer
-from messaging import events, services
-from messaging.metrics import RATE_LIMITED
+from aiim_project.gateway import runs as run_taking
+from aiim_project.core import events
+from messaging import services
+from aiim_project.core.metrics import RATE_LIMITED
 from messaging.models import Message
 from streaming.tests.test_consumers import connect_queued, pipeline
 from tests.communicator import ask, connect, subscribe
@@ -127,7 +128,7 @@ async def _split_window(comm, conv_id):
 
 
 async def test_a_split_window_waits_for_its_other_half_after_longer_runs(conversation, runs, monkeypatch):
-    monkeypatch.setattr(consumer, "RUN_LINGER", 2.0)  # far longer than the 50 ms the second half takes
+    monkeypatch.setattr(run_taking, "RUN_LINGER", 2.0)  # far longer than the 50 ms the second half takes
     conv = await conversation("alice", ["bob"])
     alice = await connect_queued("alice")
     await pipeline(alice, [send_frame(conv.id, f"w{i}") for i in range(4)])
@@ -139,7 +140,7 @@ async def test_a_split_window_waits_for_its_other_half_after_longer_runs(convers
 
 
 async def test_a_run_no_longer_than_the_clients_recent_runs_does_not_wait(conversation, runs, monkeypatch):
-    monkeypatch.setattr(consumer, "RUN_LINGER", 2.0)
+    monkeypatch.setattr(run_taking, "RUN_LINGER", 2.0)
     conv = await conversation("alice", ["bob"])
     alice = await connect_queued("alice")
     started = time.monotonic()
@@ -150,7 +151,7 @@ async def test_a_run_no_longer_than_the_clients_recent_runs_does_not_wait(conver
 
 
 async def test_a_split_window_whose_other_half_never_comes_is_answered_after_the_wait(conversation, runs, monkeypatch):
-    monkeypatch.setattr(consumer, "RUN_LINGER", 0.2)
+    monkeypatch.setattr(run_taking, "RUN_LINGER", 0.2)
     conv = await conversation("alice", ["bob"])
     alice = await connect_queued("alice")
     await pipeline(alice, [send_frame(conv.id, f"w{i}") for i in range(4)])
@@ -258,7 +259,7 @@ def _window_count(user):
     window = int(ratelimit.time.time())
     if not settings.REDIS_URL:
         return ratelimit._local.get(("default", user, window), 0)
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     return int(sync_client().get(ratelimit._key("default", user, window)) or 0)
 

@@ -546,7 +546,7 @@ def test_rate_limit_budgets_of_lookalike_ids_are_separate(api, settings):
 
 @pytest.mark.redis
 def test_rate_limit_window_lives_in_redis(world, api, settings):
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     settings.RATE_LIMIT_PER_SEC = 100
 
@@ -590,7 +590,7 @@ def test_rate_limit_is_shared_by_two_server_processes(daphne, token):
 @pytest.fixture
 def redis_down(settings):
     """Point the running process at a Redis that refuses connections (a closed port)."""
-    from messaging import redis as aiim_redis
+    from aiim_project.core import redis as aiim_redis
     from messaging import seq
 
     original = settings.REDIS_URL

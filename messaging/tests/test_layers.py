@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from messaging.layers import RESYNC_TYPE, RecoveringPubSubChannelLayer
+from aiim_project.core.layers import RESYNC_TYPE, RecoveringPubSubChannelLayer
 from tests.reliability.support import RedisServer
 
 pytestmark = pytest.mark.redis

@@ -1,4 +1,4 @@
-"""Presence leases (messaging.presence) and GET /api/aiim/presence, on the real backend of
+"""Presence leases (aiim_project.core.presence) and GET /api/aiim/presence, on the real backend of
 the pass: the in-process table when embedded, Redis on the Postgres + Redis pass."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import time
 import pytest
 from asgiref.sync import async_to_sync
 
-from messaging import presence
-from messaging import redis as aiim_redis
+from aiim_project.core import presence
+from aiim_project.core import redis as aiim_redis
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from messaging import selectors
-from messaging.errors import Forbidden, NotFound
+from aiim_project.core.errors import Forbidden, NotFound
 from messaging.models import Member, Message
 
 pytestmark = pytest.mark.django_db

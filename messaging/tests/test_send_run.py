@@ -15,8 +15,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 
-from messaging import events, seq, services
-from messaging.errors import AiimError, Conflict, Forbidden, NotFound
+from aiim_project.core import events
+from messaging import seq, services
+from aiim_project.core.errors import AiimError, Conflict, Forbidden, NotFound
 from messaging.models import Conversation, Message
 from messaging.services import SendInput
 
@@ -44,7 +45,7 @@ def stored(conv):
 def counter(conversation_id):
     if not settings.REDIS_URL:
         return None
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     value = sync_client().get(seq.seq_key(conversation_id))
     return None if value is None else int(value)
@@ -369,7 +370,7 @@ async def test_a_subscriber_gets_each_message_of_a_run_once_in_seq_order_and_non
 
 @pytest.mark.redis
 def test_a_run_allocates_its_range_once_from_a_floored_counter(make_conversation, send, monkeypatch):
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     conv = make_conversation("alice", ["bob"])
     for i in range(3):

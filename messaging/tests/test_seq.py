@@ -39,7 +39,7 @@ def _stored_seqs(conversation_id: str) -> list[int]:
 
 @pytest.mark.redis
 def test_redis_counter_is_floored_at_the_committed_maximum():
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     allocator = seq.get_allocator()
     assert allocator.name == "redis"
@@ -55,7 +55,7 @@ def test_redis_counter_is_floored_at_the_committed_maximum():
 
 @pytest.mark.redis
 def test_redis_allocates_a_range_with_one_call_floored_like_one_seq():
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     allocator = seq.get_allocator()
     key = seq.seq_key("c2")
@@ -70,7 +70,7 @@ def test_redis_allocates_a_range_with_one_call_floored_like_one_seq():
 
 @pytest.mark.redis
 def test_redis_takes_a_range_back_only_while_nothing_was_allocated_after_it():
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     allocator = seq.get_allocator()
     key = seq.seq_key("c4")
@@ -129,7 +129,7 @@ def test_concurrent_sends_get_distinct_gapless_seqs(make_conversation):
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_sends_survive_redis_flush_and_a_counter_set_back(make_conversation):
-    from messaging.redis import sync_client
+    from aiim_project.core.redis import sync_client
 
     conversation = make_conversation("u0", ["u1", "u2", "u3"])
     key = seq.seq_key(conversation.id)
@@ -172,7 +172,7 @@ def test_concurrent_sends_through_two_server_processes(daphne, make_conversation
         with lock:
             done += 1
             if done == 80 and settings.REDIS_URL:
-                from messaging.redis import sync_client
+                from aiim_project.core.redis import sync_client
 
                 sync_client().flushdb()
         return answer

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 
 from messaging import services
-from messaging.errors import Forbidden, Invalid, NotFound, TooLarge
+from aiim_project.core.errors import Forbidden, Invalid, NotFound, TooLarge
 from messaging.models import Conversation, Member, Message
 from messaging.seq import seq_key
 
@@ -125,7 +125,7 @@ def test_send_stores_and_registers_one_event(make_conversation, django_capture_o
 
 
 def test_event_frame_is_the_protocol_shape(make_conversation, django_capture_on_commit_callbacks, monkeypatch):
-    from messaging import events
+    from aiim_project.core import events
 
     group = make_conversation("alice", ["bob"])
     published = []
@@ -153,7 +153,7 @@ def test_idempotent_repeat_returns_the_original_with_no_event_and_no_seq(make_co
     nxt, _ = services.message_send(tenant="default", sender="alice", conversation_id=group.id, content="c")
     assert nxt.seq == 2
     if settings.REDIS_URL:
-        from messaging.redis import sync_client
+        from aiim_project.core.redis import sync_client
 
         assert int(sync_client().get(seq_key(group.id))) == 2
 
@@ -181,7 +181,7 @@ def test_rejected_messages_consume_no_seq(make_conversation, send, kwargs, error
         services.message_send(**call)
     assert send(group, "alice", "two").seq == 2
     if settings.REDIS_URL:
-        from messaging.redis import sync_client
+        from aiim_project.core.redis import sync_client
 
         assert int(sync_client().get(seq_key(group.id))) == 2
 
@@ -213,7 +213,7 @@ def test_tenants_are_isolated(make_conversation, send):
 def test_check_tenant():
     services.check_tenant("t", None)
     services.check_tenant("t", "t")
-    from messaging.errors import TenantMismatch
+    from aiim_project.core.errors import TenantMismatch
 
     with pytest.raises(TenantMismatch):
         services.check_tenant("t", "u")
@@ -245,7 +245,7 @@ def test_racing_creates_of_one_direct_pair_give_one_conversation():
 
 
 def test_group_names_of_lookalike_ids_differ():
-    from messaging import events
+    from aiim_project.core import events
 
     assert events.user_group("a.user.b", "c") != events.user_group("a", "b.user.c")
     assert events.conversation_group("t", "x.conv.y") != events.conversation_group("t.conv.x", "y")

@@ -7,8 +7,8 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
 
-from messaging import events
-from messaging.errors import Forbidden, Invalid, NotFound
+from aiim_project.core import events
+from aiim_project.core.errors import Forbidden, Invalid, NotFound
 from messaging.models import Member, Message
 from receipts.models import CursorKind, CursorMove
 from receipts.services import cursor_advance

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from channels.layers import get_channel_layer
 
-from messaging import events
+from aiim_project.core import events
 
 
 @dataclass

@@ -152,7 +152,7 @@ def test_a_tenant_id_other_than_the_tokens_is_403(api, make_conversation):
 def test_only_the_chunk_that_starts_a_stream_counts_against_the_rate_limit(api, make_conversation, settings, monkeypatch):
     settings.RATE_LIMIT_PER_SEC = 2
     # One fixed one-second window for the whole test, so a window boundary cannot reset it.
-    monkeypatch.setattr("aiim_project.ratelimit.time", type("Frozen", (), {"time": staticmethod(lambda: 1_700_000_000.5)}))
+    monkeypatch.setattr("aiim_project.core.ratelimit.time", type("Frozen", (), {"time": staticmethod(lambda: 1_700_000_000.5)}))
     conv = make_conversation()
     alice = api("alice")
     assert post(alice, conv.id, chunk="a").status_code == 201  # counts: 1

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 from channels.db import database_sync_to_async
 
-from aiim_project import ratelimit
+from aiim_project.core import ratelimit
 from aiim_project.auth import mint_token
-from messaging.errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch
+from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch
 from messaging.models import Message
 from streaming import frames
 from tests.communicator import ask, connect, subscribe

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from messaging import selectors as messaging_selectors
-from messaging.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from messaging.models import Conversation, Member, Message
 from streaming import services
 from streaming.gapfill import chunk_gap_loader, load_chunks
@@ -321,10 +321,10 @@ def test_gap_loader_returns_exactly_the_missing_chunks(make_conversation):
     assert orjson.loads(load_chunks(m.id, 0)["frame"])["data"]["delta"] == "".join(parts)
 
 
-def test_streaming_app_installs_the_gap_loader():
-    from messaging import delivery
+def test_the_wiring_hands_the_gap_loader_to_the_gateway():
+    from aiim_project import wiring
 
-    assert delivery.chunk_gap_loader is chunk_gap_loader
+    assert wiring.gateway().consumer_initkwargs["load_chunks"] is chunk_gap_loader
 
 
 # --- events on the real channel layer --------------------------------------------------

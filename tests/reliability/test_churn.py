@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from django.conf import settings as django_settings
 
-from messaging import redis as aiim_redis
+from aiim_project.core import redis as aiim_redis
 
 from .support import churn, metric_value, open_sockets, production_env, rss_kb
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 from channels.layers import get_channel_layer
 
-from messaging import events
+from aiim_project.core import events
 from messaging.models import Conversation, Message
 
 from .support import ahttp, ws_open, ws_request, ws_until

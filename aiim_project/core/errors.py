@@ -21,6 +21,12 @@ class AiimError(Exception):
         super().__init__(self.detail)
 
 
+class ServerError(AiimError):
+    """A bug or anything else no other code names: the adapters log it and say no more."""
+
+    code, status, default_detail = "server_error", 500, "Server error."
+
+
 class Invalid(AiimError):
     code, status, default_detail = "invalid", 400, "Invalid request."
 

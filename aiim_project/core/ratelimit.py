@@ -14,9 +14,9 @@ import time
 from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
-from messaging import redis as aiim_redis
-from messaging.errors import RateLimited, dependency_error_types
-from messaging.metrics import RATE_LIMITED
+from aiim_project.core import redis as aiim_redis
+from aiim_project.core.errors import RateLimited, dependency_error_types
+from aiim_project.core.metrics import RATE_LIMITED
 
 logger = logging.getLogger("aiim.ratelimit")
 

@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from messaging import delivery
-from messaging.delivery import OrderedDelivery, StoredMessage
+from aiim_project.gateway import delivery
+from aiim_project.gateway.delivery import OrderedDelivery, StoredMessage
 
 GAP = 0.002
 
@@ -89,14 +89,14 @@ async def settle(sink: Sink, expected_len: int, timeout: float = 5.0) -> None:
     await asyncio.sleep(GAP * 5)
 
 
-def make(db: FakeDB, sink: Sink, next_seq: int = 1) -> OrderedDelivery:
-    return OrderedDelivery(send=sink.send, load=db.load, next_seq=next_seq, gap_wait=GAP)
+def make(db: FakeDB, sink: Sink, next_seq: int = 1, load_chunks=None) -> OrderedDelivery:
+    return OrderedDelivery(send=sink.send, load=db.load, next_seq=next_seq, gap_wait=GAP, load_chunks=load_chunks)
 
 
 async def stream_started() -> tuple[OrderedDelivery, Sink]:
     """A subscription that has sent message 1, a stream with no chunk yet."""
     db, sink = FakeDB(), Sink()
-    d = make(db, sink)
+    d = make(db, sink, load_chunks=load_chunks)
     db.add(1, state="streaming")
     await d.on_event(created(1, stream=streaming(0)))
     return d, sink
@@ -308,8 +308,7 @@ async def test_chunk_gap_is_filled_by_the_streaming_loader(monkeypatch):
         calls.append((message_id, from_index))
         return {"frame": f"fill:{from_index}-3", "chunk_index": from_index, "last_chunk_index": 3}
 
-    monkeypatch.setattr(delivery, "chunk_gap_loader", loader)
-    d, sink = await stream_started()
+    d, sink = await stream_started(load_chunks=loader)
     await d.on_event(chunk(1, 0))
     await d.on_event(chunk(1, 3))  # 1 and 2 lost
     await d.on_event(chunk(1, 4))
@@ -319,7 +318,6 @@ async def test_chunk_gap_is_filled_by_the_streaming_loader(monkeypatch):
 
 
 async def test_chunk_gap_without_a_loader_continues_instead_of_stalling(monkeypatch):
-    monkeypatch.setattr(delivery, "chunk_gap_loader", None)
     d, sink = await stream_started()
     await d.on_event(chunk(1, 2))
     await d.on_event(chunk(1, 4))
@@ -385,8 +383,7 @@ async def test_final_update_with_chunk_events_lost_is_sent_after_the_loader_fill
     async def loader(message_id: str, from_index: int):
         return {"frame": f"fill:{from_index}-4", "chunk_index": from_index, "last_chunk_index": 4}
 
-    monkeypatch.setattr(delivery, "chunk_gap_loader", loader)
-    d, sink = await stream_started()
+    d, sink = await stream_started(load_chunks=loader)
     await d.on_event(chunk(1, 0))
     final = updated(1, "completed", chunk_count=5)
     await d.on_event(final)
@@ -395,7 +392,6 @@ async def test_final_update_with_chunk_events_lost_is_sent_after_the_loader_fill
 
 
 async def test_final_update_is_not_stalled_by_chunks_nobody_can_fill(monkeypatch):
-    monkeypatch.setattr(delivery, "chunk_gap_loader", None)
     d, sink = await stream_started()
     final = updated(1, "aborted", chunk_count=3)
     await d.on_event(final)

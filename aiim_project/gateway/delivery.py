@@ -4,7 +4,7 @@ The guarantee (PROTOCOL.md section 5): a subscription hands `message.created` to
 in strictly increasing seq, each exactly once, and misses no acknowledged message, across
 Daphne processes and lost or reordered channel-layer events.
 
-Why it holds. Facts from `messaging.seq` and `messaging.events`:
+Why it holds. Facts from `messaging.seq` and `aiim_project.core.events`:
   (F1) commits are serialized per conversation (row lock): a seq is allocated only after
        every lower seq has committed or rolled back, and a rolled-back seq never reappears;
   (F2) the event for seq N is published only after N committed.
@@ -38,7 +38,7 @@ gap timer, since it proves its message committed. Per delivered streaming messag
 subscription keeps `next_chunk`, starting at the chunk_count the message was sent with (the
 database row always holds the text of exactly chunk_count chunks): a chunk event that ends
 below it is a duplicate; one that starts at it is sent and moves it past its last chunk; one
-that starts beyond it is held `gap_wait`, then `chunk_gap_loader(message_id, next_chunk)`
+that starts beyond it is held `gap_wait`, then `load_chunks(message_id, next_chunk)`
 supplies the missing text as one frame (if no loader is installed, or it returns None, the
 held chunks are sent as they are: a visible gap beats a stalled stream). A `message.updated`
 with a final stream state that arrives before the chunks up to its chunk_count waits for them
@@ -70,15 +70,15 @@ from typing import Any
 
 import orjson
 
-from .events import event_frame
-from .models import Member, Message
-from .rendering import StatusView, message_dict
+from aiim_project.core.events import event_frame
+from messaging.models import Member, Message
+from messaging.rendering import StatusView, message_dict
 
 logger = logging.getLogger("aiim.delivery")
 
-# Set by the streaming app at start-up: async (message_id, from_index) -> {"frame": str,
-# "chunk_index": int, "last_chunk_index": int} | None, the text of chunks from_index..end.
-chunk_gap_loader: Callable[[str, int], Awaitable[dict[str, Any] | None]] | None = None
+# async (message_id, from_index) -> {"frame": str, "chunk_index": int, "last_chunk_index": int}
+# | None: the text of chunks from_index..end (the streaming app's, handed over by the wiring).
+ChunkLoader = Callable[[str, int], Awaitable[dict[str, Any] | None]]
 
 FINAL_STREAM_STATES = frozenset({"completed", "aborted"})
 # Rows per database read when filling a gap; a longer gap takes several reads.
@@ -140,11 +140,13 @@ class OrderedDelivery:
         load: Load,
         next_seq: int,
         gap_wait: float,
+        load_chunks: ChunkLoader | None = None,
         on_revoked: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.next_seq = next_seq
         self._send = send
         self._load = load
+        self._load_chunks = load_chunks
         self._on_revoked = on_revoked
         self._gap_wait = gap_wait
         self._lock = asyncio.Lock()
@@ -385,9 +387,9 @@ class OrderedDelivery:
             if not stream.held and stream.final is None:
                 return
             filled = None
-            if chunk_gap_loader is not None:
+            if self._load_chunks is not None:
                 try:
-                    filled = await chunk_gap_loader(message_id, stream.next_chunk)
+                    filled = await self._load_chunks(message_id, stream.next_chunk)
                 except Exception as exc:
                     logger.warning("chunk gap fill failed: %s", type(exc).__name__)
             if filled and filled["chunk_index"] == stream.next_chunk and filled["last_chunk_index"] >= stream.next_chunk:

@@ -1,9 +1,9 @@
-"""backpressure.write_now: straight to the socket only when nothing is buffered before it,
+"""compat.twisted.write_now: straight to the socket only when nothing is buffered before it,
 so the bytes a client receives are in the order they were written."""
 
 from __future__ import annotations
 
-from aiim_project.gateway.backpressure import write_now
+from aiim_project.compat.twisted import write_now
 
 
 class Transport:

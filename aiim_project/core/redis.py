@@ -9,6 +9,8 @@ import redis
 import redis.asyncio
 from django.conf import settings
 
+from .per_loop import PerLoop
+
 _TIMEOUTS = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0, "health_check_interval": 30}
 
 
@@ -23,18 +25,13 @@ def sync_client() -> redis.Redis | None:
     return redis.Redis.from_url(settings.REDIS_URL, max_connections=64, **_TIMEOUTS)
 
 
-_async_clients: dict[int, redis.asyncio.Redis] = {}
+# asyncio connections cannot cross loops: one client per loop, dropped with its loop.
+_async_clients: PerLoop[redis.asyncio.Redis] = PerLoop(
+    lambda loop: redis.asyncio.Redis.from_url(settings.REDIS_URL, **_TIMEOUTS)
+)
 
 
 def async_client() -> redis.asyncio.Redis | None:
-    """One client per event loop: asyncio connections cannot cross loops."""
     if not settings.REDIS_URL:
         return None
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(id(loop))
-    if client is None:
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, **_TIMEOUTS)
-        _async_clients[id(loop)] = client
-    return client
+    return _async_clients.get()

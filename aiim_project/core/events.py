@@ -2,7 +2,7 @@
 
 The channel layer carries hints that something was committed; the database stays the
 truth. A subscriber that sees a gap in seq reads it from the database (see
-`messaging.delivery`), so a lost or reordered hint costs latency, never a message.
+`aiim_project.gateway.delivery`), so a lost or reordered hint costs latency, never a message.
 
 Channel-layer message shape (the gateway's hub hands `aiim.event` messages to connections):
     {"type": "aiim.event", "conversation_id": str, "event": str, "seq": int | None,
@@ -26,9 +26,13 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from asgiref.sync import SyncToAsync, async_to_sync
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+from aiim_project.compat.asgiref import server_loop
+
+from .per_loop import PerLoop
 
 logger = logging.getLogger("aiim.events")
 
@@ -121,7 +125,7 @@ class _Publisher:
             self.task = None
 
 
-_publishers: dict[asyncio.AbstractEventLoop, _Publisher] = {}
+_publishers: PerLoop[_Publisher] = PerLoop(_Publisher)
 
 
 class LocalSink:
@@ -142,13 +146,11 @@ class LocalSink:
         self.deliver = deliver
 
 
-_local_sinks: dict[asyncio.AbstractEventLoop, LocalSink] = {}
+_local_sinks: PerLoop[LocalSink | None] = PerLoop(lambda loop: None)
 
 
 def set_local_sink(loop: asyncio.AbstractEventLoop, sink: LocalSink) -> None:
-    for old in [lp for lp in _local_sinks if lp.is_closed()]:
-        del _local_sinks[old]
-    _local_sinks[loop] = sink
+    _local_sinks.set(loop, sink)
 
 
 def _deliver_locally(sink: LocalSink, batch: list[tuple[list[str], dict]]) -> None:
@@ -162,15 +164,10 @@ def _deliver_locally(sink: LocalSink, batch: list[tuple[list[str], dict]]) -> No
 
 
 def _hand_over(loop: asyncio.AbstractEventLoop, batch: list[tuple[list[str], dict]]) -> None:
-    sink = _local_sinks.get(loop)
+    sink = _local_sinks.peek(loop)
     if sink is not None:
         _deliver_locally(sink, batch)
-    publisher = _publishers.get(loop)
-    if publisher is None:
-        for old in [lp for lp in _publishers if lp.is_closed()]:
-            del _publishers[old]
-        publisher = _publishers[loop] = _Publisher(loop)
-    publisher.take(batch)
+    _publishers.get(loop).take(batch)
 
 
 def publish_now(groups: list[str], message: dict) -> None:
@@ -188,8 +185,8 @@ def publish_all_now(batch: list[tuple[list[str], dict]]) -> None:
     committed_at = time.time()
     for _, message in batch:
         message["committed_at"] = committed_at
-    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    if loop is not None and loop.is_running():
+    loop = server_loop()
+    if loop is not None:
         loop.call_soon_threadsafe(_hand_over, loop, batch)
         return
     try:

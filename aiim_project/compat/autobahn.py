@@ -1,0 +1,25 @@
+"""autobahn: whether a WebSocket frame can be written around the protocol.
+
+The gateway writes a ready, encoded event frame straight to the transport (one encode per
+event for every subscriber, `gateway.hub.Wire`) instead of `sendMessage`, which would frame
+it again per connection. That is only correct while autobahn has nothing of its own on the
+wire: no compression, no queued frame, no frame half sent. Those are private fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def is_open(protocol: Any) -> bool:
+    return protocol.state == protocol.STATE_OPEN
+
+
+def idle(protocol: Any) -> bool:
+    """Nothing of autobahn's is in progress: a whole frame may go to the transport now."""
+    return protocol._perMessageCompress is None and not protocol.send_queue and protocol.send_state == protocol.SEND_STATE_GROUND
+
+
+def can_send_directly(protocol: Any) -> bool:
+    """The protocol is autobahn's (it has `sendMessage`) and sits on a transport."""
+    return getattr(protocol, "transport", None) is not None and hasattr(protocol, "sendMessage")

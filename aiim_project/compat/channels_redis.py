@@ -1,0 +1,87 @@
+"""channels-redis (and Channels' in-memory layer): the pub/sub layer's receive loop and a
+channel's local queue.
+
+1. Redis pub/sub keeps nothing: an event published while a process's subscriber connection is
+   reconnecting is gone, and the layer says nothing when it is subscribed again. Its receive
+   loop (`RedisSingleShardConnection._do_receiving`) is replaced per shard, through the
+   per-loop layer (`_get_layer`), by the same loop plus `on_resubscribed` once the
+   subscription is back, so the gateway can re-read what it may have missed
+   (`aiim_project.core.layers`).
+2. Both layers keep a local `asyncio.Queue` per channel (`channels`, inside the pub/sub
+   layer's per-loop layer); its size is the process's fan-out backlog
+   (`aiim_project.gateway.fanout_lag`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from collections.abc import Callable
+from typing import Any
+
+from channels_redis.pubsub import RedisPubSubChannelLayer
+
+logger = logging.getLogger("aiim.layers")
+
+RECONNECT_PAUSE = 0.2
+
+
+async def _do_receiving(shard, on_resubscribed: Callable[[Any], None], lost_errors: tuple[type[BaseException], ...]) -> None:
+    """channels_redis' receive loop, plus `on_resubscribed(loop_layer)` once it is back."""
+    lost = False
+    while True:
+        try:
+            if shard._pubsub and shard._pubsub.subscribed:
+                # Returns (a message or None) only once connected and re-subscribed.
+                message = await shard._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                if lost:
+                    lost = False
+                    logger.warning("channel layer re-subscribed to Redis; resyncing subscriptions")
+                    on_resubscribed(shard.channel_layer)
+                shard._receive_message(message)
+            else:
+                await asyncio.sleep(0.1)
+        except (asyncio.CancelledError, asyncio.TimeoutError, GeneratorExit):
+            raise
+        except lost_errors as exc:
+            if not lost:
+                logger.warning("channel layer lost its Redis subscription: %s", type(exc).__name__)
+            lost = True
+            await asyncio.sleep(RECONNECT_PAUSE)
+        except Exception:
+            # e.g. the first subscribe has not connected yet: nothing was lost.
+            logger.exception("unexpected error in the channel layer's receive loop")
+            await asyncio.sleep(RECONNECT_PAUSE)
+
+
+class ResubscribingPubSubLayer(RedisPubSubChannelLayer):
+    """The pub/sub layer, calling `on_resubscribed(loop_layer)` when a shard's subscription
+    comes back after one of `lost_errors`."""
+
+    lost_errors: tuple[type[BaseException], ...] = (ConnectionError,)
+
+    def on_resubscribed(self, loop_layer: Any) -> None:
+        pass
+
+    def _get_layer(self):
+        loop_layer = super()._get_layer()
+        for shard in loop_layer._shards:
+            if shard._receive_task is None and not getattr(shard, "_recovering", False):
+                shard._do_receiving = types.MethodType(
+                    lambda shard: _do_receiving(shard, self.on_resubscribed, self.lost_errors), shard
+                )
+                shard._recovering = True
+        return loop_layer
+
+
+def local_queues(loop_layer: Any) -> dict[str, asyncio.Queue]:
+    """The per-channel queues of a per-loop layer (a serialized message each)."""
+    return loop_layer.channels
+
+
+def queued(layer: Any, channel: str | None) -> int:
+    """Messages the layer holds in this process for `channel` that nobody took yet."""
+    inner = layer._get_layer() if hasattr(layer, "_get_layer") else layer
+    queue = getattr(inner, "channels", {}).get(channel)
+    return queue.qsize() if queue is not None else 0

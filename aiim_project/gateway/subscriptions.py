@@ -1,0 +1,216 @@
+"""A connection's subscriptions: joining the hub, the snapshot and replay, one
+`OrderedDelivery` per conversation, and the events the hub hands over.
+
+Subscribing joins the group BEFORE reading the snapshot (every seq above it then reaches the
+connection), answers `subscribed` before the `since_seq` replay, and re-reads the tail once
+`WS_GAP_WAIT_MS` later (docs/gateway.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from aiim_project.core import events
+from aiim_project.core.db import in_worker
+from aiim_project.core.errors import NotFound
+from messaging import selectors
+
+from . import delivery
+from .hub import FRAMES_OUT_EVENT, Hub, Member, Wire
+
+logger = logging.getLogger("aiim.gateway")
+
+# Copies of one event reaching a connection through two groups (conversation and user).
+RECENT_PERSONAL = 128
+
+
+async def load_stored(
+    tenant: str, user_id: str, conversation_id: str, after_seq: int, up_to_seq: int, limit: int
+) -> list[delivery.StoredMessage]:
+    def read() -> list[delivery.StoredMessage]:
+        # Reads are rare (subscribe tail, gaps, resync) and follow lost events: check that
+        # the member.left ending this subscription was not among them.
+        if not selectors.is_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id):
+            raise delivery.SubscriptionRevoked()
+        rows = selectors.messages_after(conversation_id=conversation_id, after_seq=after_seq, limit=limit, up_to_seq=up_to_seq)
+        return delivery.stored_messages(rows, selectors.members_of(conversation_id)) if rows else []
+
+    # Reads need no thread affinity: off the single thread-sensitive executor, they run
+    # beside the sends instead of queueing behind them.
+    return await in_worker(read)()
+
+
+def snapshot(**kw: Any) -> tuple[int, list[delivery.StoredMessage] | None]:
+    last_seq, rows = selectors.subscription_snapshot(**kw)
+    if not rows:
+        return last_seq, rows
+    return last_seq, delivery.stored_messages(rows, selectors.members_of(kw["conversation_id"]))
+
+
+class Subscriptions:
+    """`member` is what the hub knows the connection as; `emit` writes a frame to its socket;
+    `send_text` sends a reply frame of a kind; `spawn` starts a task the connection cancels on close."""
+
+    def __init__(
+        self,
+        *,
+        tenant: str,
+        user_id: str,
+        hub: Hub,
+        member: Member,
+        emit: Callable[[str, Wire | None], bool],
+        send_text: Callable[[str, str], Awaitable[None]],
+        spawn: Callable[[Any], None],
+        load_chunks: delivery.ChunkLoader | None,
+    ) -> None:
+        self.tenant, self.user_id = tenant, user_id
+        self._hub, self._member = hub, member
+        self._emit, self._send_text, self._spawn = emit, send_text, spawn
+        self._load_chunks = load_chunks
+        self.by_conversation: dict[str, delivery.OrderedDelivery] = {}
+        self._recent_personal: OrderedDict[str, None] = OrderedDict()
+        # Set while the hub's pass hands the connection an event (see `hub_event`).
+        self._wire: Wire | None = None
+        self._hub_sent = 0
+
+    def group(self, conversation_id: str) -> str:
+        return events.conversation_group(self.tenant, conversation_id)
+
+    def is_subscribed(self, conversation_id: str) -> bool:
+        return conversation_id in self.by_conversation
+
+    async def subscribe(self, conversation_id: str, since_seq: int | None) -> tuple[dict[str, Any], Callable[[], Awaitable[None]]]:
+        """The `subscribed` reply, and the step that sends the replay once it is out."""
+        group = self.group(conversation_id)
+        was_subscribed = conversation_id in self.by_conversation
+        try:
+            # Join BEFORE reading: every seq above the snapshot then reaches us.
+            await self._hub.join(group, self._member)
+            last_seq, rows = await in_worker(snapshot)(
+                tenant=self.tenant,
+                user_id=self.user_id,
+                conversation_id=conversation_id,
+                since_seq=since_seq,
+                limit=settings.WS_RECOVERY_LIMIT,
+            )
+        except BaseException:
+            if not was_subscribed:
+                await self._hub.leave(group, self._member)
+            raise
+        replay = rows or []
+        sub = delivery.OrderedDelivery(
+            send=self._emit_event,
+            load=partial(load_stored, self.tenant, self.user_id, conversation_id),
+            load_chunks=self._load_chunks,
+            next_seq=(replay[0].seq if replay else last_seq + 1),
+            gap_wait=settings.WS_GAP_WAIT_MS / 1000,
+            on_revoked=partial(self._revoked, conversation_id),
+        )
+        old = self.by_conversation.pop(conversation_id, None)
+        if old is not None:
+            old.close()
+        self.by_conversation[conversation_id] = sub
+        reply: dict[str, Any] = {"type": "subscribed", "conversation_id": conversation_id, "last_seq": last_seq}
+        if rows is None:
+            reply["recovered"] = False
+        return reply, partial(self._start, sub, replay, last_seq)
+
+    async def _start(self, sub: delivery.OrderedDelivery, replay: list[delivery.StoredMessage], last_seq: int) -> None:
+        await sub.replay(replay)
+        sub.next_seq = max(sub.next_seq, last_seq + 1)
+        self._spawn(self._check_tail_later(sub))
+
+    @staticmethod
+    async def _check_tail_later(sub: delivery.OrderedDelivery) -> None:
+        await asyncio.sleep(settings.WS_GAP_WAIT_MS / 1000)
+        try:
+            await sub.check_tail()
+        except Exception as exc:
+            logger.warning("subscription tail check failed: %s", type(exc).__name__)
+
+    async def _revoked(self, conversation_id: str) -> None:
+        """A read found this user is no longer a member: end the subscription and say so."""
+        sub = self.by_conversation.pop(conversation_id, None)
+        if sub is None:
+            return
+        sub.close()
+        await self._hub.leave(self.group(conversation_id), self._member)
+        body = {"type": "error", "code": "forbidden", "message": "You are no longer a member of this conversation.", "conversation_id": conversation_id}
+        await self._send_text(orjson.dumps(body).decode(), "error")
+
+    async def unsubscribe(self, conversation_id: str) -> None:
+        sub = self.by_conversation.pop(conversation_id, None)
+        if sub is None:
+            raise NotFound("Not subscribed to this conversation.")
+        sub.close()
+        await self._hub.leave(self.group(conversation_id), self._member)
+
+    def close_all(self) -> list[str]:
+        """End every subscription; returns their groups, for the connection to leave."""
+        groups = []
+        for conversation_id, sub in self.by_conversation.items():
+            sub.close()
+            groups.append(self.group(conversation_id))
+        self.by_conversation.clear()
+        return groups
+
+    def resync(self) -> None:
+        """Whatever was published while the channel layer was away is gone: every
+        subscription re-reads its tail from the database."""
+        for sub in self.by_conversation.values():
+            self._spawn(self._check_tail_later(sub))
+
+    # -- events from the hub ----------------------------------------------------------
+
+    def hub_event(self, message: dict, wire: Wire) -> int:
+        """Hand one event to this connection; returns how many frames it sent now."""
+        conversation_id = message["conversation_id"]
+        if message.get("seq") is None:
+            about = message.get("user_id")
+            if about is None:  # a writer that sets no route field: the data names the user
+                about = orjson.loads(message["frame"])["data"].get("user_id")
+            if about == self.user_id:
+                return self._personal_event(conversation_id, message, wire)
+        sub = self.by_conversation.get(conversation_id)
+        if sub is None:
+            return 0
+        self._wire, self._hub_sent = wire, 0
+        try:
+            sub.offer(message)
+        finally:
+            self._wire = None
+        return self._hub_sent
+
+    def _emit_event(self, text: str) -> None:
+        in_hub = self._wire is not None
+        if self._emit(text, self._wire if in_hub and self._wire.text is text else None):
+            if in_hub:  # counted by the hub, once per event
+                self._hub_sent += 1
+            else:
+                FRAMES_OUT_EVENT.inc()
+
+    def _personal_event(self, conversation_id: str, message: dict, wire: Wire) -> int:
+        """An event about this user: it may come twice (conversation and user group), and
+        it reaches this connection whether or not it is subscribed."""
+        if message["event"] == "typing":  # the typist's own devices do not need it
+            return 0
+        frame = message["frame"]
+        if frame in self._recent_personal:
+            return 0
+        self._recent_personal[frame] = None
+        if len(self._recent_personal) > RECENT_PERSONAL:
+            self._recent_personal.popitem(last=False)
+        if message["event"] == "member.left":
+            sub = self.by_conversation.pop(conversation_id, None)
+            if sub is not None:
+                sub.close()
+                self._hub.leave_soon(self.group(conversation_id), self._member)
+        return 1 if self._emit(frame, wire) else 0

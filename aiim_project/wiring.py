@@ -1,0 +1,111 @@
+"""The composition root: the one place where the apps are wired together, in this order.
+
+1. `frame_table`: every app's WebSocket frames, merged into the gateway's table.
+2. `api_urls`: every app's REST URLs under /api/aiim/ (urls.py includes them).
+3. `register_admin`: every app's admin pages (AiimProjectConfig.ready calls it).
+4. `websocket_app`: the gateway, built with the frame table and the streaming app's chunk
+   loader, behind the JWT middleware and the Origin check.
+5. `application`: HTTP (the REST API through the one-hop handler, the rest through Django)
+   and WebSocket (asgi.py serves it).
+
+Apps never import each other's wiring and nothing imports the gateway but this module. The
+gateway's per-process hub starts itself on the first subscription of each event loop
+(`gateway.hub.get_hub`): Daphne gives no start-up hook inside its loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from django.core.exceptions import ImproperlyConfigured
+
+from aiim_project.core.frames import FrameSpec
+
+
+def merge(*tables: tuple[str, Mapping[str, FrameSpec]]) -> dict[str, FrameSpec]:
+    """Merge (owner, table) pairs; two apps claiming one frame type is a start-up error,
+    never a silent override."""
+    merged: dict[str, FrameSpec] = {}
+    owners: dict[str, str] = {}
+    for owner, table in tables:
+        for frame_type, spec in table.items():
+            if frame_type in merged:
+                raise ImproperlyConfigured(f"frame type {frame_type!r} is defined by both {owners[frame_type]} and {owner}")
+            merged[frame_type], owners[frame_type] = spec, owner
+    return merged
+
+
+def frame_table() -> dict[str, FrameSpec]:
+    import messaging.frames
+    import receipts.frames
+    import streaming.frames
+
+    return merge(
+        ("messaging", messaging.frames.FRAMES),
+        ("receipts", receipts.frames.FRAMES),
+        ("streaming", streaming.frames.FRAMES),
+    )
+
+
+def api_urls() -> list:
+    from django.urls import include, path, re_path
+
+    from aiim_project.errors import json_404
+
+    return [
+        # streaming's `messages/stream` before messaging's `messages/<conversation_id>`.
+        path("", include("streaming.urls")),
+        path("", include("receipts.urls")),
+        path("", include("messaging.urls")),
+        # Last: any other path under the API answers with the JSON error body, DEBUG or not.
+        re_path(r"", json_404),
+    ]
+
+
+def register_admin(site) -> None:
+    from messaging.admin import ConversationAdmin, MemberAdmin
+    from messaging.models import Conversation, Member, Message
+    from receipts.admin import CursorMoveAdmin
+    from receipts.models import CursorMove
+    from streaming.admin import StreamMessageAdmin
+
+    site.register(Conversation, ConversationAdmin)
+    site.register(Member, MemberAdmin)
+    # messaging's message pages, with streaming's "abort stream" action.
+    site.register(Message, StreamMessageAdmin)
+    site.register(CursorMove, CursorMoveAdmin)
+
+
+def gateway():
+    """The gateway's ASGI app: one consumer per connection, built with its collaborators."""
+    from aiim_project.gateway.consumer import GatewayConsumer
+    from streaming.gapfill import chunk_gap_loader
+
+    return GatewayConsumer.as_asgi(frames=frame_table(), load_chunks=chunk_gap_loader)
+
+
+def websocket_app():
+    from channels.routing import URLRouter
+    from channels.security.websocket import OriginValidator
+    from django.conf import settings
+    from django.urls import re_path
+
+    from aiim_project.gateway.middleware import JWTAuthMiddleware
+
+    app = JWTAuthMiddleware(URLRouter([re_path(r"^api/aiim/ws/?$", gateway())]))
+    if settings.WS_ALLOWED_ORIGINS:
+        app = OriginValidator(app, settings.WS_ALLOWED_ORIGINS)
+    return app
+
+
+def application(django_asgi_app):
+    """The ASGI application; `django_asgi_app` is Django's own (settings loaded, apps ready)."""
+    from channels.routing import ProtocolTypeRouter
+
+    from aiim_project.compat import daphne
+    from aiim_project.compat.django import OneHopASGIHandler
+    from aiim_project.path_router import PathRouter
+
+    daphne.install()
+    http_app = PathRouter("/api/aiim/", OneHopASGIHandler(), django_asgi_app)
+    return ProtocolTypeRouter({"http": http_app, "websocket": websocket_app()})
