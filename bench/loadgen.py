@@ -1,4 +1,4 @@
-"""Black-box load generator for AIIM (run by hand; see bench/README in RESULTS.md).
+"""Black-box load generator for AIIM (run by bench/run.py; see bench/RESULTS.md, "How to reproduce").
 
 A separate process from the server: it talks to one or more Daphne processes only over
 HTTP and WebSocket, spreading connections round-robin over the given ports. Each scenario

@@ -7,8 +7,9 @@ bench/results/<backend>-<N>p-<time>.jsonl.
 
 Backends: `embedded` (SQLite file in /tmp, in-memory channel layer: one process only, as
 the README says) and `postgres` (database aiim_bench on 127.0.0.1, Redis db 7, channel
-layer prefix "bench"). The database is emptied before the servers start. Extra server
-settings: --env NAME=VALUE (repeatable), e.g. --env CHANNEL_LAYER=core.
+layer prefix "bench"; --pg-url names another database, e.g. a private PostgreSQL). The
+database is dropped and recreated before the servers start. Extra server settings:
+--env NAME=VALUE (repeatable), e.g. --env WS_FANOUT_LAG_MS=0.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
@@ -33,7 +35,7 @@ SQLITE_PATH = "/tmp/aiim_bench.sqlite3"
 REDIS_URL = "redis://127.0.0.1:6379/7"
 
 
-def server_env(backend: str, extra: dict[str, str]) -> dict[str, str]:
+def server_env(backend: str, extra: dict[str, str], pg_url: str = PG_URL) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(
         DJANGO_SETTINGS_MODULE="aiim_project.settings",
@@ -46,7 +48,7 @@ def server_env(backend: str, extra: dict[str, str]) -> dict[str, str]:
         WS_IDLE_TIMEOUT="600",
     )
     if backend == "postgres":
-        env.update(DATABASE_URL=PG_URL, REDIS_URL=REDIS_URL, CHANNEL_LAYER_PREFIX="bench")
+        env.update(DATABASE_URL=pg_url, REDIS_URL=REDIS_URL, CHANNEL_LAYER_PREFIX="bench")
     else:
         env.update(DATABASE_URL=f"sqlite:///{SQLITE_PATH}")
     env.update(extra)
@@ -65,10 +67,13 @@ def export(commit: str) -> Path:
     return src
 
 
-def reset_database(backend: str, env: dict[str, str], src: Path) -> None:
+def reset_database(backend: str, env: dict[str, str], src: Path, pg_url: str = PG_URL) -> None:
     if backend == "postgres":
-        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", "aiim_bench"], check=True)
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "aiim_bench"], check=True)
+        url = urlparse(pg_url)
+        where = ["-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres"]
+        name = url.path.lstrip("/")
+        subprocess.run(["dropdb", *where, "--if-exists", "--force", name], check=True)
+        subprocess.run(["createdb", *where, name], check=True)
         subprocess.run(["redis-cli", "-n", "7", "FLUSHDB"], check=True, stdout=subprocess.DEVNULL)
     else:
         for suffix in ("", "-wal", "-shm"):
@@ -100,9 +105,10 @@ def main() -> None:
     parser.add_argument("--ref", default="HEAD", help="commit to serve (exported with git archive, so other people's uncommitted edits are not measured); 'worktree' serves the work tree as it is")
     parser.add_argument("--src", default="", help="serve this directory (a patched export, for an experiment)")
     parser.add_argument("--profile", default="", help="py-spy record the first server into this SVG/speedscope file")
+    parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL database for --backend postgres (dropped and recreated)")
     args, loadgen_args = parser.parse_known_args()
     extra = dict(item.split("=", 1) for item in args.env)
-    env = server_env(args.backend, extra)
+    env = server_env(args.backend, extra, args.pg_url)
     if args.src:  # an experiment: a patched copy of a commit, never recorded as that commit
         src = Path(args.src).resolve()
         commit = "experiment:" + src.name
@@ -114,7 +120,7 @@ def main() -> None:
     else:
         commit = subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         src = export(commit)
-    reset_database(args.backend, env, src)
+    reset_database(args.backend, env, src, args.pg_url)
     stamp = datetime.datetime.now(datetime.timezone.utc)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)

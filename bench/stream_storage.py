@@ -46,7 +46,7 @@ def update_only(*, tenant: str, sender: str, conversation_id: str, client_msg_id
     """The same statements minus the chunk row: what per-chunk rows cost is the difference."""
     with transaction.atomic():
         m = storage.find_stream(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id, lock=False)
-        update, _ = storage._append_sql(connection.vendor)
+        update = storage._update_sql(connection.vendor)
         content = Message._meta.get_field("content").get_db_prep_value(m.content + chunk, connection)
         now = Message._meta.get_field("stream_updated_at").get_db_prep_value(timezone.now(), connection)
         with connection.cursor() as cursor:
