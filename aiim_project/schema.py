@@ -32,7 +32,7 @@ ERROR_SCHEMA = {
     },
 }
 
-# Every API operation can fail these ways (PROTOCOL.md section 2); views document only
+# Every API operation can fail these ways (docs/protocol.md section 2); views document only
 # their success shapes.
 COMMON_ERRORS = {
     "400": "Malformed JSON, wrong types, missing fields or bad query parameters",
@@ -48,7 +48,7 @@ RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Se
 def add_error_responses(result, generator, request, public):
     """drf-spectacular post-processing hook: the shared error body and the error statuses."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    # The API routes accept an optional trailing slash; name each path as PROTOCOL.md does.
+    # The API routes accept an optional trailing slash; name each path as docs/protocol.md does.
     result["paths"] = {_protocol_path(path): operations for path, operations in result.get("paths", {}).items()}
     ref = {"$ref": "#/components/schemas/Error"}
     for path, operations in result["paths"].items():

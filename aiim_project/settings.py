@@ -214,7 +214,7 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "AIIM API",
-    "DESCRIPTION": "Instant messaging for AI applications. See PROTOCOL.md for the WebSocket contract.",
+    "DESCRIPTION": "Instant messaging for AI applications. See docs/protocol.md for the WebSocket contract.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and the docs pages are public: no token needed to read how to get one.

@@ -1,4 +1,4 @@
-"""Response shapes of PROTOCOL.md section 2, for the OpenAPI schema only.
+"""Response shapes of docs/protocol.md section 2, for the OpenAPI schema only.
 
 Views render with `messaging.rendering` (one encoding for REST and WebSocket); these
 serializers describe that output so clients can generate types. Other apps reuse them

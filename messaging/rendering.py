@@ -1,4 +1,4 @@
-"""Wire shapes of PROTOCOL.md section 2, shared by REST responses and WebSocket events."""
+"""Wire shapes of docs/protocol.md section 2, shared by REST responses and WebSocket events."""
 
 from __future__ import annotations
 

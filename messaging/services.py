@@ -454,7 +454,7 @@ def message_send_run(*, tenant: str, sender: str, conversation_id: str, items: S
 
     If the transaction fails after its seqs were allocated, the range is given back: the
     caller sends the same messages again one at a time, and a range no message kept would
-    be a gap that no sender got an error for (PROTOCOL section 5).
+    be a gap that no sender got an error for (docs/protocol.md section 5).
     """
     allocated: list[tuple[int, int]] = []
     try:

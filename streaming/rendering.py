@@ -1,4 +1,4 @@
-"""Wire shapes of stream events (PROTOCOL.md sections 3 and 4), built in one place for the
+"""Wire shapes of stream events (docs/protocol.md sections 3 and 4), built in one place for the
 live path and the gap fill, so both produce exactly the same frame."""
 
 from __future__ import annotations

@@ -284,7 +284,7 @@ def stream_append_run(
     not write to it (`stream_append` says why).
 
     One `message.stream_chunk` event covers the applied chunks (chunk_index..last_chunk_index,
-    PROTOCOL section 4), published after commit, then `message.updated` if the run ended
+    docs/protocol.md section 4), published after commit, then `message.updated` if the run ended
     the stream. Queries: the same as one chunk (find, conditional UPDATE, INSERT of every
     chunk row; the last two are one statement on PostgreSQL), plus the members read when the
     run ends the stream.

@@ -1,6 +1,6 @@
 """Ordered delivery: one `OrderedDelivery` per (connection, subscribed conversation).
 
-The guarantee (PROTOCOL.md section 5): a subscription hands `message.created` to its socket
+The guarantee (docs/protocol.md section 5): a subscription hands `message.created` to its socket
 in strictly increasing seq, each exactly once, and misses no acknowledged message, across
 Daphne processes and lost or reordered channel-layer events.
 

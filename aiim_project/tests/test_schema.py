@@ -1,4 +1,4 @@
-"""The OpenAPI document: valid OpenAPI 3, public, names every endpoint of PROTOCOL.md
+"""The OpenAPI document: valid OpenAPI 3, public, names every endpoint of docs/protocol.md
 section 2 that the URLconf serves, with the bearer scheme and the shared error body."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from openapi_spec_validator import validate
 
 from aiim_project.errors import json_404
 
-# PROTOCOL.md section 2, with sample ids to resolve against the URLconf.
+# docs/protocol.md section 2, with sample ids to resolve against the URLconf.
 PROTOCOL_ENDPOINTS = [
     ("post", "/api/aiim/conversations", "/api/aiim/conversations"),
     ("get", "/api/aiim/conversations", "/api/aiim/conversations"),

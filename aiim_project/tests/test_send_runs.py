@@ -165,7 +165,7 @@ async def test_a_run_that_fails_is_sent_again_one_at_a_time_without_a_gap_in_seq
     """The database fails the run's transaction after its seqs were allocated; the gateway
     answers each frame through the one-at-a-time path. Every frame is acked, and the seqs
     follow the last one before without a gap: no seq is missing that no sender got an
-    error for (PROTOCOL section 5)."""
+    error for (docs/protocol.md section 5)."""
     from django.db import OperationalError
 
     conv = await conversation("alice", ["bob"])

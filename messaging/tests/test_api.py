@@ -1,4 +1,4 @@
-"""REST API of PROTOCOL.md section 2: conversations, members and messages.
+"""REST API of docs/protocol.md section 2: conversations, members and messages.
 
 Every endpoint: success, validation error, 401 (missing, forged, expired token), 403 for a
 non-member, 404 for an unknown id, and another tenant's id answering exactly like 404.
@@ -414,7 +414,7 @@ def test_history_paging(ten, world, api):
 
 
 def test_empty_query_parameters_count_as_absent(ten, world, api):
-    """PROTOCOL.md writes the history URL as `?limit=50&before_id=&before_seq=&after_seq=`."""
+    """docs/protocol.md writes the history URL as `?limit=50&before_id=&before_seq=&after_seq=`."""
     r = api("alice").get(f"{API}/messages/{world['group']}?limit=50&before_id=&before_seq=&after_seq=")
     assert seqs(r) == list(range(1, 11))
     assert api("alice").get(f"{API}/conversations?limit=&cursor=").status_code == 200

@@ -1,5 +1,5 @@
 """Forged, expired and malformed tokens over REST. Each attack must answer 401 with the
-error body of PROTOCOL.md section 2, never reach a view, never a 500."""
+error body of docs/protocol.md section 2, never reach a view, never a 500."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile REST input: never a 500, always the error body of PROTOCOL.md section 2.
+"""Hostile REST input: never a 500, always the error body of docs/protocol.md section 2.
 
 SQL and LIKE metacharacters in ids must behave exactly like any other unknown id (the ORM
 binds parameters; a `%` must not match everything)."""
