@@ -14,9 +14,9 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendExpiredToken
 
+from aiim_project.core.checks import is_id
 from aiim_project.core.errors import NotAuthenticated, TokenExpired, TokenInvalid
 
-MAX_ID_LENGTH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +90,9 @@ def _verify(backend: TokenBackend, token: str) -> _Verified:
         raise TokenInvalid() from None
     sub = claims.get("sub")
     tenant = claims.get("tenant", settings.JWT_DEFAULT_TENANT)
-    if not isinstance(sub, str) or not sub or len(sub) > MAX_ID_LENGTH:
+    if not is_id(sub):
         raise TokenInvalid("Token has no valid 'sub' claim.")
-    if not isinstance(tenant, str) or not tenant or len(tenant) > MAX_ID_LENGTH:
+    if not is_id(tenant):
         raise TokenInvalid("Token has no valid 'tenant' claim.")
     exp = claims.get("exp")
     principal = Principal(tenant=tenant, user_id=sub, expires_at=float(exp) if exp is not None else None)

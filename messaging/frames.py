@@ -8,6 +8,8 @@ from channels.db import database_sync_to_async
 
 from aiim_project.core import events
 from aiim_project.core.frames import Connection, FrameSpec
+from aiim_project.core.checks import check_tenant
+
 from . import selectors, services
 from aiim_project.core.db import in_worker
 from aiim_project.core.errors import Invalid, TenantMismatch
@@ -27,7 +29,7 @@ def _optional_seq(frame: dict[str, Any], name: str) -> int | None:
 
 
 async def subscribe(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
-    services.check_tenant(conn.tenant, frame.get("tenant_id"))
+    check_tenant(conn.tenant, frame.get("tenant_id"))
     return await conn.subscribe(frame["conversation_id"], _optional_seq(frame, "since_seq"))
 
 
@@ -37,7 +39,7 @@ async def unsubscribe(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]
 
 
 async def send_msg(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
-    services.check_tenant(conn.tenant, frame.get("tenant_id"))
+    check_tenant(conn.tenant, frame.get("tenant_id"))
     message, created = await in_worker(services.message_send)(
         tenant=conn.tenant,
         sender=conn.user_id,
@@ -58,7 +60,7 @@ def of_own_tenant(conn: Connection, frames: list[dict[str, Any]]) -> list[dict[s
     the run, and the one-at-a-time handler answers it."""
     for k, frame in enumerate(frames):
         try:
-            services.check_tenant(conn.tenant, frame.get("tenant_id"))
+            check_tenant(conn.tenant, frame.get("tenant_id"))
         except TenantMismatch:
             return frames[:k]
     return frames

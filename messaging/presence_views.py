@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from aiim_project.core import presence
 from aiim_project.core.errors import Invalid
 from .openapi import PresenceOut
-from .services import check_user_id
+from aiim_project.core.checks import check_user_id
 
 
 class PresenceView(APIView):

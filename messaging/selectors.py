@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Count, Exists, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
 
 from aiim_project.core.errors import Forbidden, Invalid, NotFound
+from aiim_project.core.checks import check_access, not_a_member
 from .models import Conversation, Member, Message
 
 MAX_PAGE = 200
@@ -25,10 +26,7 @@ def conversation_for_member(*, tenant: str, user_id: str, conversation_id: str) 
         .annotate(is_member=Exists(Member.objects.filter(conversation=OuterRef("pk"), user_id=user_id)))
         .first()
     )
-    if row is None:
-        raise NotFound("Conversation not found.")
-    if not row.is_member:
-        raise Forbidden("You are not a member of this conversation.")
+    check_access(found=row is not None, is_member=row is not None and row.is_member)
     return row
 
 
@@ -204,7 +202,7 @@ def _members_if_member(*, tenant: str, user_id: str, conversation_id: str) -> li
         # Not a member, or no such conversation in this tenant: the usual errors. If that
         # finds the caller a member after all (added in between), read the members again.
         conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
-    raise Forbidden("You are not a member of this conversation.")
+    raise not_a_member()
 
 
 @lru_cache(maxsize=4)

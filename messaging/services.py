@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from aiim_project.core import events
 from aiim_project.core.errors import AiimError, Conflict, Forbidden, Invalid, NotFound, TenantMismatch, TooLarge
+from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_access, check_id, check_tenant, check_user_id, is_id
 from aiim_project.core.metrics import SEQ_ALLOC_SECONDS
 from .models import Conversation, ConversationType, Member, Message, MessageType, Role
 from .rendering import member_dict, message_dict, stream_dict
@@ -24,20 +25,7 @@ from .seq import get_allocator
 
 logger = logging.getLogger("aiim.messaging")
 
-MAX_ID_LENGTH = 200
 MAX_MEMBERS_PER_CALL = 1000
-
-
-def check_tenant(tenant: str, tenant_id: Any) -> None:
-    """A tenant id in a request body is never trusted: it must match the token's."""
-    if tenant_id is not None and tenant_id != tenant:
-        raise TenantMismatch()
-
-
-def check_user_id(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH or "\x00" in value:
-        raise Invalid(f"'{field}' must be a non-empty string of at most {MAX_ID_LENGTH} characters.", errors={field: ["Invalid user id."]})
-    return value
 
 
 def _encode(value: Any, field: str) -> str:
@@ -83,10 +71,7 @@ def lock_for_member(*, tenant: str, conversation_id: str, user_id: str) -> Conve
         .annotate(is_member=Exists(Member.objects.filter(conversation_id=OuterRef("pk"), user_id=user_id)))
         .first()
     )
-    if conversation is None:
-        raise NotFound("Conversation not found.")
-    if not conversation.is_member:
-        raise Forbidden("You are not a member of this conversation.")
+    check_access(found=conversation is not None, is_member=conversation is not None and conversation.is_member)
     return conversation
 
 
@@ -264,11 +249,9 @@ def check_message_input(*, type: str, content: Any, metadata: Any, client_msg_id
         raise Invalid("content is required.", errors={"content": ["This field is required."]})
     if metadata is not None and not isinstance(metadata, dict):
         raise Invalid("metadata must be an object.", errors={"metadata": ["Expected an object."]})
-    if client_msg_id is not None and (
-        not isinstance(client_msg_id, str) or not client_msg_id or len(client_msg_id) > MAX_ID_LENGTH or "\x00" in client_msg_id
-    ):
-        raise Invalid("client_msg_id must be a non-empty string.", errors={"client_msg_id": ["Invalid."]})
-    if reply_to is not None and (not isinstance(reply_to, str) or len(reply_to) > 64 or "\x00" in reply_to):
+    if client_msg_id is not None:
+        check_id(client_msg_id, "client_msg_id")
+    if reply_to is not None and (not isinstance(reply_to, str) or (reply_to and not is_id(reply_to, MAX_OBJECT_ID_LENGTH))):
         raise Invalid("reply_to must be a message id.", errors={"reply_to": ["Invalid."]})
     check_content_size(content, metadata)
 
@@ -368,11 +351,8 @@ def _lock_for_send(*, tenant: str, conversation_id: str, sender: str, client_msg
     with connection.cursor() as cursor:
         cursor.execute(_lock_for_send_sql(), [sender, sender, client_msg_id, tenant, conversation_id])
         row = cursor.fetchone()
-    if row is None:
-        raise NotFound("Conversation not found.")
-    last_seq, is_member, existing_id = row
-    if not is_member:
-        raise Forbidden("You are not a member of this conversation.")
+    check_access(found=row is not None, is_member=row is not None and row[1])
+    last_seq, _, existing_id = row
     return Conversation(id=conversation_id, tenant=tenant, last_seq=last_seq), existing_id
 
 

@@ -8,6 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from aiim_project.core.checks import check_tenant
+
 from . import selectors, services
 from aiim_project.core.metrics import MESSAGES_CREATED
 from .openapi import ConversationListOut, ConversationOut, MessageEnvelopeOut, MessageHistoryOut
@@ -62,7 +64,7 @@ class ConversationListView(APIView):
     )
     def post(self, request: Request) -> Response:
         data = parse(ConversationCreateIn, request.data)
-        services.check_tenant(request.user.tenant, data.get("tenant_id"))
+        check_tenant(request.user.tenant, data.get("tenant_id"))
         conversation, created = services.conversation_create(
             tenant=request.user.tenant,
             creator=request.user.user_id,
@@ -87,7 +89,7 @@ class MembersView(APIView):
     )
     def post(self, request: Request, conversation_id: str) -> Response:
         data = parse(MembersAddIn, request.data)
-        services.check_tenant(request.user.tenant, data.get("tenant_id"))
+        check_tenant(request.user.tenant, data.get("tenant_id"))
         services.member_add(
             tenant=request.user.tenant,
             actor=request.user.user_id,
@@ -115,7 +117,7 @@ class MessageSendView(APIView):
     )
     def post(self, request: Request) -> Response:
         data = parse_message_send(request.data)
-        services.check_tenant(request.user.tenant, data.get("tenant_id"))
+        check_tenant(request.user.tenant, data.get("tenant_id"))
         message, created = services.message_send(
             tenant=request.user.tenant,
             sender=request.user.user_id,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from .services import MAX_MESSAGE_ID, MAX_SEQ
+from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH as MAX_MESSAGE_ID
+
+from .services import MAX_SEQ
 
 CONVERSATION_ID = {"max_length": 64, "allow_blank": False}
 

@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from aiim_project.core import events
+from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_access, check_id, is_id
 from aiim_project.core.errors import Forbidden, Invalid, NotFound
 from messaging.models import Conversation, Member, Message
 
@@ -31,7 +32,6 @@ from .models import CursorKind, CursorMove
 from .selectors import unread_after
 
 MAX_SEQ = 2**62
-MAX_MESSAGE_ID = 64
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,6 @@ def check_claimed_user(user_id: str, claimed: Any) -> None:
         raise Forbidden("You can only mark receipts for yourself.")
 
 
-def _is_id(value: Any, max_length: int) -> bool:
-    # PostgreSQL text cannot hold NUL: such an id is bad input, not a database error.
-    return isinstance(value, str) and 0 < len(value) <= max_length and "\x00" not in value
-
-
 def _check_position(seq: Any, message_id: Any, seq_field: str, id_field: str) -> None:
     if (seq is None) == (message_id is None):
         raise Invalid(
@@ -61,13 +56,12 @@ def _check_position(seq: Any, message_id: Any, seq_field: str, id_field: str) ->
         )
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ):
         raise Invalid(f"'{seq_field}' must be a non-negative integer.", errors={seq_field: ["Invalid seq."]})
-    if message_id is not None and not _is_id(message_id, MAX_MESSAGE_ID):
+    if message_id is not None and not is_id(message_id, MAX_OBJECT_ID_LENGTH):
         raise Invalid(f"'{id_field}' must be a message id.", errors={id_field: ["Invalid message id."]})
 
 
 def _member(*, tenant: str, user_id: str, conversation_id: Any) -> Member:
-    if not _is_id(conversation_id, 64):
-        raise Invalid("'conversation_id' must be a conversation id.", errors={"conversation_id": ["Invalid id."]})
+    check_id(conversation_id, "conversation_id", max_length=MAX_OBJECT_ID_LENGTH, detail="'conversation_id' must be a conversation id.", error="Invalid id.")
     member = (
         Member.objects.select_related("conversation")
         .filter(tenant=tenant, conversation_id=conversation_id, user_id=user_id)
@@ -75,9 +69,7 @@ def _member(*, tenant: str, user_id: str, conversation_id: Any) -> Member:
     )
     if member is not None:
         return member
-    if Conversation.objects.filter(tenant=tenant, id=conversation_id).exists():
-        raise Forbidden("You are not a member of this conversation.")
-    raise NotFound("Conversation not found.")
+    check_access(found=Conversation.objects.filter(tenant=tenant, id=conversation_id).exists(), is_member=False)
 
 
 def _advance(member: Member, kind: str, seq: int, now: datetime) -> bool:

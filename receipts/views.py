@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from messaging.rendering import iso
-from messaging.services import check_tenant
+from aiim_project.core.checks import check_tenant
 
 from . import selectors, services
 from .models import CursorKind

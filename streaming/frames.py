@@ -16,7 +16,7 @@ from aiim_project.core.db import in_worker
 from aiim_project.core.frames import Connection, FrameSpec
 from messaging.frames import of_own_tenant
 from aiim_project.core.errors import Invalid
-from messaging.services import check_tenant
+from aiim_project.core.checks import check_tenant
 
 from . import reaper, selectors, services
 

@@ -37,7 +37,8 @@ from aiim_project.core.metrics import STREAM_CHUNKS
 from messaging.models import Message, MessageType, StreamState
 from messaging.rendering import StatusView, message_dict
 from messaging.selectors import conversation_for_member, members_of
-from messaging.services import MAX_ID_LENGTH, check_content_size, insert_with_seq, lock_for_member, publish_message_created
+from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_id, not_a_member
+from messaging.services import check_content_size, insert_with_seq, lock_for_member, publish_message_created
 
 from . import coalesce, selectors, storage
 
@@ -56,12 +57,8 @@ class ChunkResult:
 
 
 def check_stream_ids(conversation_id: Any, client_msg_id: Any) -> None:
-    if not isinstance(conversation_id, str) or not conversation_id or len(conversation_id) > 64 or "\x00" in conversation_id:
-        raise Invalid("conversation_id must be a conversation id.", errors={"conversation_id": ["Invalid."]})
-    if not isinstance(client_msg_id, str) or not client_msg_id or len(client_msg_id) > MAX_ID_LENGTH or "\x00" in client_msg_id:
-        raise Invalid(
-            "client_msg_id (the stream's id) must be a non-empty string.", errors={"client_msg_id": ["Invalid."]}
-        )
+    check_id(conversation_id, "conversation_id", max_length=MAX_OBJECT_ID_LENGTH, detail="conversation_id must be a conversation id.")
+    check_id(client_msg_id, "client_msg_id", detail="client_msg_id (the stream's id) must be a non-empty string.")
 
 
 def _check_chunk(chunk: Any, chunk_index: Any, stream_end: Any) -> None:
@@ -81,7 +78,7 @@ def _own_stream(*, tenant: str, sender: str, conversation_id: str, client_msg_id
     if message is None:
         return None
     if not message.is_member:
-        raise Forbidden("You are not a member of this conversation.")
+        raise not_a_member()
     if message.stream_state is None:
         raise Conflict("client_msg_id names an ordinary message, not a stream.")
     return message

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from messaging.openapi import MessageEnvelopeOut
 from messaging.rendering import StatusView, message_dict
 from messaging.selectors import members_of
-from messaging.services import check_tenant
+from aiim_project.core.checks import check_tenant
 
 from . import reaper, selectors, services
 from .serializers import StreamChunkIn

@@ -6,6 +6,7 @@ import orjson
 import pytest
 from django.conf import settings
 
+from aiim_project.core import checks
 from messaging import services
 from aiim_project.core.errors import Forbidden, Invalid, NotFound, TooLarge
 from messaging.models import Conversation, Member, Message
@@ -211,12 +212,12 @@ def test_tenants_are_isolated(make_conversation, send):
 
 
 def test_check_tenant():
-    services.check_tenant("t", None)
-    services.check_tenant("t", "t")
+    checks.check_tenant("t", None)
+    checks.check_tenant("t", "t")
     from aiim_project.core.errors import TenantMismatch
 
     with pytest.raises(TenantMismatch):
-        services.check_tenant("t", "u")
+        checks.check_tenant("t", "u")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,52 @@
+"""The rules every app applies to ids and to access, written once.
+
+Access: a conversation that does not exist and one of another tenant are the same 404 (the
+caller learns nothing about other tenants); a conversation of the caller's tenant that the
+caller is not a member of is 403 (docs/protocol.md section 2.2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import Forbidden, Invalid, NotFound, TenantMismatch
+
+# User ids, tenants and client_msg_ids (what apps choose).
+MAX_ID_LENGTH = 200
+# Conversation and message ids (what AIIM generates, with room to spare).
+MAX_OBJECT_ID_LENGTH = 64
+
+
+def is_id(value: Any, max_length: int = MAX_ID_LENGTH) -> bool:
+    """A non-empty string, at most `max_length` long, with no NUL (PostgreSQL refuses one)."""
+    return isinstance(value, str) and 0 < len(value) <= max_length and "\x00" not in value
+
+
+def check_id(value: Any, field: str, *, max_length: int = MAX_ID_LENGTH, detail: str | None = None, error: str = "Invalid.") -> str:
+    if not is_id(value, max_length):
+        raise Invalid(detail or f"{field} must be a non-empty string.", errors={field: [error]})
+    return value
+
+
+def check_user_id(value: Any, field: str) -> str:
+    return check_id(
+        value, field, detail=f"'{field}' must be a non-empty string of at most {MAX_ID_LENGTH} characters.", error="Invalid user id."
+    )
+
+
+def check_tenant(tenant: str, tenant_id: Any) -> None:
+    """A tenant id in a request body is never trusted: it must match the token's."""
+    if tenant_id is not None and tenant_id != tenant:
+        raise TenantMismatch()
+
+
+def check_access(*, found: bool, is_member: bool) -> None:
+    """The one access rule for a conversation (see the module)."""
+    if not found:
+        raise NotFound("Conversation not found.")
+    if not is_member:
+        raise not_a_member()
+
+
+def not_a_member() -> Forbidden:
+    return Forbidden("You are not a member of this conversation.")
