@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from aiim_project.auth import mint_token
+from aiim_project.core.auth import mint_token
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -11,8 +11,10 @@ class AiimProjectConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib import admin
 
-        from aiim_project import schema  # noqa: F401  registers the bearer scheme with drf-spectacular
-        from aiim_project import wiring
+        from aiim_project import (
+            schema,  # noqa: F401  registers the bearer scheme with drf-spectacular
+            wiring,
+        )
 
         wiring.register_admin(admin.site)
 

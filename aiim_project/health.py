@@ -13,7 +13,6 @@ import asyncio
 import time
 import uuid
 
-from aiim_project.core.db import in_worker
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
@@ -22,6 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from aiim_project.core import redis as aiim_redis
+from aiim_project.core.db import in_worker
 
 RETRY_AFTER_SECONDS = 5
 

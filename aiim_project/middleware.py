@@ -1,7 +1,7 @@
 """X-Request-ID: accept the caller's id (or make one), echo it, and log one line per request.
 
 The id lives in a context variable for the whole request, so every log line the request
-causes carries it (see `aiim_project.logging.ContextFilter`).
+causes carries it (see `aiim_project.core.logs.ContextFilter`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from aiim_project.logging import request_id_var
+from aiim_project.core.logs import request_id_var
 
 logger = logging.getLogger("aiim.request")
 

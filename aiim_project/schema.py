@@ -4,7 +4,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
 class JWTPrincipalScheme(OpenApiAuthenticationExtension):
-    target_class = "aiim_project.auth.JWTPrincipalAuthentication"
+    target_class = "aiim_project.core.auth.JWTPrincipalAuthentication"
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema):

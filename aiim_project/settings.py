@@ -200,7 +200,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["aiim_project.auth.JWTPrincipalAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["aiim_project.core.auth.JWTPrincipalAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": ["aiim_project.core.ratelimit.UserWriteThrottle"],
     "EXCEPTION_HANDLER": "aiim_project.errors.rest_exception_handler",
@@ -234,10 +234,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {"()": "aiim_project.logging.JsonFormatter"},
+        "json": {"()": "aiim_project.core.logs.JsonFormatter"},
         "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s%(conn_id)s] %(message)s"},
     },
-    "filters": {"context": {"()": "aiim_project.logging.ContextFilter"}},
+    "filters": {"context": {"()": "aiim_project.core.logs.ContextFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

@@ -26,7 +26,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from aiim_project.auth import mint_token  # noqa: E402
+from aiim_project.core.auth import mint_token  # noqa: E402
 from tests.reliability.support import churn, http, metric_value, open_sockets, rss_kb  # noqa: E402
 
 

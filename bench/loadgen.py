@@ -11,7 +11,7 @@ stream chunks are token-sized, so their send times are kept in a table instead.
 
     JWT_SECRET=... python bench/loadgen.py --ports 18800,18801 --pids 123,456 fanout-light
 
-Tokens are minted with aiim_project.auth.mint_token, so JWT_SECRET (and JWT_ALGORITHM)
+Tokens are minted with aiim_project.core.auth.mint_token, so JWT_SECRET (and JWT_ALGORITHM)
 must match the server's. The server should run with RATE_LIMIT_PER_SEC=0.
 """
 
@@ -43,7 +43,7 @@ for _var in ("DATABASE_URL", "REDIS_URL"):
 import django  # noqa: E402
 
 django.setup()
-from aiim_project.auth import mint_token  # noqa: E402
+from aiim_project.core.auth import mint_token  # noqa: E402
 
 TENANT = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

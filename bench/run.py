@@ -121,7 +121,7 @@ def main() -> None:
         commit = subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         src = export(commit)
     reset_database(args.backend, env, src, args.pg_url)
-    stamp = datetime.datetime.now(datetime.timezone.utc)
+    stamp = datetime.datetime.now(datetime.UTC)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
     out_path = out_dir / f"{args.backend}-{args.procs}p-{stamp:%Y%m%dT%H%M%S}{'-' + args.label if args.label else ''}.jsonl"

@@ -36,7 +36,7 @@ django.setup()
 import websockets  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from aiim_project.auth import mint_token  # noqa: E402
+from aiim_project.core.auth import mint_token  # noqa: E402
 from messaging import services as messaging_services  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")

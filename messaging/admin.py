@@ -10,8 +10,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from . import services
 from aiim_project.core.errors import AiimError
+
+from . import services
 from .models import Conversation, Member, Message
 
 TENANT_CHOICES_LIMIT = 100

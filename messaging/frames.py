@@ -7,14 +7,13 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from aiim_project.core import events
-from aiim_project.core.frames import Connection, FrameSpec
 from aiim_project.core.checks import check_tenant
-
-from . import selectors, services
 from aiim_project.core.db import in_worker
 from aiim_project.core.errors import Invalid, TenantMismatch
+from aiim_project.core.frames import Connection, FrameSpec
 from aiim_project.core.metrics import MESSAGES_CREATED
 
+from . import selectors, services
 
 TYPING_STATES = ("typing", "thinking", "idle")
 

@@ -8,9 +8,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aiim_project.core import presence
-from aiim_project.core.errors import Invalid
-from .openapi import PresenceOut
 from aiim_project.core.checks import check_user_id
+from aiim_project.core.errors import Invalid
+
+from .openapi import PresenceOut
 
 
 class PresenceView(APIView):

@@ -5,14 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from django.db import connection
 from django.db.models import Count, Exists, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
 
-from aiim_project.core.errors import Forbidden, Invalid, NotFound
 from aiim_project.core.checks import check_access, not_a_member
+from aiim_project.core.errors import Invalid, NotFound
+
 from .models import Conversation, Member, Message
 
 MAX_PAGE = 200
@@ -99,7 +100,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         if when.tzinfo is None or "\x00" in conv_id:
             raise ValueError(cursor)
         # In UTC, as stored; a forged offset at the edge of the calendar overflows here.
-        return when.astimezone(timezone.utc), conv_id
+        return when.astimezone(UTC), conv_id
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise Invalid("Invalid cursor.", errors={"cursor": ["Invalid cursor."]}) from None
 

@@ -120,7 +120,7 @@ def parse_message_send(data) -> dict:
     elif str(kind) in _MESSAGE_TYPES:
         out["type"] = _MESSAGE_TYPES[str(kind)]
     else:
-        errors["type"] = ['"{input}" is not a valid choice.'.format(input=kind)]
+        errors["type"] = [f'"{kind}" is not a valid choice.']
 
     content = data.get("content", _MISSING)
     if content is _MISSING:
@@ -142,7 +142,7 @@ def parse_message_send(data) -> dict:
     if metadata is _MISSING or metadata is None:
         out["metadata"] = None
     elif not isinstance(metadata, dict):
-        errors["metadata"] = ['Expected a dictionary of items but got type "{input_type}".'.format(input_type=type(metadata).__name__)]
+        errors["metadata"] = [f'Expected a dictionary of items but got type "{type(metadata).__name__}".']
     else:
         out["metadata"] = metadata
 

@@ -16,9 +16,10 @@ from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
 from aiim_project.core import events
-from aiim_project.core.errors import AiimError, Conflict, Forbidden, Invalid, NotFound, TenantMismatch, TooLarge
-from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_access, check_id, check_tenant, check_user_id, is_id
+from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_access, check_id, check_user_id, is_id
+from aiim_project.core.errors import AiimError, Conflict, Forbidden, Invalid, NotFound, TooLarge
 from aiim_project.core.metrics import SEQ_ALLOC_SECONDS
+
 from .models import Conversation, ConversationType, Member, Message, MessageType, Role
 from .rendering import member_dict, message_dict, stream_dict
 from .seq import get_allocator

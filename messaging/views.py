@@ -9,11 +9,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aiim_project.core.checks import check_tenant
+from aiim_project.core.metrics import MESSAGES_CREATED
 
 from . import selectors, services
-from aiim_project.core.metrics import MESSAGES_CREATED
 from .openapi import ConversationListOut, ConversationOut, MessageEnvelopeOut, MessageHistoryOut
-from .rendering import conversation_dict, message_dict, StatusView
+from .rendering import StatusView, conversation_dict, message_dict
 from .serializers import (
     ConversationCreateIn,
     ConversationListQuery,

@@ -4,8 +4,6 @@
 from messaging.admin import ReadOnlyAdmin, TenantFilter
 
 
-
-
 class CursorMoveAdmin(ReadOnlyAdmin):
     list_display = ("member", "kind", "seq", "at", "tenant")
     list_filter = (TenantFilter, "kind")

@@ -6,8 +6,8 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from aiim_project.core.frames import Connection, FrameSpec
 from aiim_project.core.checks import check_tenant
+from aiim_project.core.frames import Connection, FrameSpec
 
 from . import services
 from .models import CursorKind

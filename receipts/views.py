@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from messaging.rendering import iso
 from aiim_project.core.checks import check_tenant
+from messaging.rendering import iso
 
 from . import selectors, services
 from .models import CursorKind

@@ -4,8 +4,8 @@ registers it."""
 
 from django.contrib import admin, messages
 
-from messaging.admin import MessageAdmin
 from aiim_project.core.errors import AiimError
+from messaging.admin import MessageAdmin
 from messaging.models import StreamState
 
 from . import services

@@ -12,11 +12,11 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
+from aiim_project.core.checks import check_tenant
 from aiim_project.core.db import in_worker
+from aiim_project.core.errors import Invalid
 from aiim_project.core.frames import Connection, FrameSpec
 from messaging.frames import of_own_tenant
-from aiim_project.core.errors import Invalid
-from aiim_project.core.checks import check_tenant
 
 from . import reaper, selectors, services
 

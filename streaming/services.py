@@ -32,12 +32,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from aiim_project.core import events
+from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_id, not_a_member
 from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from aiim_project.core.metrics import STREAM_CHUNKS
 from messaging.models import Message, MessageType, StreamState
 from messaging.rendering import StatusView, message_dict
 from messaging.selectors import conversation_for_member, members_of
-from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_id, not_a_member
 from messaging.services import check_content_size, insert_with_seq, lock_for_member, publish_message_created
 
 from . import coalesce, selectors, storage

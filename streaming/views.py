@@ -8,10 +8,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from aiim_project.core.checks import check_tenant
 from messaging.openapi import MessageEnvelopeOut
 from messaging.rendering import StatusView, message_dict
 from messaging.selectors import members_of
-from aiim_project.core.checks import check_tenant
 
 from . import reaper, selectors, services
 from .serializers import StreamChunkIn

@@ -6,7 +6,7 @@ from __future__ import annotations
 from channels.testing import WebsocketCommunicator
 
 from aiim_project.asgi import application
-from aiim_project.auth import mint_token
+from aiim_project.core.auth import mint_token
 
 TIMEOUT = 5
 

@@ -42,7 +42,7 @@ async def _do_receiving(shard, on_resubscribed: Callable[[Any], None], lost_erro
                 shard._receive_message(message)
             else:
                 await asyncio.sleep(0.1)
-        except (asyncio.CancelledError, asyncio.TimeoutError, GeneratorExit):
+        except (TimeoutError, asyncio.CancelledError, GeneratorExit):
             raise
         except lost_errors as exc:
             if not lost:

@@ -31,8 +31,8 @@ from django.conf import settings
 from aiim_project.core import events, presence, ratelimit
 from aiim_project.core.errors import Invalid, RateLimited, as_aiim_error
 from aiim_project.core.frames import FrameSpec
+from aiim_project.core.logs import conn_id_var
 from aiim_project.core.metrics import WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SLOW_CONSUMERS
-from aiim_project.logging import conn_id_var
 
 from . import delivery, fanout_lag, parsing
 from .hub import FRAMES_OUT_EVENT, Wire, get_hub

@@ -66,7 +66,7 @@ class FanoutLag:
             asyncio.create_task(self._watch(self._clear, bound))
         try:
             await asyncio.wait_for(self._clear.wait(), settings.WS_FANOUT_WAIT_MS / 1000)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable("Delivery is behind; retry shortly.", retry_after=max(0.1, round(self.lag, 1))) from None
 
     async def _watch(self, clear: asyncio.Event, bound: float) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
-from aiim_project.auth import decode_token
+from aiim_project.core.auth import decode_token
 from aiim_project.core.errors import AiimError
 
 BEARER = "bearer"

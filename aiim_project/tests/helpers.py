@@ -129,7 +129,7 @@ class Container:
     def healthcheck(self) -> int:
         return subprocess.run(dockerfile_json("HEALTHCHECK"), cwd=ROOT, env=self.env, capture_output=True).returncode
 
-    def __enter__(self) -> "Container":
+    def __enter__(self) -> Container:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(dockerfile_json("CMD"), cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from aiim_project.auth import Principal, decode_token, mint_token
+from aiim_project.core.auth import Principal, decode_token, mint_token
 from aiim_project.core.errors import NotAuthenticated, TokenExpired, TokenInvalid
 
 pytestmark = pytest.mark.django_db
@@ -108,7 +108,7 @@ def rs256(settings):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from aiim_project import auth
+    from aiim_project.core import auth
 
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_pem = private.public_key().public_bytes(
@@ -149,7 +149,7 @@ def hs256_by_hand(claims: dict, key: bytes) -> str:
 
 
 def test_a_cached_token_still_expires_at_its_exp(monkeypatch):
-    from aiim_project import auth
+    from aiim_project.core import auth
 
     exp = int(time.time()) + 100
     token = signed({"sub": "alice", "exp": exp})
@@ -164,7 +164,7 @@ def test_a_cached_token_still_expires_at_its_exp(monkeypatch):
 
 
 def test_a_fractional_exp_expires_as_pyjwt_counts_it(monkeypatch):
-    from aiim_project import auth
+    from aiim_project.core import auth
 
     exp = int(time.time()) + 100
     token = signed({"sub": "alice", "exp": exp + 0.9})
@@ -189,13 +189,13 @@ def test_only_the_exact_verified_text_is_cached():
 
 
 def test_a_new_key_starts_an_empty_cache(rs256):
-    from aiim_project import auth
+    from aiim_project.core import auth
 
     assert auth._verified_for(auth._backend()) == {}
 
 
 def test_the_cache_is_bounded(monkeypatch):
-    from aiim_project import auth
+    from aiim_project.core import auth
 
     monkeypatch.setattr(auth, "_VERIFIED_MAX", 3)
     tokens = [signed({"sub": f"u{i}"}) for i in range(7)]

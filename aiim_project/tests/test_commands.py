@@ -8,7 +8,7 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 
-from aiim_project.auth import decode_token
+from aiim_project.core.auth import decode_token
 
 
 def mint(*args: str) -> str:

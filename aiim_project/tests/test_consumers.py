@@ -14,12 +14,12 @@ from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ImproperlyConfigured
 
 from aiim_project.asgi import application
-from aiim_project.logging import ContextFilter, conn_id_var
+from aiim_project.core.frames import FrameSpec
+from aiim_project.core.logs import ContextFilter, conn_id_var
 from aiim_project.gateway import consumer as gateway
 from aiim_project.gateway import subscriptions
 from aiim_project.wiring import frame_table, merge
 from messaging import frames, services
-from aiim_project.core.frames import FrameSpec
 from receipts import services as receipt_services
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -93,7 +93,7 @@ def make(db: FakeDB, sink: Sink, next_seq: int = 1, load_chunks=None) -> Ordered
     return OrderedDelivery(send=sink.send, load=db.load, next_seq=next_seq, gap_wait=GAP, load_chunks=load_chunks)
 
 
-async def stream_started() -> tuple[OrderedDelivery, Sink]:
+async def stream_started(load_chunks=None) -> tuple[OrderedDelivery, Sink]:
     """A subscription that has sent message 1, a stream with no chunk yet."""
     db, sink = FakeDB(), Sink()
     d = make(db, sink, load_chunks=load_chunks)

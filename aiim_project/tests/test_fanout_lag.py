@@ -13,8 +13,8 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from prometheus_client import REGISTRY
 
-from aiim_project.gateway import fanout_lag
 from aiim_project.core import events
+from aiim_project.gateway import fanout_lag
 from messaging.models import Message
 from tests.communicator import TIMEOUT, ask, connect, subscribe
 

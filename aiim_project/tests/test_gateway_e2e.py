@@ -14,7 +14,7 @@ import pytest
 from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
 
-from aiim_project.auth import mint_token
+from aiim_project.core.auth import mint_token
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -10,9 +10,9 @@ import uuid
 import pytest
 from channels.layers import get_channel_layer
 
+from aiim_project.core import events
 from aiim_project.gateway import fanout_lag
 from aiim_project.gateway.hub import Hub, get_hub
-from aiim_project.core import events
 
 LAYER_WAIT = 0.5
 

@@ -10,7 +10,7 @@ import logging
 import pytest
 from django.test import Client
 
-from aiim_project.logging import REDACTED, ContextFilter, JsonFormatter, conn_id_var
+from aiim_project.core.logs import REDACTED, ContextFilter, JsonFormatter, conn_id_var
 
 
 @pytest.fixture

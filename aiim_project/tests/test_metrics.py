@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from aiim_project.auth import mint_token
+from aiim_project.core.auth import mint_token
 from aiim_project.tests.helpers import http
 
 
@@ -83,7 +83,7 @@ async def test_websocket_traffic_on_one_process_shows_on_the_other(daphne, make_
 
     async with connect(f"{second.ws_url}?token={mint_token(user_id='alice')}") as ws:
         await ws.send(orjson.dumps({"type": "send_msg", "conversation_id": conversation.id, "content": "hi"}).decode())
-        while (frame := orjson.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "ack":
+        while orjson.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "ack":
             pass
         text = await asyncio.to_thread(scrape, first)
         assert sample(text, "aiim_ws_connections") == 1

@@ -14,12 +14,11 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from aiim_project.core import ratelimit
-from aiim_project.auth import mint_token
-from aiim_project.gateway import runs as run_taking
-from aiim_project.core import events
-from messaging import services
+from aiim_project.core import events, ratelimit
+from aiim_project.core.auth import mint_token
 from aiim_project.core.metrics import RATE_LIMITED
+from aiim_project.gateway import runs as run_taking
+from messaging import services
 from messaging.models import Message
 from streaming.tests.test_consumers import connect_queued, pipeline
 from tests.communicator import ask, connect, subscribe

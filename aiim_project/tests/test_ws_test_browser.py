@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from aiim_project.auth import mint_token
+from aiim_project.core.auth import mint_token
 
 pytestmark = pytest.mark.e2e
 

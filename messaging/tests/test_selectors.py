@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from messaging import selectors
 from aiim_project.core.errors import Forbidden, NotFound
+from messaging import selectors
 from messaging.models import Member, Message
 
 pytestmark = pytest.mark.django_db

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from aiim_project.core import events
-from messaging import seq, services
 from aiim_project.core.errors import AiimError, Conflict, Forbidden, NotFound
+from messaging import seq, services
 from messaging.models import Conversation, Message
 from messaging.services import SendInput
 

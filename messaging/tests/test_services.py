@@ -7,8 +7,8 @@ import pytest
 from django.conf import settings
 
 from aiim_project.core import checks
-from messaging import services
 from aiim_project.core.errors import Forbidden, Invalid, NotFound, TooLarge
+from messaging import services
 from messaging.models import Conversation, Member, Message
 from messaging.seq import seq_key
 

@@ -13,7 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from aiim_project.core import ratelimit
-from aiim_project.auth import mint_token
+from aiim_project.core.auth import mint_token
 from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch
 from messaging.models import Message
 from streaming import frames

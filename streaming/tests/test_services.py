@@ -10,8 +10,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from messaging import selectors as messaging_selectors
 from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from messaging import selectors as messaging_selectors
 from messaging.models import Conversation, Member, Message
 from streaming import services
 from streaming.gapfill import chunk_gap_loader, load_chunks

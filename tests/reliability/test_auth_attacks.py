@@ -13,7 +13,7 @@ import jwt
 import pytest
 from rest_framework.test import APIClient
 
-from aiim_project import auth
+from aiim_project.core import auth
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")]
 

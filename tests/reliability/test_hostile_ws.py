@@ -14,7 +14,9 @@ import json
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from .support import http, ws_open, ws_recv, ws_request, ws_send

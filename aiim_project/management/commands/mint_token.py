@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from aiim_project.auth import mint_token
+from aiim_project.core.auth import mint_token
 
 
 class Command(BaseCommand):

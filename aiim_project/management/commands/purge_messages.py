@@ -1,4 +1,4 @@
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
@@ -17,7 +17,7 @@ def parse_cutoff(value: str) -> datetime:
             moment = datetime.combine(day, time.min)
     except ValueError:
         raise CommandError(f"--before must be a date (2025-01-31) or an ISO 8601 datetime, not {value!r}.") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Command(BaseCommand):

@@ -18,7 +18,6 @@ from aiim_project.core.checks import is_id
 from aiim_project.core.errors import NotAuthenticated, TokenExpired, TokenInvalid
 
 
-
 @dataclass(frozen=True, slots=True)
 class Principal:
     tenant: str
