@@ -77,7 +77,7 @@ LOG_FORMAT: str = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
 # Each dependency check of GET /health gives up after this many seconds.
 HEALTH_CHECK_TIMEOUT: float = env.float("HEALTH_CHECK_TIMEOUT", default=1.0)
-# Threads serving REST requests, one per request in flight (aiim_project.asgi_handler).
+# Threads serving REST requests, one per request in flight (aiim_project.compat.django).
 HTTP_THREADS: int = env.int("HTTP_THREADS", default=10)
 # Freeze what start-up made out of the cyclic collector's way (aiim_project.gc_tuning).
 GC_FREEZE_AT_START: bool = env.bool("GC_FREEZE_AT_START", default=True)
@@ -114,7 +114,7 @@ MIDDLEWARE = [
     "aiim_project.sync_middleware.XFrameOptionsMiddleware",
     "aiim_project.sync_middleware.PrometheusAfterMiddleware",
 ]
-# The REST API (aiim_project.asgi_handler) authenticates every request by its bearer token
+# The REST API (aiim_project.compat.django) authenticates every request by its bearer token
 # and keeps no state between requests: the session, CSRF, auth and messages middleware only
 # serve the admin. Without them a post costs ~5% less CPU (bench/RESULTS.md).
 _ADMIN_ONLY_MIDDLEWARE = {"SessionMiddleware", "CsrfViewMiddleware", "AuthenticationMiddleware", "MessageMiddleware"}

@@ -79,7 +79,7 @@ class Runs:
         if not pipelined and not pending:
             # Frames sent back to back may already be in the socket buffer: Twisted reads
             # them in a callback of a later loop turn. Two turns let them join this run
-            # instead of each paying a transaction (docs/gateway.md, "two loop turns").
+            # instead of each paying a transaction (docs/gateway.md, runs of queued frames).
             for _ in range(2):
                 await asyncio.sleep(0)
         while len(run) < MAX_RUN and not pending:
@@ -90,7 +90,7 @@ class Runs:
                     break
                 # Frames were already waiting when this run began and it is shorter than the
                 # client's recent runs: its window is split over two runs. A brief wait for
-                # the other half merges them again (docs/gateway.md, "split windows").
+                # the other half merges them again (docs/gateway.md, runs of queued frames).
                 pipelined = False
                 try:
                     message = await asyncio.wait_for(queue.get(), RUN_LINGER)
