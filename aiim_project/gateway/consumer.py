@@ -36,21 +36,16 @@ from aiim_project.core.metrics import WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OU
 
 from . import delivery, fanout_lag, parsing
 from .hub import FRAMES_OUT_EVENT, Wire, get_hub
+from .liveness import CLOSE_UNAUTHORIZED, Liveness
 from .runs import Runs
 from .socket import Socket
 from .subscriptions import Subscriptions
 
 logger = logging.getLogger("aiim.gateway")
 
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_IDLE = 4408
-CLOSE_FLOOD = 4429
 # The client stopped reading: its unsent frames passed WS_SEND_BUFFER_BYTES.
 CLOSE_SLOW_CONSUMER = 4413
 CLOSE_SERVER_ERROR = 1011
-# A client that gets this many rate_limited errors within FLOOD_WINDOW seconds is closed.
-FLOOD_STRIKES = 20
-FLOOD_WINDOW = 5.0
 
 
 class GatewayConsumer(AsyncWebsocketConsumer):
@@ -108,7 +103,6 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.principal = None
         self._after_reply: list[Any] = []
         self._background: set[asyncio.Task] = set()
-        self._strikes: deque[float] = deque()
         self._watchdog: asyncio.Task | None = None
         self._closing = False
         self.socket = Socket(self.base_send, self._on_overflow)
@@ -150,11 +144,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         self.principal = principal
         WS_CONNECTIONS.inc()
-        now = time.monotonic()
-        self._last_frame_at = self._last_ping_at = now
-        self._presence_renewed_at = 0.0
-        await self._renew_presence(now)
-        self._watchdog = asyncio.create_task(self._watch())
+        self.liveness = Liveness(
+            tenant=self.tenant,
+            user_id=self.user_id,
+            conn_id=self.conn_id,
+            expires_at=principal.expires_at,
+            send_text=self._send_text,
+            close=self._close,
+            closing=lambda: self._closing,
+        )
+        await self.liveness.start()
+        self._watchdog = asyncio.create_task(self.liveness.watch())
 
     async def disconnect(self, code: int) -> None:
         if self.principal is None:
@@ -174,29 +174,6 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         except Exception as exc:  # the lease expires on its own; the group entry too
             logger.warning("ws disconnect cleanup failed: %s", type(exc).__name__)
 
-    async def _watch(self) -> None:
-        """Server pings after WS_PING_INTERVAL of client silence, 4408 after
-        WS_IDLE_TIMEOUT of it, 4401 when the token expires."""
-        ping_every, idle_timeout = settings.WS_PING_INTERVAL, settings.WS_IDLE_TIMEOUT
-        expires_at = self.principal.expires_at
-        while not self._closing:
-            now = time.monotonic()
-            if expires_at is not None and time.time() >= expires_at:
-                await self._close(CLOSE_UNAUTHORIZED)
-                return
-            if now - self._last_frame_at >= idle_timeout:
-                await self._close(CLOSE_IDLE)
-                return
-            next_ping = max(self._last_frame_at, self._last_ping_at) + ping_every
-            if now >= next_ping:
-                self._last_ping_at = now
-                await self._send_text('{"type":"ping"}', "ping")
-                next_ping = now + ping_every
-            wake = min(next_ping, self._last_frame_at + idle_timeout)
-            if expires_at is not None:
-                wake = min(wake, now + max(0.0, expires_at - time.time()))
-            await asyncio.sleep(max(0.01, wake - now))
-
     async def _close(self, code: int) -> None:
         """Close from the server side; frames and events still in flight are ignored."""
         self._closing = True
@@ -210,15 +187,6 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         WS_SLOW_CONSUMERS.inc()
         self._closing = True
         self._spawn(self._close(CLOSE_SLOW_CONSUMER))
-
-    async def _renew_presence(self, now: float) -> None:
-        if now - self._presence_renewed_at < presence.renew_interval():
-            return
-        self._presence_renewed_at = now
-        try:
-            await presence.renew(tenant=self.tenant, user_id=self.user_id, conn_id=self.conn_id)
-        except Exception as exc:  # presence is advisory; messaging goes on without it
-            logger.warning("presence renew failed: %s", type(exc).__name__)
 
     # -- client frames ----------------------------------------------------------------
 
@@ -268,9 +236,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self.handle(frame, spec, admitted=True)
 
     async def touch(self) -> None:
-        now = time.monotonic()
-        self._last_frame_at = now
-        await self._renew_presence(now)
+        await self.liveness.touch()
 
     def flow_control(self) -> None:
         self.socket.flow_control(self.runs.held)
@@ -316,16 +282,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         err, text = parsing.error_frame(exc, frame)
         await self._send_text(text, "error")
         if isinstance(err, RateLimited):
-            await self._count_strike()
-
-    async def _count_strike(self) -> None:
-        now = time.monotonic()
-        self._strikes.append(now)
-        while self._strikes and now - self._strikes[0] > FLOOD_WINDOW:
-            self._strikes.popleft()
-        if len(self._strikes) > FLOOD_STRIKES:
-            logger.info("ws closed for flooding")
-            await self._close(CLOSE_FLOOD)
+            await self.liveness.count_strike()
 
     async def _send_text(self, text: str, kind: str) -> None:
         WS_FRAMES_OUT.labels(kind).inc()

@@ -16,8 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from aiim_project.asgi import application
 from aiim_project.core.frames import FrameSpec
 from aiim_project.core.logs import ContextFilter, conn_id_var
-from aiim_project.gateway import consumer as gateway
-from aiim_project.gateway import subscriptions
+from aiim_project.gateway import liveness, subscriptions
 from aiim_project.wiring import frame_table, merge
 from messaging import frames, services
 from receipts import services as receipt_services
@@ -395,7 +394,7 @@ async def test_rate_limited_frames_error_then_flooding_closes_4429(ws, conv, set
     c = await conv()
     alice = await ws("alice")
     codes = []
-    for i in range(gateway.FLOOD_STRIKES + 10):
+    for i in range(liveness.FLOOD_STRIKES + 10):
         await alice.send_json_to({"type": "typing", "conversation_id": c.id, "state": "typing", "req_id": str(i)})
     while True:
         message = await alice.receive_output(timeout=TIMEOUT)
@@ -404,7 +403,7 @@ async def test_rate_limited_frames_error_then_flooding_closes_4429(ws, conv, set
         frame = orjson.loads(message["text"])
         codes.append(frame.get("code"))
     assert message["code"] == 4429
-    assert codes.count("rate_limited") == gateway.FLOOD_STRIKES + 1
+    assert codes.count("rate_limited") == liveness.FLOOD_STRIKES + 1
     assert set(codes) == {"rate_limited"}
 
 
@@ -416,7 +415,7 @@ async def test_each_connections_log_lines_carry_its_own_connection_id(ws, conv, 
     assert await closed_with(refused) == 4401
     settings.RATE_LIMIT_PER_SEC = 1
     alice = await ws("alice")
-    for _ in range(gateway.FLOOD_STRIKES + 3):
+    for _ in range(liveness.FLOOD_STRIKES + 3):
         await alice.send_json_to({"type": "ping"})
         await alice.send_json_to({"type": "send_msg", "conversation_id": "missing", "content": "x"})
     assert await closed_with(alice) == 4429
