@@ -74,7 +74,8 @@ def reset_database(backend: str, env: dict[str, str], src: Path, pg_url: str = P
         name = url.path.lstrip("/")
         subprocess.run(["dropdb", *where, "--if-exists", "--force", name], check=True)
         subprocess.run(["createdb", *where, name], check=True)
-        subprocess.run(["redis-cli", "-n", "7", "FLUSHDB"], check=True, stdout=subprocess.DEVNULL)
+        # The servers' Redis database (REDIS_URL, or --env REDIS_URL=... to use another one).
+        subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "FLUSHDB"], check=True, stdout=subprocess.DEVNULL)
     else:
         for suffix in ("", "-wal", "-shm"):
             Path(SQLITE_PATH + suffix).unlink(missing_ok=True)
