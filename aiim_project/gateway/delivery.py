@@ -124,6 +124,8 @@ Load = Callable[[int, int, int], Awaitable[list[StoredMessage]]]
 
 @dataclass(slots=True)
 class _Stream:
+    """One streaming message of a `ChunkOrder`."""
+
     next_chunk: int
     held: list[dict] = field(default_factory=list)
     timer: asyncio.Task | None = None
@@ -146,15 +148,13 @@ class OrderedDelivery:
         self.next_seq = next_seq
         self._send = send
         self._load = load
-        self._load_chunks = load_chunks
         self._on_revoked = on_revoked
         self._gap_wait = gap_wait
         self._lock = asyncio.Lock()
         self._out: list[str] = []
         self._early: dict[int, dict] = {}  # message.created events ahead of next_seq
         self._held: dict[str, list[dict]] = {}  # chunk/updated events of messages not yet sent
-        self._streams: dict[str, _Stream] = {}
-        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._chunks = ChunkOrder(self, load_chunks=load_chunks, gap_wait=gap_wait)
         self._gap_timer: asyncio.Task | None = None
         self._queued: deque[dict] = deque()  # offered while a read held the lock
         self._drainer: asyncio.Task | None = None
@@ -218,7 +218,7 @@ class OrderedDelivery:
     def close(self) -> None:
         self._closed = True
         self._queued.clear()
-        timers = [self._gap_timer, self._drainer, *(s.timer for s in self._streams.values())]
+        timers = [self._gap_timer, self._drainer, *self._chunks.timers()]
         for timer in timers:
             if timer is not None and timer is not asyncio.current_task():
                 timer.cancel()
@@ -246,21 +246,17 @@ class OrderedDelivery:
         self._out.append(event["frame"])
         self.next_seq = event["seq"] + 1
         if stream and stream.get("state") == "streaming":
-            self._streams.setdefault(message_id, _Stream(next_chunk=stream.get("chunk_count", 0)))
+            self._chunks.started(message_id, stream.get("chunk_count", 0))
 
     def _send_stored(self, row: StoredMessage) -> None:
         self._out.append(row.frame)
         self.next_seq = row.seq + 1
         if row.stream_state == "streaming":
-            stream = self._streams.get(row.message_id)
-            if stream is None:
-                self._streams[row.message_id] = _Stream(next_chunk=row.chunk_count)
-            else:  # the row may hold chunks whose events are still on their way
-                stream.next_chunk = max(stream.next_chunk, row.chunk_count)
+            self._chunks.stored(row.message_id, row.chunk_count)
         elif row.stream_state in FINAL_STREAM_STATES:
             # Read after its stream ended: the row holds the whole text, so chunk events
             # still on their way are duplicates.
-            self._finish(row.message_id)
+            self._chunks.finish(row.message_id)
 
     def _drain_early(self) -> None:
         while self.next_seq in self._early:
@@ -328,16 +324,51 @@ class OrderedDelivery:
             self._arm_gap_timer()
             return
         if chunk:
-            self._on_chunk(message_id, event)
+            self._chunks.on_chunk(message_id, event)
         else:
-            self._on_updated(message_id, event)
+            self._chunks.on_updated(message_id, event)
 
     def _release_held(self) -> None:
         for message_id in [m for m, evs in self._held.items() if evs[0].get("seq", 0) < self.next_seq]:
             for event in self._held.pop(message_id):
                 self._on_stream_event(event, chunk=event["event"] == "message.stream_chunk")
 
-    def _on_chunk(self, message_id: str, event: dict) -> None:
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self._closed:  # unsubscribed (or removed) while a read was in flight
+            return
+        for frame in out:
+            self._send(frame)
+
+
+class ChunkOrder:
+    """The chunks and final update of each streaming message a subscription has sent, in
+    chunk order (the module's "Streams" paragraph). `load_chunks` fills a chunk gap from the
+    database; it shares its subscription's lock, output and closed state."""
+
+    def __init__(self, owner: OrderedDelivery, *, load_chunks: ChunkLoader | None, gap_wait: float) -> None:
+        self._owner = owner
+        self._load_chunks = load_chunks
+        self._gap_wait = gap_wait
+        self._streams: dict[str, _Stream] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+
+    def timers(self) -> list[asyncio.Task]:
+        return [s.timer for s in self._streams.values() if s.timer is not None]
+
+    def started(self, message_id: str, chunk_count: int) -> None:
+        """Its message.created was sent while streaming with `chunk_count` chunks."""
+        self._streams.setdefault(message_id, _Stream(next_chunk=chunk_count))
+
+    def stored(self, message_id: str, chunk_count: int) -> None:
+        """Its row, read while streaming, holds `chunk_count` chunks."""
+        stream = self._streams.get(message_id)
+        if stream is None:
+            self._streams[message_id] = _Stream(next_chunk=chunk_count)
+        else:  # the row may hold chunks whose events are still on their way
+            stream.next_chunk = max(stream.next_chunk, chunk_count)
+
+    def on_chunk(self, message_id: str, event: dict) -> None:
         if message_id in self._finished:
             return
         stream = self._streams.get(message_id)
@@ -346,7 +377,7 @@ class OrderedDelivery:
         if event["last_chunk_index"] < stream.next_chunk:
             return
         if event["chunk_index"] == stream.next_chunk:
-            self._out.append(event["frame"])
+            self._owner._out.append(event["frame"])
             stream.next_chunk = event["last_chunk_index"] + 1
             self._drain_chunks(stream)
             self._settle(message_id, stream)
@@ -355,14 +386,14 @@ class OrderedDelivery:
         self._arm_chunk_timer(message_id, stream)
 
     def _arm_chunk_timer(self, message_id: str, stream: _Stream) -> None:
-        if stream.timer is None and not self._closed:
+        if stream.timer is None and not self._owner._closed:
             stream.timer = asyncio.create_task(self._chunk_gap_after_wait(message_id, stream))
 
     def _settle(self, message_id: str, stream: _Stream) -> None:
         """Send a deferred final update once every chunk before it has been sent."""
         if stream.final is not None and not stream.held and stream.next_chunk >= stream.final_chunk_count:
-            self._out.append(stream.final["frame"])
-            self._finish(message_id)
+            self._owner._out.append(stream.final["frame"])
+            self.finish(message_id)
 
     def _drain_chunks(self, stream: _Stream) -> None:
         progressed = True
@@ -374,15 +405,15 @@ class OrderedDelivery:
                     progressed = True
                 elif event["chunk_index"] == stream.next_chunk:
                     stream.held.remove(event)
-                    self._out.append(event["frame"])
+                    self._owner._out.append(event["frame"])
                     stream.next_chunk = event["last_chunk_index"] + 1
                     progressed = True
 
     async def _chunk_gap_after_wait(self, message_id: str, stream: _Stream) -> None:
         await asyncio.sleep(self._gap_wait)
-        async with self._lock:
+        async with self._owner._lock:
             stream.timer = None
-            if self._closed or self._streams.get(message_id) is not stream:
+            if self._owner._closed or self._streams.get(message_id) is not stream:
                 return
             if not stream.held and stream.final is None:
                 return
@@ -393,21 +424,21 @@ class OrderedDelivery:
                 except Exception as exc:
                     logger.warning("chunk gap fill failed: %s", type(exc).__name__)
             if filled and filled["chunk_index"] == stream.next_chunk and filled["last_chunk_index"] >= stream.next_chunk:
-                self._out.append(filled["frame"])
+                self._owner._out.append(filled["frame"])
                 stream.next_chunk = filled["last_chunk_index"] + 1
                 self._drain_chunks(stream)
             # Whatever is still held cannot be filled: send it in order rather than stall.
             for event in sorted(stream.held, key=lambda e: e["chunk_index"]):
                 if event["chunk_index"] >= stream.next_chunk:
-                    self._out.append(event["frame"])
+                    self._owner._out.append(event["frame"])
                     stream.next_chunk = event["last_chunk_index"] + 1
             stream.held.clear()
             if stream.final is not None:  # its full text makes up for any chunk still missing
                 stream.next_chunk = max(stream.next_chunk, stream.final_chunk_count)
                 self._settle(message_id, stream)
-            self._flush()
+            self._owner._flush()
 
-    def _on_updated(self, message_id: str, event: dict) -> None:
+    def on_updated(self, message_id: str, event: dict) -> None:
         info = (orjson.loads(event["frame"])["data"].get("message") or {}).get("stream") or {}
         stream = self._streams.get(message_id)
         if info.get("state") in FINAL_STREAM_STATES and stream is not None:
@@ -418,21 +449,14 @@ class OrderedDelivery:
             if message_id in self._streams:
                 self._arm_chunk_timer(message_id, stream)
             return
-        self._out.append(event["frame"])
+        self._owner._out.append(event["frame"])
         if info.get("state") in FINAL_STREAM_STATES:
-            self._finish(message_id)
+            self.finish(message_id)
 
-    def _finish(self, message_id: str) -> None:
+    def finish(self, message_id: str) -> None:
         ended = self._streams.pop(message_id, None)
         if ended is not None and ended.timer is not None:
             ended.timer.cancel()
         self._finished[message_id] = None
         if len(self._finished) > FINISHED_MEMORY:
             self._finished.popitem(last=False)
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if self._closed:  # unsubscribed (or removed) while a read was in flight
-            return
-        for frame in out:
-            self._send(frame)
