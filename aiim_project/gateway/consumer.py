@@ -38,7 +38,7 @@ from aiim_project import ratelimit
 from aiim_project.logging import conn_id_var
 from messaging import delivery, events, presence, selectors
 from messaging.frames import FrameSpec
-from messaging.errors import AiimError, Invalid, NotFound, RateLimited, TooLarge, as_aiim_error
+from messaging.errors import AiimError, Invalid, RateLimited, TooLarge, as_aiim_error
 from messaging.metrics import ERRORS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SLOW_CONSUMERS
 
 from . import backpressure, fanout_lag
@@ -659,8 +659,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def unsubscribe(self, conversation_id: str) -> None:
         sub = self.subscriptions.pop(conversation_id, None)
-        if sub is None:
-            raise NotFound("Not subscribed to this conversation.")
+        if sub is None:  # idempotent, as in the original AIIM: the goal state holds already
+            return
         sub.close()
         await self._hub.leave(events.conversation_group(self.tenant, conversation_id), self)
 

@@ -291,7 +291,21 @@ async def test_unsubscribe_stops_events(ws, conv):
     assert reply == {"type": "unsubscribed", "conversation_id": c.id, "req_id": "u"}
     await send_db(c.id)
     await bob.receive_nothing(timeout=0.2)
-    assert (await request(bob, {"type": "unsubscribe", "conversation_id": c.id}))["code"] == "not_found"
+
+
+async def test_unsubscribe_is_idempotent_as_in_the_original(ws, conv):
+    """The original AIIM answered `unsubscribed` whether or not the connection was
+    subscribed; its clients unsubscribe blindly (a page's button, a cleanup on leave)."""
+    c = await conv()
+    bob = await ws("bob")
+    await subscribed(bob, c.id)
+    for req_id in ("u1", "u2"):
+        reply = await request(bob, {"type": "unsubscribe", "conversation_id": c.id, "req_id": req_id})
+        assert reply == {"type": "unsubscribed", "conversation_id": c.id, "req_id": req_id}
+    never = await request(bob, {"type": "unsubscribe", "conversation_id": "never-subscribed", "req_id": "u3"})
+    assert never == {"type": "unsubscribed", "conversation_id": "never-subscribed", "req_id": "u3"}
+    await send_db(c.id)
+    await bob.receive_nothing(timeout=0.2)
 
 
 # --- send_msg ---------------------------------------------------------------------------
