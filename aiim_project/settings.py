@@ -219,6 +219,8 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # A body without Content-Type is JSON, as the original AIIM read it (docs/migrating.md).
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "aiim_project.negotiation.JSONWhenUntyped",
     "UNAUTHENTICATED_USER": None,
 }
 
