@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import TemplateView
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from aiim_project import health
+from aiim_project import banner, health
 
 from aiim_project.errors import json_404
 
@@ -17,7 +17,10 @@ api = [
 
 urlpatterns = [
     path("api/aiim/", include(api)),
+    path("", banner.index, name="banner"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    # The original AIIM (FastAPI) served its schema here; its tooling still looks for it.
+    path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-json"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("health", health.health, name="health"),
