@@ -107,6 +107,7 @@ INSTALLED_APPS = [
 # costs two thread hops per request (see aiim_project/sync_middleware.py).
 MIDDLEWARE = [
     "aiim_project.sync_middleware.PrometheusBeforeMiddleware",
+    "aiim_project.http_metrics.HttpMetricsMiddleware",
     "aiim_project.middleware.RequestIdMiddleware",
     "aiim_project.sync_middleware.SecurityMiddleware",
     "aiim_project.sync_middleware.SessionMiddleware",
