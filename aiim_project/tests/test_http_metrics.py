@@ -75,3 +75,12 @@ def test_daphne_counts_the_api_and_the_rest(daphne, make_conversation):
     assert sample(text, "http_request_duration_seconds_count", method="POST", path="/api/aiim/messages") == 1
     # Never a raw id in a label.
     assert conversation.id not in text
+
+
+@pytest.mark.django_db
+def test_an_unknown_method_is_one_label_value():
+    before = count("other", "/health", "405")
+    for method in ("FOO", "BAR", "X-RANDOM"):
+        assert Client().generic(method, "/health").status_code == 405
+    assert count("other", "/health", "405") == before + 3
+    assert count("FOO", "/health", "405") == 0
