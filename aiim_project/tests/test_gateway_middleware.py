@@ -47,3 +47,24 @@ async def test_bad_bare_token_is_echoed_then_closed_4401():
     assert connected and subprotocol == "not.a.jwt"
     message = await comm.receive_output(timeout=TIMEOUT)
     assert (message["type"], message["code"]) == ("websocket.close", 4401)
+
+
+@pytest.mark.e2e
+def test_bare_token_subprotocol_through_real_daphne(daphne, token):
+    """Daphne puts the selected subprotocol in the handshake answer; the client (like a
+    browser) refuses an answer that selects none of the offered ones."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    server = daphne(1)[0]
+    jwt = token("alice")
+
+    async def scenario():
+        async with connect(server.ws_url, subprotocols=[jwt]) as ws:
+            await ws.send('{"type": "ping", "req_id": "p"}')
+            return ws.subprotocol, await asyncio.wait_for(ws.recv(), TIMEOUT)
+
+    selected, reply = asyncio.run(scenario())
+    assert selected == jwt
+    assert reply == '{"type":"pong","req_id":"p"}'
