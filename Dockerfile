@@ -18,14 +18,17 @@ RUN sed '/^# Tests/,$d' requirements.txt > /tmp/runtime.txt \
     && pip install -r /tmp/runtime.txt \
     && rm /tmp/runtime.txt
 
-RUN groupadd --system aiim && useradd --system --gid aiim --no-create-home --home-dir /app aiim
+# A fixed numeric uid, named by number below: a host or orchestrator (runAsNonRoot) can
+# check it without the image's /etc/passwd (hadolint DL3066).
+RUN groupadd --system --gid 10001 aiim \
+    && useradd --system --uid 10001 --gid aiim --no-create-home --home-dir /app aiim
 
 COPY --chown=aiim:aiim . .
 
 # Admin and docs assets, served by nginx in production (see docs/deploy/nginx.conf).
 RUN DEBUG=false SECRET_KEY=collectstatic JWT_SECRET=collectstatic python manage.py collectstatic --noinput
 
-USER aiim
+USER 10001:10001
 EXPOSE 8083
 
 # Liveness only: a database or Redis outage is reported by /health, and restarting the

@@ -80,6 +80,9 @@ async def health(request):
     if not aiim_redis.redis_enabled():
         dependencies["redis"] = {"status": "not_configured"}
     down = sorted(name for name, result in dependencies.items() if result["status"] == "down")
+    # The original AIIM's `dependencies.redis` was a boolean; its readers switch to this
+    # (docs/migrating.md). Not configured counts as false, as the original reported it.
+    dependencies["redis_ok"] = dependencies["redis"]["status"] == "ok"
     if not down:
         return JsonResponse({"status": "ok", "dependencies": dependencies})
     response = JsonResponse({"status": "degraded", "down": down, "dependencies": dependencies}, status=503)

@@ -104,6 +104,7 @@ INSTALLED_APPS = [
 # costs two thread hops per request (see aiim_project/sync_middleware.py).
 MIDDLEWARE = [
     "aiim_project.sync_middleware.PrometheusBeforeMiddleware",
+    "aiim_project.http_metrics.HttpMetricsMiddleware",
     "aiim_project.middleware.RequestIdMiddleware",
     "aiim_project.sync_middleware.SecurityMiddleware",
     "aiim_project.sync_middleware.SessionMiddleware",
@@ -209,6 +210,8 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # A body without Content-Type is JSON, as the original AIIM read it (docs/migrating.md).
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "aiim_project.negotiation.JSONWhenUntyped",
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -1,13 +1,16 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from aiim_project import health, wiring
+from aiim_project import banner, health, wiring
 
 urlpatterns = [
     path("api/aiim/", include(wiring.api_urls())),
+    path("", banner.index, name="banner"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    # The original AIIM (FastAPI) served its schema here; its tooling still looks for it.
+    path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-json"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("health", health.health, name="health"),

@@ -98,7 +98,8 @@ def _publish(tenant: str, member: Member, kind: str, seq: int, message_id: str |
         # conversation or not, so each of them can update its unread count at once.
         groups = [events.conversation_group(tenant, conversation_id), events.user_group(tenant, member.user_id)]
     else:
-        data = {"user_id": member.user_id, "up_to_seq": seq}
+        # `seq` is the original AIIM's name for the same cursor: its clients read it.
+        data = {"user_id": member.user_id, "up_to_seq": seq, "seq": seq}
         if message_id is not None:
             data["message_id"] = message_id
         groups = [events.conversation_group(tenant, conversation_id)]

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiim_project.core import events
 from messaging.models import Message
+from messaging.rendering import iso
 
 
 def chunk_data(message: Message, *, first: int, last: int, delta: str, stream_end: bool) -> dict[str, Any]:
@@ -20,6 +21,16 @@ def chunk_data(message: Message, *, first: int, last: int, delta: str, stream_en
         # The original AIIM clients read `chunk`; newer ones read `delta`.
         "chunk": delta,
         "stream_end": stream_end,
+        # And the original's `message` object (docs/migrating.md): the same text again.
+        "message": {
+            "message_id": message.id,
+            "sender_id": message.sender_id,
+            "type": "stream_chunk",
+            "content": {"chunk": delta},
+            "created_at": iso(message.created_at),
+            "seq": message.seq,
+            "stream_end": stream_end,
+        },
     }
 
 

@@ -23,3 +23,8 @@ SEQ_ALLOC_SECONDS = Histogram(
 RATE_LIMITED = Counter("aiim_rate_limited_total", "Requests and frames refused by the rate limit", ["via"])
 ERRORS = Counter("aiim_errors_total", "Errors returned to clients, by code", ["code", "via"])
 WS_FANOUT_HELD = Counter("aiim_ws_fanout_held_total", "Write frames held back because this process's fan-out was behind")
+# The original AIIM's two request metrics, under its names, so dashboards built on them keep
+# working. `path` is the route template (`/api/aiim/messages/{conversation_id}`), never the raw
+# path; a request no route matches is `<unmatched>`.
+HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests, by method, route template and status", ["method", "path", "status"])
+HTTP_REQUEST_SECONDS = Histogram("http_request_duration_seconds", "HTTP request latency, by method and route template", ["method", "path"])

@@ -114,7 +114,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         # tasks and worker threads it starts inherit it.
         self.conn_id = uuid.uuid4().hex
         conn_id_var.set(self.conn_id)
-        await self.accept("bearer" if self.scope.get("bearer_subprotocol") else None)
+        await self.accept(self.scope.get("accept_subprotocol"))
         self._accepted = True
         principal = self.scope.get("principal")
         if principal is None or (principal.expires_at is not None and principal.expires_at <= time.time()):

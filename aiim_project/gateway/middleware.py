@@ -1,7 +1,9 @@
 """ASGI middleware that turns the WebSocket's token into a principal before the consumer runs.
 
 The token comes from `?token=<JWT>` or from the subprotocol pair `bearer, <JWT>` (browsers
-cannot set headers on a WebSocket). A bad token does not refuse the handshake: the consumer
+cannot set headers on a WebSocket); the original AIIM's clients also send it as the only,
+bare subprotocol (`Sec-WebSocket-Protocol: <JWT>`), which is then echoed back as the
+original did (a browser fails a handshake whose answer selects none of the offered ones). A bad token does not refuse the handshake: the consumer
 accepts and then closes with 4401, which is the only way a browser client can see why.
 """
 
@@ -15,14 +17,17 @@ from aiim_project.core.errors import AiimError
 BEARER = "bearer"
 
 
-def token_from_scope(scope: dict) -> tuple[str, bool]:
-    """(token, offered through the bearer subprotocol)."""
+def token_from_scope(scope: dict) -> tuple[str, str | None]:
+    """(token, the subprotocol the handshake selects: "bearer", the bare token, or None)."""
     subprotocols = list(scope.get("subprotocols") or [])
     if BEARER in subprotocols:
         others = [p for p in subprotocols if p != BEARER]
-        return (others[0] if others else ""), True
+        return (others[0] if others else ""), BEARER
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    return (query.get("token") or [""])[0], False
+    token = (query.get("token") or [""])[0]
+    if not token and len(subprotocols) == 1:
+        return subprotocols[0], subprotocols[0]
+    return token, None
 
 
 class JWTAuthMiddleware:
@@ -31,11 +36,11 @@ class JWTAuthMiddleware:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket":
-            token, via_subprotocol = token_from_scope(scope)
+            token, subprotocol = token_from_scope(scope)
             principal, error = None, None
             try:
                 principal = decode_token(token)
             except AiimError as exc:
                 error = exc
-            scope = dict(scope, principal=principal, auth_error=error, bearer_subprotocol=via_subprotocol)
+            scope = dict(scope, principal=principal, auth_error=error, accept_subprotocol=subprotocol)
         return await self.app(scope, receive, send)

@@ -20,7 +20,6 @@ from django.conf import settings
 
 from aiim_project.core import events
 from aiim_project.core.db import in_worker
-from aiim_project.core.errors import NotFound
 from messaging import selectors
 
 from . import delivery
@@ -148,8 +147,8 @@ class Subscriptions:
 
     async def unsubscribe(self, conversation_id: str) -> None:
         sub = self.by_conversation.pop(conversation_id, None)
-        if sub is None:
-            raise NotFound("Not subscribed to this conversation.")
+        if sub is None:  # idempotent, as in the original AIIM: the goal state holds already
+            return
         sub.close()
         await self._hub.leave(self.group(conversation_id), self._member)
 

@@ -291,7 +291,21 @@ async def test_unsubscribe_stops_events(ws, conv):
     assert reply == {"type": "unsubscribed", "conversation_id": c.id, "req_id": "u"}
     await send_db(c.id)
     await bob.receive_nothing(timeout=0.2)
-    assert (await request(bob, {"type": "unsubscribe", "conversation_id": c.id}))["code"] == "not_found"
+
+
+async def test_unsubscribe_is_idempotent_as_in_the_original(ws, conv):
+    """The original AIIM answered `unsubscribed` whether or not the connection was
+    subscribed; its clients unsubscribe blindly (a page's button, a cleanup on leave)."""
+    c = await conv()
+    bob = await ws("bob")
+    await subscribed(bob, c.id)
+    for req_id in ("u1", "u2"):
+        reply = await request(bob, {"type": "unsubscribe", "conversation_id": c.id, "req_id": req_id})
+        assert reply == {"type": "unsubscribed", "conversation_id": c.id, "req_id": req_id}
+    never = await request(bob, {"type": "unsubscribe", "conversation_id": "never-subscribed", "req_id": "u3"})
+    assert never == {"type": "unsubscribed", "conversation_id": "never-subscribed", "req_id": "u3"}
+    await send_db(c.id)
+    await bob.receive_nothing(timeout=0.2)
 
 
 # --- send_msg ---------------------------------------------------------------------------
@@ -453,7 +467,10 @@ async def test_other_tenants_conversation_is_not_found_like_a_missing_one(ws, co
     await subscribed(alice_acme, theirs.id)
     foreign = await request(alice, {**frame, "conversation_id": theirs.id, "req_id": "x"})
     missing = await request(alice, {**frame, "conversation_id": "no-such-conversation", "req_id": "x"})
-    assert foreign["code"] == missing["code"] == "not_found"
+    if frame["type"] == "unsubscribe":  # idempotent: the same answer for any id
+        assert foreign["type"] == missing["type"] == "unsubscribed"
+    else:
+        assert foreign["code"] == missing["code"] == "not_found"
     assert {k: v for k, v in foreign.items() if k != "conversation_id"} == {k: v for k, v in missing.items() if k != "conversation_id"}
     await alice_acme.receive_nothing(timeout=0.1)  # nothing leaked into the real tenant's stream
 

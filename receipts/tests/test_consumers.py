@@ -77,6 +77,7 @@ async def test_delivered_frame_reaches_the_conversation(conversation_with):
         "conversation_id": conv.id,
         "user_id": "bob",
         "up_to_seq": 1,
+        "seq": 1,  # the original AIIM's name for it
         "message_id": first.id,
     }
     # Delivery is not sent to the user's own devices through the user group.

@@ -198,6 +198,7 @@ async def test_delivered_event_goes_to_the_conversation_only(make_conversation, 
         "conversation_id": conv.id,
         "user_id": "bob",
         "up_to_seq": 1,
+        "seq": 1,  # the original AIIM's name for it
         "message_id": first.id,
     }
     await _nothing_more(mine, mine_ch)

@@ -168,6 +168,32 @@ async def test_a_subscriber_sees_created_then_every_chunk_then_updated(conversat
         await comm.disconnect()
 
 
+async def test_chunk_events_carry_the_original_message_object(conversation):
+    """A client of the original AIIM reads `data.message` on a chunk event (docs/migrating.md)."""
+    conv = await conversation(others=("bob",))
+    alice, bob = await connect("alice"), await connect("bob")
+    await subscribe(bob, conv.id)
+    await ask(alice, chunk_frame(conv.id, "Hel"))
+    await ask(alice, chunk_frame(conv.id, "lo", stream_end=True))
+    got = await events_until_updated(bob)
+    message = await stored()
+    chunks = [d for d in got if d["event"] == "message.stream_chunk"]
+    assert chunks
+    for data in chunks:
+        assert data["message"] == {
+            "message_id": message.id,
+            "sender_id": "alice",
+            "type": "stream_chunk",
+            "content": {"chunk": data["delta"]},
+            "created_at": message.created_at.isoformat().replace("+00:00", "Z"),
+            "seq": message.seq,
+            "stream_end": data["stream_end"],
+        }
+    assert chunks[-1]["message"]["stream_end"] is True
+    for comm in (alice, bob):
+        await comm.disconnect()
+
+
 async def test_an_empty_chunk_ends_a_stream_and_a_missing_chunk_is_invalid(conversation):
     conv = await conversation()
     alice = await connect("alice")
