@@ -1,10 +1,5 @@
 """One connection's socket: every Daphne, autobahn and Twisted detail of the gateway.
-
-Output: frames go out in call order. Under Daphne they are written straight to the
-connection's transport (synchronously: events are written while the hub's pass runs);
-elsewhere (the test communicator) they queue in an outbox that one task sends in order.
-Input: Daphne queues the frames it reads; the gateway reads that queue's length for flow
-control and may take the next frames itself for a run (`runs.py`).
+Output in call order, input flow control, frames taken for runs (docs/gateway.md, "Modules").
 """
 
 from __future__ import annotations
