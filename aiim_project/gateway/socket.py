@@ -71,11 +71,8 @@ class Socket:
         return daphne.inbound_queue(self._protocol)
 
     def flow_control(self, held: int) -> None:
-        """Stop reading a client whose frames queue up faster than they are handled, until
-        the queue is short again: TCP then slows the client down, instead of its backlog
-        growing in memory and its parsing taking the loop from everyone else. The backlog
-        counts the frames still in Daphne's queue and the `held` ones taken from it for a
-        run that are not answered yet."""
+        """Stop reading a client whose backlog (Daphne's queue plus `held` run frames) is too
+        long, until it is short again: TCP slows the client instead of memory growing."""
         backlog = daphne.inbound_backlog(self._protocol) + held
         if not self._reading_paused and backlog > INBOUND_HIGH_WATER:
             self._transport.pauseProducing()
