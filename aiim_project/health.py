@@ -1,10 +1,6 @@
-"""Health endpoints for load balancers and orchestrators.
-
-`/health/live` answers from the process alone: a restart will not fix a dead database, so
-liveness must not depend on one. `/health` checks every dependency concurrently, each under
-`HEALTH_CHECK_TIMEOUT`, so a hung Redis or database makes the answer a quick 503, never a hung
-probe. Neither endpoint needs a token or counts against the rate limit (they are plain Django
-views, outside DRF's throttles).
+"""Health endpoints for load balancers and orchestrators (docs/protocol.md section 2.5). Liveness
+needs no dependency (a restart will not fix a dead database); `/health` checks them
+concurrently, each under HEALTH_CHECK_TIMEOUT, so a hung one is a quick 503, never a hung probe.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""X-Request-ID: accept the caller's id (or make one), echo it, and log one line per request.
-
-The id lives in a context variable for the whole request, so every log line the request
-causes carries it (see `aiim_project.core.logs.ContextFilter`).
+"""X-Request-ID: accept the caller's id (or make one), echo it, and log one line per request. The
+id lives in a context variable, so every log line of the request carries it (`core.logs`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""Operator maintenance: seq counter repair, retention, per-tenant counts.
-
-The management commands are thin adapters over these functions. They work across tenants
-on purpose (an operator's view), so each takes an explicit tenant filter where one applies.
+"""Operator maintenance: seq counter repair, retention, per-tenant counts. The management commands
+are thin adapters; these work across tenants on purpose, with an explicit tenant filter where one applies.
 """
 
 from __future__ import annotations
@@ -19,10 +17,8 @@ from messaging.seq import get_allocator, seq_key
 
 
 def seq_floors(*, batch_size: int = 1000) -> Iterator[tuple[str, int]]:
-    """(conversation id, highest seq the database has ever committed) for every conversation.
-
-    `last_seq` is kept even when old messages are purged, so it is the floor, not max(seq).
-    """
+    """(conversation id, highest seq ever committed) for every conversation: `last_seq`, kept
+    when old messages are purged, so it is the floor, not max(seq)."""
     rows = Conversation.objects.annotate(max_seq=Max("messages__seq")).values_list("id", "last_seq", "max_seq")
     for conversation_id, last_seq, max_seq in rows.order_by("id").iterator(chunk_size=batch_size):
         yield conversation_id, max(last_seq, max_seq or 0)
@@ -36,12 +32,8 @@ class ReseedResult:
 
 
 def seq_counters_reseed(*, batch_size: int = 1000) -> ReseedResult:
-    """Raise every Redis seq counter to the database's floor, never lower one.
-
-    Allocation already floors the counter on each call, so this is for operators who want
-    the counters right before traffic returns (after a Redis flush or a restore), and to see
-    how many were behind.
-    """
+    """Raise every Redis seq counter to the database's floor, never lower one. Allocation floors
+    it anyway; this sets counters right before traffic returns (after a Redis flush or restore)."""
     allocator = get_allocator()
     result = ReseedResult(backend=allocator.name)
     if allocator.name != "redis":
@@ -91,12 +83,8 @@ def _purge_batch(*, before: datetime, tenant: str | None, batch_size: int) -> in
 
 
 def messages_purge(*, before: datetime, tenant: str | None = None, batch_size: int = 1000) -> Iterator[int]:
-    """Delete messages created before `before`, one short transaction per batch (so a
-    large purge never holds locks for long), yielding each batch's size.
-
-    Conversations keep their `last_seq`: a purged seq is never handed out again. No events
-    fire: retention changes history, not live conversations.
-    """
+    """Delete messages created before `before`, one short transaction per batch, yielding each
+    batch's size. `last_seq` stays (a purged seq is never reused); no events fire."""
     while deleted := _purge_batch(before=before, tenant=tenant, batch_size=batch_size):
         yield deleted
 

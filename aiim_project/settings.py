@@ -100,8 +100,7 @@ INSTALLED_APPS = [
     "aiim_project",
 ]
 
-# Sync-only copies of the stock middleware: under ASGI each async-capable MiddlewareMixin
-# costs two thread hops per request (see aiim_project/sync_middleware.py).
+# Sync-only copies of the stock middleware (docs/internals.md, "compat/django.py").
 MIDDLEWARE = [
     "aiim_project.sync_middleware.PrometheusBeforeMiddleware",
     "aiim_project.http_metrics.HttpMetricsMiddleware",
@@ -115,9 +114,8 @@ MIDDLEWARE = [
     "aiim_project.sync_middleware.XFrameOptionsMiddleware",
     "aiim_project.sync_middleware.PrometheusAfterMiddleware",
 ]
-# The REST API (aiim_project.compat.django) authenticates every request by its bearer token
-# and keeps no state between requests: the session, CSRF, auth and messages middleware only
-# serve the admin. Without them a post costs ~5% less CPU (bench/RESULTS.md).
+# The REST API keeps no state between requests: without the admin-only middleware a post
+# costs ~5% less CPU (docs/internals.md, "compat/django.py").
 _ADMIN_ONLY_MIDDLEWARE = {"SessionMiddleware", "CsrfViewMiddleware", "AuthenticationMiddleware", "MessageMiddleware"}
 API_MIDDLEWARE = [m for m in MIDDLEWARE if m.rsplit(".", 1)[1] not in _ADMIN_ONLY_MIDDLEWARE]
 
@@ -154,10 +152,8 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.post
     # Django's backend with a cheaper pool check (aiim_project/postgres/base.py).
     _db["ENGINE"] = "aiim_project.postgres"
     _db["CONN_MAX_AGE"] = 0  # the pool owns connection reuse
-    # The pool checks a connection before handing it out: after a database restart its idle
-    # connections are dead, and without the check the first requests after recovery fail.
-    # Only a connection idle for a while is checked (see the backend); Django's own check
-    # (CONN_HEALTH_CHECKS) would cost a round trip on every checkout.
+    # Without a check the first requests after a database restart fail; only idle connections
+    # are checked (docs/architecture.md, "The PostgreSQL pool check").
     _db["CONN_HEALTH_CHECKS"] = False
     _db["OPTIONS"] = {
         "pool": {

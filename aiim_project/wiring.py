@@ -1,16 +1,7 @@
-"""The composition root: the one place where the apps are wired together, in this order.
-
-1. `frame_table`: every app's WebSocket frames, merged into the gateway's table.
-2. `api_urls`: every app's REST URLs under /api/aiim/ (urls.py includes them).
-3. `register_admin`: every app's admin pages (AiimProjectConfig.ready calls it).
-4. `websocket_app`: the gateway, built with the frame table and the streaming app's chunk
-   loader, behind the JWT middleware and the Origin check.
-5. `application`: HTTP (the REST API through the one-hop handler, the rest through Django)
-   and WebSocket (asgi.py serves it).
-
-Apps never import each other's wiring and nothing imports the gateway but this module. The
-gateway's per-process hub starts itself on the first subscription of each event loop
-(`gateway.hub.get_hub`): Daphne gives no start-up hook inside its loop.
+"""The composition root: the one place where the apps are wired together, in this order:
+`frame_table`, `api_urls`, `register_admin`, `websocket_app` (the gateway with the frame table
+and streaming's chunk loader), `application`. Nothing else imports the gateway; the hub starts
+per event loop on first use (docs/architecture.md, "The composition root").
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""Conversations, their members and their messages. Every row carries its tenant.
-
-Integrity lives in the database: unique (conversation, seq), unique (conversation, sender,
-client_msg_id), one direct conversation per pair and tenant, one membership per user.
+"""Conversations, their members and their messages. Every row carries its tenant. Integrity lives
+in the database: unique (conversation, seq), unique (conversation, sender, client_msg_id), one
+direct conversation per pair and tenant, one membership per user.
 """
 
 from __future__ import annotations

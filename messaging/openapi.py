@@ -1,8 +1,5 @@
-"""Response shapes of docs/protocol.md section 2, for the OpenAPI schema only.
-
-Views render with `messaging.rendering` (one encoding for REST and WebSocket); these
-serializers describe that output so clients can generate types. Other apps reuse them
-(a stream chunk answers with `MessageEnvelopeOut`).
+"""Response shapes of docs/protocol.md section 2, for the OpenAPI schema only: views render with
+`messaging.rendering`; these describe that output for generated clients (reused by other apps).
 """
 
 from __future__ import annotations

@@ -17,17 +17,8 @@ def iso(value: datetime | None) -> str | None:
 
 
 class StatusView:
-    """Status of messages "as seen by the sender": delivered / read by every other member.
-
-    Built from the members' cursors, which the caller loads once per conversation, so a
-    page of messages costs no query per message. Members who joined after a message do
-    not count for it.
-
-    The members a message counts are those who joined before it, less its sender: with
-    members sorted by `joined_seq` that is a prefix, less one. So each prefix keeps its two
-    lowest cursors, and a status is a bisect plus a lookup, not a pass over every member
-    (a 200-message page of a 500-member group: ~1 ms instead of ~20 ms).
-    """
+    """Status of messages "as seen by the sender", from the members' cursors loaded once per
+    conversation: a bisect per message (docs/receipts.md, "Status")."""
 
     def __init__(self, members: Iterable[Member]):
         ordered = sorted(members, key=lambda m: m.joined_seq)

@@ -137,16 +137,8 @@ def messages_page(
     before_seq: int | None = None,
     after_seq: int | None = None,
 ) -> MessagePage:
-    """History, always ascending by seq.
-
-    `after_seq` reads forward; because commits are serialized per conversation (see
-    `messaging.seq`), every seq below a returned one is already final, so a client that
-    moves its cursor to the last seq it got can never skip a message.
-
-    Two fixed SQL statements (it runs on every history read, and compiling the ORM's queries,
-    the membership `Exists` above all, cost more CPU than their round trips): the members,
-    tenant-scoped, which authorize the caller too; then the page.
-    """
+    """History, always ascending by seq, in two fixed SQL statements (the members, which
+    authorize the caller, then the page). Why `after_seq` never skips: docs/architecture.md."""
     members = _members_if_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
     if before_id is not None:
         anchor = Message.objects.filter(conversation_id=conversation_id, id=before_id).values_list("seq", flat=True).first()
@@ -250,14 +242,9 @@ def messages_after(*, conversation_id: str, after_seq: int, limit: int, up_to_se
 def subscription_snapshot(
     *, tenant: str, user_id: str, conversation_id: str, since_seq: int | None, limit: int
 ) -> tuple[int, list[Message] | None]:
-    """For a subscription whose group the gateway has ALREADY joined: the conversation's
-    last committed seq L and, with `since_seq`, the messages in (since_seq, L] (None when
-    more than `limit`: the client pages the rest over REST).
-
-    L comes first, in the membership query, and the replay stops at L: every seq <= L is
-    final (see `messaging.seq`), and every seq > L commits after this read, so its event
-    reaches the already-joined group. Nothing falls between replay and live.
-    """
+    """For a subscription whose group the gateway has ALREADY joined: the last committed seq L
+    and, with `since_seq`, the messages in (since_seq, L] (None when more than `limit`). Why
+    nothing falls between replay and live: docs/gateway.md, "Ordered delivery: why it holds"."""
     conversation = conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
     last_seq = conversation.last_seq
     if since_seq is None or since_seq >= last_seq:

@@ -1,19 +1,6 @@
-"""Seq allocation: one small interface, two backends.
-
-Both are called by `message_send` while it holds the conversation's row lock
-(`SELECT ... FOR UPDATE`; SQLite's single writer lock in embedded mode) and after it has read
-`conversation.last_seq`, the highest committed seq. So:
-
-* commits are serialized per conversation, and a seq is allocated only after every lower seq
-  of that conversation has committed or rolled back. A reader that sees seq N therefore
-  already sees every lower seq that will ever exist: no `after_seq` read can skip a message,
-  with no need for a "stable point" cap;
-* the Redis counter is floored at `last_seq` atomically on every call, so a counter that is
-  missing (Redis flushed or restarted empty) or behind (restored from an old snapshot) is
-  raised to the database's maximum before INCR: a seq is never reused.
-
-The unique (conversation, seq) constraint stays the last line of defence; `message_send`
-raises the floor and retries if it ever fires.
+"""Seq allocation: one small interface, two backends, called under the conversation's row lock.
+Why commits are serialized per conversation, the floored Redis counter, and why no read can
+skip a message: docs/architecture.md, "Seq allocation and why no read can skip a message".
 """
 
 from __future__ import annotations

@@ -54,14 +54,8 @@ class MessageHistoryQuery(serializers.Serializer):
     after_seq = serializers.IntegerField(required=False, min_value=0, max_value=2**62)
 
 
-# --- The send path's body, without a serializer ------------------------------------------
-#
-# `MessageSendIn` runs on every POST /messages, and building a DRF serializer deep-copies its
-# declared fields each time: about a third of the send view's CPU. `parse_message_send` gives
-# the same validated data and the same errors (same messages, same field order) for a JSON
-# object body; any other body (a form, a JSON array...) still goes through `MessageSendIn`.
-# `MessageSendIn` stays the schema's description of the body, and the tests check the two
-# agree input by input (messaging/tests/test_parsing.py).
+# --- The send path's body, without a serializer: same data and errors as `MessageSendIn`, a
+# third less CPU per send (docs/architecture.md, "The send path").
 
 _MISSING = object()
 _MESSAGE_TYPES = {str(value): value for value, _ in MessageType.choices}

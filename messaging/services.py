@@ -30,12 +30,8 @@ MAX_MEMBERS_PER_CALL = 1000
 
 
 def _encode(value: Any, field: str) -> str:
-    """The JSON text a value is stored and fanned out as.
-
-    Refuses what the stores cannot hold, so it becomes a 400 rather than a database error:
-    integers beyond 64 bits or nesting deeper than 255 (orjson, our event encoder), and
-    NUL characters (PostgreSQL text and jsonb reject them).
-    """
+    """The JSON text a value is stored and fanned out as. Refuses (400, not a database error)
+    integers beyond 64 bits, nesting deeper than 255 (orjson) and NUL (PostgreSQL rejects it)."""
     try:
         text = events.dumps(value)
     except TypeError:
@@ -105,11 +101,8 @@ def conversation_create(
     members: list[MemberSpec] | None = None,
     metadata: dict | None = None,
 ) -> tuple[Conversation, bool]:
-    """Create a conversation; the creator is always a member, as owner.
-
-    A direct conversation has exactly two distinct members and is unique per pair: creating
-    it again returns the existing one with `created=False`.
-    """
+    """Create a conversation; the creator is always a member, as owner. A direct conversation
+    has exactly two distinct members and is unique per pair: a repeat returns it, created=False."""
     if type not in ConversationType.values:
         raise Invalid("type must be 'direct' or 'group'.", errors={"type": ["Invalid choice."]})
     roles: dict[str, str] = {creator: Role.OWNER}  # first, so the owner is listed first
@@ -262,12 +255,8 @@ _UPDATE_LAST_SEQ = f"UPDATE {Conversation._meta.db_table} SET last_seq = %s, upd
 
 @lru_cache(maxsize=1)
 def _insert_sql() -> tuple[str, list]:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id for one message, and its fields.
-
-    Raw SQL because this runs on every send and stream start: compiling the ORM's insert
-    cost more CPU than the database round trip. No savepoint either (two more round trips):
-    a row that conflicts is skipped, and the missing RETURNING row says so.
-    """
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id for one message, and its fields. Fixed SQL,
+    no savepoint: it runs on every send (docs/architecture.md, "The send path")."""
     fields = Message._meta.concrete_fields
     qn = connection.ops.quote_name
     sql = "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING RETURNING {}".format(
@@ -421,22 +410,9 @@ def _client_ids_taken(*, conversation_id: str, sender: str, client_msg_ids: list
 
 
 def message_send_run(*, tenant: str, sender: str, conversation_id: str, items: Sequence[SendInput]) -> list[Message]:
-    """Store the leading messages of `items` in one transaction, as `message_send` would
-    store each of them, in order, as a new message.
-
-    Group commit for a client that keeps several sends in flight: one lock, one seq range,
-    one INSERT and one commit for the run instead of one each. Returns the stored messages,
-    a prefix of `items` (possibly none); the caller hands the rest to `message_send` one at
-    a time, which answers the first of them exactly as it always does (an error, or the
-    original of a repeated client_msg_id). Raises, with nothing written, where
-    `message_send` would refuse the whole run (conversation missing or not the sender's);
-    the caller then falls back to `message_send` for every item. Each message's
-    `message.created` is published after commit, in seq order.
-
-    If the transaction fails after its seqs were allocated, the range is given back: the
-    caller sends the same messages again one at a time, and a range no message kept would
-    be a gap that no sender got an error for (docs/protocol.md section 5).
-    """
+    """Group commit: store the leading messages of `items` in one transaction, as `message_send`
+    would one by one; returns that prefix, the caller sends the rest one at a time. A failed
+    run gives its seq range back (docs/architecture.md, "The send path", "Send runs")."""
     allocated: list[tuple[int, int]] = []
     try:
         return _send_run(tenant=tenant, sender=sender, conversation_id=conversation_id, items=items, allocated=allocated)
@@ -513,12 +489,9 @@ def message_send(
     metadata: dict | None = None,
     stream_state: str | None = None,
 ) -> tuple[Message, bool]:
-    """Store a message and publish `message.created` after commit.
-
-    Returns (message, created). A repeat of (conversation, sender, client_msg_id) returns the
-    original with created=False: no second seq, no second event. Validation and authorization
-    happen before allocation, so a rejected message consumes no seq.
-    """
+    """Store a message and publish `message.created` after commit; returns (message, created).
+    A repeat of (conversation, sender, client_msg_id) returns the original, created=False; a
+    rejected message consumes no seq (docs/architecture.md, "The send path")."""
     check_message_input(type=type, content=content, metadata=metadata, client_msg_id=client_msg_id, reply_to=reply_to)
     conversation, existing_id = _lock_for_send(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id)
     if existing_id is not None:

@@ -1,9 +1,5 @@
-"""Receipt history: one row per cursor advance, never one per message.
-
-`messaging.Member` holds each member's current delivered/read cursors. A `CursorMove`
-records when a cursor moved and to which seq. The receipt for message S and member M is
-the first move of M with seq >= S: the move that first covered the message. A member
-marking a 10,000-message backlog read writes one row, not 10,000.
+"""Receipt history: one `CursorMove` row per cursor advance, never one per message
+(docs/receipts.md, "Receipt times: one row per cursor move").
 """
 
 from __future__ import annotations

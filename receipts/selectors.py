@@ -36,11 +36,8 @@ def _first_move_at(kind: str, seq: int) -> Subquery:
 
 
 def message_receipts(*, tenant: str, user_id: str, conversation_id: str, message_id: str) -> MessageReceipts:
-    """Receipts of one message for every member but its sender, in one query for all members.
-
-    Members who joined after the message are omitted: it is history to them, as it is for
-    the message's status. Any member may read the receipts (404 / 403 as for the history).
-    """
+    """Receipts of one message for every member but its sender, in one query; members who
+    joined after it are omitted (docs/receipts.md). 404 / 403 as for the history."""
     conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
     message = Message.objects.filter(conversation_id=conversation_id, id=message_id).values("seq", "sender_id").first()
     if message is None:

@@ -1,17 +1,5 @@
-"""Writes: delivered and read cursors.
-
-A cursor is a position in the conversation, not a set of messages: `read_seq = N` means
-every message with seq <= N that someone *else* sent has been read. A member's own messages
-never count for them (not in their unread count, not in the status of those messages), so
-marking up to one's own message is accepted and simply covers the others' messages before it.
-
-Rules:
-* cursors only move forward: a lower or equal value is accepted and ignored (no event);
-* reading implies delivery: a read cursor move also moves the delivered cursor to it;
-* a seq beyond the conversation's last committed seq is clamped to it (a client cannot mark
-  messages that do not exist yet, and a slightly-ahead client is not punished with a 400);
-* one update writes at most one `CursorMove` per cursor and publishes at most one event,
-  however many messages it covers.
+"""Writes: delivered and read cursors. A cursor is a position (every seq <= N sent by someone
+else); forward only, read implies delivered, clamped: docs/receipts.md, "Cursors".
 """
 
 from __future__ import annotations
@@ -120,11 +108,8 @@ def cursor_advance(
     seq_field: str = "up_to_seq",
     id_field: str = "message_id",
 ) -> CursorUpdate:
-    """Move the caller's delivered or read cursor up to `seq` or to `message_id`'s seq.
-
-    `seq_field`/`id_field` name the fields in error messages (the wire names differ between
-    REST and frames). Publishes `receipt.<kind>` after commit, only if the cursor moved.
-    """
+    """Move the caller's delivered or read cursor up to `seq` or to `message_id`'s seq;
+    `receipt.<kind>` after commit only if it moved. `seq_field`/`id_field`: the wire names."""
     _check_position(seq, message_id, seq_field, id_field)
     member = _member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
     if message_id is not None:

@@ -1,20 +1,6 @@
 """Chunk-event coalescing: one `message.stream_chunk` event for the chunks of a stream that
-commit within STREAM_COALESCE_MS of the first (0 = off).
-
-Why: a chunk event costs the server about 70 µs per subscriber (bench/stream_fanout.py), so
-with many subscribers fan-out outweighs storing the chunk. Storage and acks are unchanged:
-every chunk is still committed before it is acknowledged; only the hint is merged. A run
-of chunks committed together (`services.stream_append_run`) comes as one range.
-
-The seam stays exact: a batch only ever holds consecutive indexes of one stream
-(`chunk_index`..`last_chunk_index`, `delta` their text in order); a chunk that does not follow
-the batch flushes it first. The chunk that ends a stream flushes at once, and every
-`message.updated` of a stream is published after that stream's pending batch, so a subscriber
-never sees the final message before the last chunk event.
-
-Batches live on the server's event loop (writers run in worker threads and hand their
-committed chunks over with `call_soon_threadsafe`, in commit order). Outside a server
-(management commands, the REST test client) there is no loop to wait on: events go out at once.
+commit within STREAM_COALESCE_MS of the first (0 = off). Why, and how the seam stays exact:
+docs/streaming.md, "Coalescing".
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
 """WebSocket frame handlers of this app, merged into the gateway's table at start-up.
-
-Only the chunk that starts a stream counts against the rate limit, as over REST: an AI reply
-sends tens of chunks a second, so `FrameSpec.rate_limited` (every frame of a type) would
-throttle it. The limiter lives in aiim_project, which this app may not import, so the
-handler calls the connection's `rate_limit` hook.
+Only a stream's first chunk is rate limited (docs/streaming.md, "Rate limiting").
 """
 
 from __future__ import annotations
@@ -59,12 +55,8 @@ def _ack(result: services.ChunkResult) -> dict[str, Any]:
 
 
 async def stream_chunk_run(conn: Connection, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Frames of one stream that the client had already sent: the acks of the longest
-    prefix that applies to the existing stream in one transaction (`stream_append_run`).
-    The gateway hands the rest to `stream_chunk` one at a time, so a frame this refuses (or
-    the chunk that starts a stream, which is rate limited) gets exactly its usual answer.
-    No chunk taken here can start a stream, so none counts against the rate limit, as none
-    would in `stream_chunk`."""
+    """Queued frames of one stream: acks of the longest prefix `stream_append_run` applies;
+    the gateway hands the rest to `stream_chunk` (docs/streaming.md, "Runs")."""
     taken = of_own_tenant(conn, frames)
     if not taken:
         return []

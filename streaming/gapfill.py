@@ -1,5 +1,5 @@
-"""The gateway's chunk gap loader (`aiim_project.gateway.delivery.chunk_gap_loader`, installed by
-`StreamingConfig.ready`): a subscription that missed chunk events gets exactly the missing
+"""The gateway's chunk gap loader (`load_chunks` of `OrderedDelivery`, handed over by
+`aiim_project.wiring`): a subscription that missed chunk events gets exactly the missing
 chunks, from its next expected index to the current end, as one `message.stream_chunk` frame."""
 
 from __future__ import annotations

@@ -1,22 +1,5 @@
 """Stream lifecycle: append a chunk (the first one starts the stream), abort, reap.
-
-A stream is one `messaging.Message` named by the sender's `client_msg_id`. Its row always
-holds the text so far (`content`, a JSON string) and the exact `stream_chunk_count`, both
-written in the transaction that accepts a chunk, together with the chunk's own row (used
-for gap fill). An accepted chunk is therefore committed before it is acknowledged.
-
-Events, published after commit:
-  * the first chunk: `message.created` with the message as it was BEFORE that chunk
-    (content "", chunk_count 0), then `message.stream_chunk` 0..0, like every chunk. So a
-    subscriber always resumes the chunk events at the delivered message's chunk_count;
-  * every chunk: `message.stream_chunk`; chunks committed within STREAM_COALESCE_MS of
-    each other may share one event (chunk_index..last_chunk_index, see `coalesce`);
-  * completion, abort, reaper: `message.updated` with the final message.
-
-Concurrency: a chunk is applied by one conditional UPDATE (`WHERE stream_state='streaming'
-AND stream_chunk_count = <the index it was read at>`); a writer that loses a race re-reads
-the row under a lock and decides again. Starting a stream takes the conversation row lock
-(the seq path), so two first chunks of one stream cannot both create it.
+A stream is one `messaging.Message`; storage, events and races: docs/streaming.md.
 """
 
 from __future__ import annotations
@@ -271,21 +254,9 @@ def _plan_run(message: Message, chunks: Sequence[ChunkInput], *, size_each: bool
 def stream_append_run(
     *, tenant: str, sender: str, conversation_id: str, client_msg_id: str, chunks: Sequence[ChunkInput]
 ) -> list[ChunkResult]:
-    """Accept consecutive chunks of the caller's EXISTING stream in one transaction.
-
-    Returns one result per chunk for the longest prefix of `chunks` that `stream_append`,
-    called once per chunk in order, would accept (repeats included), all committed together;
-    the caller hands the rest to `stream_append` one at a time, which refuses the first of
-    them exactly as it always does. Returns [] if the stream does not exist (starting one
-    takes the seq path and the rate limit: `stream_append` does it), or if the caller may
-    not write to it (`stream_append` says why).
-
-    One `message.stream_chunk` event covers the applied chunks (chunk_index..last_chunk_index,
-    docs/protocol.md section 4), published after commit, then `message.updated` if the run ended
-    the stream. Queries: the same as one chunk (find, conditional UPDATE, INSERT of every
-    chunk row; the last two are one statement on PostgreSQL), plus the members read when the
-    run ends the stream.
-    """
+    """Accept, in one transaction, the longest prefix of `chunks` that `stream_append` would
+    accept one by one; [] if the caller has no such stream. Rules, events and queries:
+    docs/streaming.md, "Runs"."""
     check_stream_ids(conversation_id, client_msg_id)
     now = timezone.now()
     for attempt in range(3):
@@ -344,10 +315,7 @@ def stream_abort(*, tenant: str, sender: str, conversation_id: str, client_msg_i
 @transaction.atomic
 def streams_reap(*, now: datetime | None = None, limit: int = REAP_BATCH) -> list[Message]:
     """Abort streams with no chunk for STREAM_IDLE_TIMEOUT seconds, keeping what arrived.
-
-    Safe to run in every process at once: rows are locked (a row another reaper or a chunk
-    holds is skipped this round), and a chunk racing the reaper re-reads the row and gets 409.
-    """
+    Safe in every process at once (docs/streaming.md, "Reaper")."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.STREAM_IDLE_TIMEOUT)
     stale = list(

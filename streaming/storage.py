@@ -1,11 +1,5 @@
-"""The per-chunk hot path as fixed SQL statements.
-
-Every chunk runs the same statements (find the stream, conditional UPDATE, INSERT the chunk
-row; on PostgreSQL the last two are one statement); a run of chunks applied together
-(`services.stream_append_run`) runs the same ones, the INSERT with one row per chunk. Built through the ORM, compiling them cost about as much CPU as the rest of the
-chunk (see docs/streaming.md); here they are written once per database vendor and only
-their parameters change. Parameters still go through the model fields' own adaptation, so
-JSON and datetimes are stored exactly as the ORM stores them.
+"""The per-chunk hot path as fixed SQL statements, written once per database vendor: compiled
+by the ORM they cost as much CPU as the rest of the chunk (docs/streaming.md, "Storage and durability").
 """
 
 from __future__ import annotations

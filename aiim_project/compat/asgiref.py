@@ -1,9 +1,5 @@
-"""asgiref: the event loop of the server, seen from one of its worker threads.
-
-Sync code (the ORM in a view or a `sync_to_async` call) that must schedule work on the
-server's loop (publish an event after commit, start a background task) finds the loop in
-`SyncToAsync.threadlocal.main_event_loop`, which asgiref sets on the threads it runs sync
-code on and documents nowhere.
+"""asgiref: the server's event loop seen from a worker thread, read from the undocumented
+`SyncToAsync.threadlocal.main_event_loop` (docs/internals.md).
 """
 
 from __future__ import annotations

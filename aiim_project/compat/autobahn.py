@@ -1,9 +1,5 @@
-"""autobahn: whether a WebSocket frame can be written around the protocol.
-
-The gateway writes a ready, encoded event frame straight to the transport (one encode per
-event for every subscriber, `gateway.hub.Wire`) instead of `sendMessage`, which would frame
-it again per connection. That is only correct while autobahn has nothing of its own on the
-wire: no compression, no queued frame, no frame half sent. Those are private fields.
+"""autobahn: whether a WebSocket frame can be written around the protocol; reads the private
+`_perMessageCompress`, `send_queue`, `send_state`, `state` (docs/internals.md).
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
-"""channels-redis (and Channels' in-memory layer): the pub/sub layer's receive loop and a
-channel's local queue.
-
-1. Redis pub/sub keeps nothing: an event published while a process's subscriber connection is
-   reconnecting is gone, and the layer says nothing when it is subscribed again. Its receive
-   loop (`RedisSingleShardConnection._do_receiving`) is replaced per shard, through the
-   per-loop layer (`_get_layer`), by the same loop plus `on_resubscribed` once the
-   subscription is back, so the gateway can re-read what it may have missed
-   (`aiim_project.core.layers`).
-2. Both layers keep a local `asyncio.Queue` per channel (`channels`, inside the pub/sub
-   layer's per-loop layer); its size is the process's fan-out backlog
-   (`aiim_project.gateway.fanout_lag`).
+"""channels-redis (and Channels' in-memory layer): replaces each shard's `_do_receiving` through
+`_get_layer` to report a re-subscription; reads the per-channel `channels` queues
+(docs/internals.md, "compat/channels_redis.py").
 """
 
 from __future__ import annotations

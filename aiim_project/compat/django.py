@@ -1,38 +1,6 @@
-"""Django: the REST API's ASGI handler with one thread hop per request, and the stock
-middleware declared sync-only. Both lean on `BaseHandler`/`ASGIHandler` internals.
-
-The handler.
-
-Stock Django (5.2) under ASGI, for a sync DRF view behind the (sync-only) middleware stack,
-spends per request:
-
-* a new thread: `ThreadSensitiveContext` gives every request its own one-thread executor,
-  started on first use and shut down at the end;
-* five trips between the event loop and that thread: `request_started.asend` (its sync
-  receivers), the middleware chain (`sync_to_async`), `_get_response_async` back on the loop
-  (`async_to_sync`), the view (`sync_to_async` again), `response.close()` (`sync_to_async`);
-* a disconnect-listener task and an `asyncio.wait` over it and the request task.
-
-`OneHopASGIHandler` builds the API's middleware chain (`API_MIDDLEWARE`: `MIDDLEWARE` without
-what only the admin uses) in Django's synchronous mode (as under WSGI) and runs
-`request_started`, the chain with the view, and, for a response held in memory,
-`response.close()` (`request_finished`, which hands the thread's database connection back to
-the pool) in ONE call on a pooled thread, then sends the response from the loop. That is how
-a threaded WSGI server runs Django: one thread per request in flight, the request's
-connection used and closed on that thread. Same URLconf, signals, exception handling and
-response bytes.
-
-Differences, all deliberate:
-* `request_finished` fires when the in-memory response is complete, just before its bytes are
-  sent rather than after. A streaming response (none in the REST API) is still closed after it
-  is sent; the request thread hands its connection back first.
-* No disconnect listener: it could only cancel the task that awaits a sync view, not the view;
-  the view finishes, and Daphne drops a response for a connection that has gone.
-* The threads come from one pool of `HTTP_THREADS`, so a burst of requests cannot check out
-  more pooled database connections than that (Django's per-request threads could).
-
-`aiim_project.wiring` sends only the REST API (`/api/aiim/`) here, where every view is a sync
-DRF view; the rest (admin, docs, health, metrics) keeps Django's stock handler.
+"""Django: the REST API's ASGI handler with one thread hop per request (rebuilds `load_middleware`'s
+`_view_middleware`, `_middleware_chain`, ...), and middleware copies with `async_capable` off
+(docs/internals.md, "compat/django.py").
 """
 
 from __future__ import annotations
@@ -55,8 +23,7 @@ from django.utils.module_loading import import_string
 class OneHopASGIHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
         """The synchronous chain of `API_MIDDLEWARE` (as under WSGI): `get_response` runs it
-        end to end on one thread. Django's loop over `MIDDLEWARE`, without its async
-        adaptation: every entry is sync-only (`sync_only` below)."""
+        end to end on one thread."""
         self._view_middleware = []
         self._template_response_middleware = []
         self._exception_middleware = []
@@ -120,11 +87,6 @@ class OneHopASGIHandler(ASGIHandler):
 
 
 def sync_only(cls: type) -> type:
-    """A copy of a `MiddlewareMixin` middleware that says it is not async-capable.
-
-    Under ASGI, Django runs an async-capable `MiddlewareMixin` by hopping to a worker thread
-    and back for each `process_request` and `process_response`: about fifteen thread hops per
-    REST request with our stack. Sync-only, consecutive middleware run as one block in the
-    worker thread with the (sync) view: 167 -> 226 posts/s (bench/RESULTS.md).
-    """
+    """A copy of a `MiddlewareMixin` middleware with `async_capable = False`: consecutive ones
+    run as one block on the view's thread (docs/internals.md, "compat/django.py")."""
     return type(cls.__name__, (cls,), {"async_capable": False, "__module__": cls.__module__, "__doc__": cls.__doc__})

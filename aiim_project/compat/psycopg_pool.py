@@ -1,7 +1,5 @@
-"""psycopg_pool: the check a pool runs on a connection before handing it out.
-
-Django builds the pool with its own check (or none) and offers no way to pass another, so
-ours is set on the pool it built: psycopg_pool keeps it in `_check`.
+"""psycopg_pool: sets the pool's private `_check` (the check run before handing a connection
+out), which Django offers no way to pass (docs/internals.md).
 """
 
 from __future__ import annotations

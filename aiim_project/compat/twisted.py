@@ -1,9 +1,5 @@
-"""Twisted: a transport's write buffer, read and bypassed.
-
-Daphne writes every frame to the Twisted transport at once; to cut off a client that stops
-reading (4413), the gateway measures what the transport still holds, and to save an epoll
-round per frame it writes straight to an idle socket. Both read `FileDescriptor` fields
-that Twisted does not document.
+"""Twisted: a transport's write buffer, read (`dataBuffer`, `offset`, `_tempDataLen`) and bypassed
+(`writeSomeData`) (docs/internals.md, "compat/twisted.py").
 """
 
 from __future__ import annotations
@@ -20,14 +16,8 @@ def buffered_bytes(transport: Any) -> int:
 
 
 def write_now(transport: Any, data: bytes) -> None:
-    """`transport.write`, but straight to the socket when nothing is buffered before it.
-
-    Twisted's write only buffers and registers the socket for writing; the loop then sends
-    on its next pass and unregisters it: two epoll changes and a pass per frame, for a frame
-    the kernel would have taken at once. What the socket does not take now is buffered as
-    usual, behind nothing (the buffer was empty), so the byte order is unchanged. TLS
-    transports and a transport with anything buffered take the ordinary path.
-    """
+    """`transport.write`, but straight to the socket when nothing is buffered before it: saves
+    two epoll changes and a loop pass per frame; byte order unchanged (docs/internals.md)."""
     try:
         idle = (
             transport.connected

@@ -1,6 +1,5 @@
-"""Who is calling: a signed JWT names the user (`sub`) and the tenant (`tenant`).
-
-AIIM keeps no user rows; the principal lives only as long as the request or connection.
+"""Who is calling: a signed JWT names the user (`sub`) and the tenant (`tenant`). AIIM keeps no
+user rows; the principal lives only as long as the request or connection.
 """
 
 from __future__ import annotations
@@ -41,10 +40,8 @@ def _backend() -> TokenBackend:
     return TokenBackend(algorithm, signing_key=settings.JWT_SECRET, verifying_key=verifying_key)
 
 
-# Tokens whose signature and claims verified, with the one check that can change later: the
-# expiry (nbf and iat only ever become more valid as time passes). A client sends the same
-# token on every request, and PyJWT's verification is a large part of a request's CPU.
-# Keyed by the exact token text, so only a token that verified can be found here.
+# Verified tokens by exact text, rechecking only the expiry (nbf/iat only become more valid):
+# PyJWT's verification is a large part of a request's CPU, and a client repeats its token.
 _VERIFIED_MAX = 4096
 
 

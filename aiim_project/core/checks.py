@@ -1,8 +1,5 @@
-"""The rules every app applies to ids and to access, written once.
-
-Access: a conversation that does not exist and one of another tenant are the same 404 (the
-caller learns nothing about other tenants); a conversation of the caller's tenant that the
-caller is not a member of is 403 (docs/protocol.md section 2.2).
+"""The rules every app applies to ids and to access, written once. A missing conversation and
+another tenant's are the same 404; a non-member of the caller's tenant gets 403 (protocol.md 2.2).
 """
 
 from __future__ import annotations

@@ -1,12 +1,5 @@
-"""ORM work from async code on a worker thread of the event loop's executor.
-
-`database_sync_to_async(fn, thread_sensitive=False)` lets reads and sends run beside each
-other instead of queueing on the one thread-sensitive executor. Each worker thread keeps its
-own Django connection, so it must hand that connection back to the pool after every call.
-Channels' test communicator replaces `channels.db.close_old_connections` with a no-op
-(it protects the test's own connection); calling Django's function directly keeps the
-hand-back in tests too, where executor threads die with every test's event loop and would
-otherwise strand their pooled connections.
+"""ORM work from async code on a worker thread of the event loop's executor, handing the
+thread's connection back after every call, in tests too (docs/architecture.md, "Runtime details of the shared base").
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""The one family of domain errors. Each has a stable `code` and an HTTP status.
-
-Exactly two adapters render them: `aiim_project.errors.rest_exception_handler` (REST) and
-the gateway's error frame (WebSocket).
+"""The one family of domain errors, each with a stable `code` and an HTTP status. Exactly two
+adapters render them: `aiim_project.errors.rest_exception_handler` and the gateway's error frame.
 """
 
 from __future__ import annotations

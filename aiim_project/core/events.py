@@ -1,17 +1,6 @@
-"""Events: built once, serialized once, published only after the transaction commits.
-
-The channel layer carries hints that something was committed; the database stays the
-truth. A subscriber that sees a gap in seq reads it from the database (see
-`aiim_project.gateway.delivery`), so a lost or reordered hint costs latency, never a message.
-
-Channel-layer message shape (the gateway's hub hands `aiim.event` messages to connections):
-    {"type": "aiim.event", "conversation_id": str, "event": str, "seq": int | None,
-     "frame": str (the complete JSON text frame, encoded once for every subscriber),
-     "group": str (the group it was sent to: a process receives each event once and hands
-     it to its own connections in that group),
-     "origin": str (the publishing loop's hub channel, when that loop has a hub: the hub
-     already handed the event to its own connections and drops this copy, see LocalSink),
-     ...extra routing fields (e.g. "user_id" for membership changes)}
+"""Events: built once, serialized once, published only after the transaction commits; the layer
+carries hints, the database stays the truth. Message shape, ordered publisher, LocalSink:
+docs/architecture.md, "Runtime details of the shared base".
 """
 
 from __future__ import annotations
@@ -99,13 +88,8 @@ async def _group_send_all(batch: list[tuple[list[str], dict]]) -> None:
 
 
 class _Publisher:
-    """One per event loop: publishes in the order events were handed over.
-
-    A coroutine per commit would let two commits' publishes interleave (each PUBLISH is an
-    await), and a subscriber that sees seq N+1 before N waits for it and, under load, reads
-    the gap from the database. Commits of a conversation are serialized (row lock) and each
-    hands its events over right after it commits, so one queue keeps their seq order.
-    """
+    """One per event loop: publishes in the order events were handed over, so a process's
+    events of a conversation go out in seq order (docs/architecture.md)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -129,15 +113,8 @@ _publishers: PerLoop[_Publisher] = PerLoop(_Publisher)
 
 
 class LocalSink:
-    """Where a loop's own events reach its own connections without the channel layer.
-
-    Under load, each event's trip through the layer (PUBLISH, the subscriber connection's
-    read, the decode, the receive loop) waits on this process's event loop several times:
-    it was half of a message's delivery latency at saturation. The loop's receiver (the
-    gateway's hub) registers here; each event handed over on this loop reaches it at once,
-    in hand-over order, and goes to the layer marked with `origin` for the other processes.
-    The receiver drops the copy the layer brings back with its own origin.
-    """
+    """Where a loop's own events reach its own connections (the hub) without the channel layer;
+    the layer's copy carries `origin` and is dropped by it (docs/architecture.md)."""
 
     __slots__ = ("origin", "deliver")
 
@@ -175,12 +152,8 @@ def publish_now(groups: list[str], message: dict) -> None:
 
 
 def publish_all_now(batch: list[tuple[list[str], dict]]) -> None:
-    """Hand the events to the channel layer, in order, without making the caller wait.
-
-    Inside the ASGI server the ORM runs in a worker thread of the server's event loop; the
-    publish is queued on that loop (fire and forget: the database is the truth). Outside
-    a server (management commands, tests) it runs to completion here.
-    """
+    """Hand the events to the channel layer, in order, without making the caller wait: queued
+    on the server's loop, or run to completion outside a server."""
     # Called right after commit: subscribers measure commit-to-socket latency from here.
     committed_at = time.time()
     for _, message in batch:

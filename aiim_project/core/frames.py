@@ -1,11 +1,5 @@
-"""The interface every app's WebSocket frame handlers implement.
-
-Each app exposes `FRAMES: dict[str, FrameSpec]` in its `frames.py`; the composition root
-(`aiim_project.wiring`) merges them into the gateway's one table, so adding a frame never
-touches the gateway. A handler gets the caller and the parsed frame, calls one service
-(through `in_worker` or the async ORM), and returns the ack frame (or None for no answer).
-It raises an `AiimError` for a bad frame; the gateway renders that as an error frame with
-the frame's `req_id` and keeps the connection open.
+"""The interface every app's WebSocket frame handlers implement; `aiim_project.wiring` merges
+each app's `FRAMES` into the gateway's table (docs/architecture.md, "Runtime details of the shared base").
 """
 
 from __future__ import annotations
@@ -50,9 +44,7 @@ class FrameSpec:
     waits_for_fanout: bool = False
     # Required fields and their types, checked by the gateway before the handler runs.
     required: dict[str, type | tuple[type, ...]] = field(default_factory=dict)
-    # Optional: frames of this type the client has already sent (queued behind the one being
-    # handled) that agree on the `batch_key` fields go to `batch` together; each still gets
-    # its own reply, in order. A `rate_limited` frame of a run is counted against the limit
-    # as it would be alone (the run waits once for fan-out lag, before its first frame).
+    # Optional: queued frames agreeing on `batch_key` go to `batch` together, each still
+    # answered in order (docs/architecture.md, "Runtime details of the shared base").
     batch: BatchHandler | None = None
     batch_key: tuple[str, ...] = ()

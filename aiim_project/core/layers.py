@@ -1,16 +1,6 @@
-"""The Redis pub/sub channel layer, made to survive a Redis restart without losing the
-newest messages.
-
-Redis pub/sub keeps nothing: an event published while a process's subscriber connection is
-down, or before it has re-subscribed, is gone. Ordered delivery reads a lost event back from
-the database as soon as a later event reveals the gap, but the newest message of a
-conversation has no later event. Two windows lose it after a Redis restart:
-
-* the publisher's pooled connection is stale: the first PUBLISH fails. `group_send` retries
-  once, on a fresh connection;
-* the subscriber's receive loop is reconnecting. When it is subscribed again the layer puts
-  a `aiim.resync` message in every local channel, and the gateway re-reads the tail of each
-  subscription from the database.
+"""The Redis pub/sub channel layer, made to survive a Redis restart without losing the newest
+messages: a failed PUBLISH is retried once, and a re-subscription sends `aiim.resync`
+(docs/architecture.md, "Runtime details of the shared base").
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Log formatting: one JSON object per line in production, readable text in development.
-
-Every line carries the id of the HTTP request or WebSocket connection it belongs to, taken
-from context variables that the request-id middleware and the gateway set. Secrets and
-message contents never reach a log line: keys that name them are redacted, whatever logger
-passed them in `extra=`.
+"""Log formatting: one JSON object per line in production, readable text in development. Each
+line carries its request or connection id (context variables set by the request-id middleware
+and the gateway); keys naming secrets or message contents are redacted, whatever the `extra=`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""One object per event loop.
-
-asyncio objects (Redis connections, tasks, queues) cannot cross loops. Daphne runs one loop
-per process, but tests run one per test, so every per-process object is kept per loop, and
-the entries of closed loops are dropped when a new one is made.
+"""One object per event loop: asyncio objects (Redis connections, tasks, queues) cannot cross
+loops, and tests run one loop per test (Daphne one per process). Closed loops' entries are dropped.
 """
 
 from __future__ import annotations

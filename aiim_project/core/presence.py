@@ -1,13 +1,5 @@
-"""Presence: a user is online while one of their connections is open and active.
-
-Each connection holds a lease that expires `WS_IDLE_TIMEOUT` seconds after its last frame
-(the gateway renews it, at most every quarter of that, so a chatty connection costs one
-Redis round trip per few seconds, not one per frame). With Redis, a user's leases are a
-sorted set (member = connection id, score = expiry) shared by every process, so a user with
-two connections on two processes stays online until both are gone, and a crashed process's
-leases simply expire. In embedded mode the same structure lives in this process.
-
-`last_seen_at` is the last renewal or disconnect.
+"""Presence: a user is online while one of their connections is open and active. A lease per
+connection in a Redis sorted set (or in process), renewed by frames (docs/gateway.md, "Presence").
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""Per-user rate limit (`RATE_LIMIT_PER_SEC`), shared across processes through Redis.
-
-A fixed one-second window per (tenant, user): one INCR + EXPIRE round trip per check.
-In embedded mode the window lives in this process. If Redis is unreachable the limiter
-lets the request through (the write it guards will answer 503 on its own if it needs Redis).
+"""Per-user rate limit (`RATE_LIMIT_PER_SEC`): a fixed one-second window per (tenant, user), one
+INCR + EXPIRE in Redis (in process when embedded). Redis unreachable: the request goes through
+(the write it guards answers 503 on its own if it needs Redis).
 """
 
 from __future__ import annotations

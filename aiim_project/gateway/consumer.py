@@ -1,17 +1,7 @@
 """The WebSocket gateway (docs/protocol.md section 3): one consumer per connection.
 
-It connects (auth, the user's group, presence), dispatches each client frame through the
-frame table it was built with (`aiim_project.wiring`), and closes. The socket, runs of
-queued frames and subscriptions are objects of their own (`socket.py`, `runs.py`,
-`subscriptions.py`); ordering lives in `delivery.py`, one per subscription.
-
-Events do not come through a channel per connection: the process's hub (`hub.py`) is the
-one member of each group its connections watch, and hands each event to `hub_event`
-synchronously, with its frame encoded once for all of them.
-
-Event loop hygiene: Channels runs `aclose_old_connections()` (a thread hop) before every
-handler. This consumer skips it for client frames: handlers reach the ORM only through
-`in_worker` or `database_sync_to_async`, which close stale connections themselves.
+It connects, dispatches each client frame through its frame table, and closes; the socket,
+runs, subscriptions and the hub are their own modules (docs/gateway.md, "Modules").
 """
 
 from __future__ import annotations

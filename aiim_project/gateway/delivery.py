@@ -1,62 +1,8 @@
 """Ordered delivery: one `OrderedDelivery` per (connection, subscribed conversation).
 
-The guarantee (docs/protocol.md section 5): a subscription hands `message.created` to its socket
-in strictly increasing seq, each exactly once, and misses no acknowledged message, across
-Daphne processes and lost or reordered channel-layer events.
-
-Why it holds. Facts from `messaging.seq` and `aiim_project.core.events`:
-  (F1) commits are serialized per conversation (row lock): a seq is allocated only after
-       every lower seq has committed or rolled back, and a rolled-back seq never reappears;
-  (F2) the event for seq N is published only after N committed.
-So when any event carrying seq N reaches us, every seq <= N is final in the database: it is
-there, or it will never exist (a failed send, whose sender got an error, never an ack).
-
-State: `next_seq`, the lowest seq not yet handed to the socket (all lower ones were handed
-over or are known not to exist). Invariant: every seq < next_seq that exists was sent once,
-in order. On a `message.created` event with seq N:
-  * N < next_seq: already sent (or known absent): drop, the duplicate costs nothing;
-  * N == next_seq: send, advance, then send any buffered successors that are now in line;
-  * N > next_seq: buffer it and wait `gap_wait` for the missing events; if they do not come,
-    read [next_seq, N] from the database (F2 makes that read final by F1), send every row in
-    order, and set next_seq = N + 1: a seq absent from that read is a failed send, so the
-    subscription skips it instead of stalling.
-Each step keeps the invariant, and next_seq only grows, so nothing is sent twice or out of
-order. Nothing acknowledged is missed: an acked message committed, so it either arrives as
-an event (sent in order) or is below some later event's seq (read by a gap fill), or it is
-the newest message and its event was lost; the gateway's `check_tail` read after subscribing
-covers the only window where that can happen without a later event (see the consumer).
-
-Subscribing: the gateway joins the group FIRST, then reads `last_seq` L, then the replay
-rows (since_seq, L]. Events for seq <= L that were queued meanwhile are dropped as
-duplicates; every seq > L commits after the read and is published after the join, so it
-arrives as an event (or is filled from the database as above).
-
-Streams. `message.stream_chunk` and `message.updated` carry the stream message's seq and
-id. While that seq >= next_seq (its `message.created` is not sent yet) they are held and
-released right after the message is sent, live or by a gap fill; a held one also arms the
-gap timer, since it proves its message committed. Per delivered streaming message the
-subscription keeps `next_chunk`, starting at the chunk_count the message was sent with (the
-database row always holds the text of exactly chunk_count chunks): a chunk event that ends
-below it is a duplicate; one that starts at it is sent and moves it past its last chunk; one
-that starts beyond it is held `gap_wait`, then `load_chunks(message_id, next_chunk)`
-supplies the missing text as one frame (if no loader is installed, or it returns None, the
-held chunks are sent as they are: a visible gap beats a stalled stream). A `message.updated`
-with a final stream state that arrives before the chunks up to its chunk_count waits for them
-(or for the loader, after `gap_wait`) so the seam holds to the end; once it is sent, later
-chunks of that message are dropped. A
-chunk of a message this subscription never sent (it predates the subscription) is sent, and
-that stream is followed in order from there.
-
-Everything else (typing, receipts, membership) passes straight through, in arrival order.
-
-Live events come in through `offer`, which is synchronous: the gateway hands one event to
-every local subscriber of a conversation in one pass, and the common case (the next seq, or
-a duplicate) needs no await. While a database read holds the subscription (gap fill, tail
-check, replay), offered events queue in arrival order and one task applies them once the
-read is done, so they are still handled in the order they came.
-
-The only I/O is the injected `send` (synchronous: it hands frames to the socket's buffer)
-and `load` (a coroutine), so the class is unit-tested without a socket or a database.
+`message.created` reaches the socket in strictly increasing seq, once, with no acknowledged
+message missed (docs/protocol.md section 5); stream chunks and updates follow in order.
+Why this holds, and the stream rules: docs/gateway.md, "Ordered delivery: why it holds".
 """
 
 from __future__ import annotations

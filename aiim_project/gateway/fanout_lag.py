@@ -1,18 +1,5 @@
-"""Back-pressure from fan-out to senders.
-
-One process accepts sends faster than its core can hand their events to every subscriber,
-and nothing else pushes back: the events queue in the channel layer and delivery latency
-grows for as long as the load lasts. The age of the events the gateway is delivering
-(now - `committed_at`) is that queue measured in time. While it is over WS_FANOUT_LAG_MS,
-write frames wait before they are handled, so the loop spends its time on delivery, acks
-slow down, and a client that keeps a few acks outstanding slows down with them. A frame
-that waits longer than WS_FANOUT_WAIT_MS is refused with `unavailable` and a retry hint.
-
-Nothing is traded: a waiting frame is not yet handled (the connection's frames stay in
-order, the ack still follows the commit), and a refused one was never stored.
-
-The lag is this process's only: senders connected to another process are held by that
-process's own lag, not by this one's.
+"""Back-pressure from fan-out to senders: while this process's events are delivered more than
+WS_FANOUT_LAG_MS late, write frames wait (docs/gateway.md, "Fan-out back-pressure").
 """
 
 from __future__ import annotations
@@ -26,10 +13,8 @@ from django.conf import settings
 from aiim_project.core.errors import Unavailable
 from aiim_project.core.metrics import WS_FANOUT_HELD
 
-# A reading older than this says nothing about now, unless events are still queued for
-# delivery: events stop arriving once the backlog is drained, and the last one delivered was
-# then as late as the whole backlog was. (A loop iteration that runs long under load leaves
-# a gap between readings too; the queue tells that apart from a drained backlog.)
+# A reading older than this counts only while events are still queued (docs/gateway.md,
+# "Fan-out back-pressure").
 FRESH_FOR = 0.01
 POLL = 0.002
 

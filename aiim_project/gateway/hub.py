@@ -1,25 +1,6 @@
-"""Process-level fan-out: one channel-layer channel per process instead of one per connection.
-
-With a channel per connection, an event for a conversation watched by N local connections
-costs N copies in the layer, N deserialisations, and N trips through Channels' dispatch
-loop (a task and an `asyncio.wait` each) before any ordering or socket work. Here the
-process's hub is the one member of each group that local connections watch: the layer hands
-it each event once, it decodes it once, encodes the WebSocket frame once, and hands it to
-every local subscriber synchronously (`GatewayConsumer.hub_event`), which writes the ready
-bytes to the socket. Events committed in this process do not wait for the layer at all: they
-are handed to `deliver` when they are published (`aiim_project.core.events.LocalSink`), and the
-layer's copy, marked with the hub's channel as its origin, is dropped.
-
-Guarantees kept. Joining is awaited until the layer has the hub in the group, so "join, then
-read the snapshot" still means every later event reaches the connection. Events of a group
-reach each of its connections in one order (one synchronous pass each): this process's own
-in the order they were handed over, the others' in the order the layer delivered them. The
-two streams interleave as commits of different processes always could; a subscription
-orders by seq (`aiim_project.gateway.delivery`). A connection leaves the hub's membership
-synchronously, so nothing is handed to it after `leave` returns or while the layer's
-discard is in flight.
-
-One hub per event loop: Daphne runs one loop per process; tests run one loop per test.
+"""Process-level fan-out: one channel-layer channel per process instead of one per connection,
+one hub per event loop. How it works and the ordering it keeps: docs/gateway.md, "Fan-out:
+one hub per process".
 """
 
 from __future__ import annotations
@@ -166,9 +147,8 @@ class Hub:
             return
         if kind != events.EVENT_TYPE:
             return
-        # The lag is read here only, from every event the layer brings, this process's own
-        # copies included: they wait in the same queue as the others', and that queue is the
-        # backlog. (A local hand-over is never behind; readings from it would hide the queue.)
+        # The lag is read from the layer's copies only, our own included: they wait in the
+        # same queue (docs/gateway.md, "Fan-out: one hub per process").
         committed_at = message.get("committed_at")
         if committed_at is not None:
             fanout_lag.LAG.observe(committed_at)

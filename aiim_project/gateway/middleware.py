@@ -1,10 +1,6 @@
-"""ASGI middleware that turns the WebSocket's token into a principal before the consumer runs.
-
-The token comes from `?token=<JWT>` or from the subprotocol pair `bearer, <JWT>` (browsers
-cannot set headers on a WebSocket); the original AIIM's clients also send it as the only,
-bare subprotocol (`Sec-WebSocket-Protocol: <JWT>`), which is then echoed back as the
-original did (a browser fails a handshake whose answer selects none of the offered ones). A bad token does not refuse the handshake: the consumer
-accepts and then closes with 4401, which is the only way a browser client can see why.
+"""ASGI middleware: the WebSocket's token (`?token=<JWT>`, subprotocols `bearer, <JWT>`, or the
+original AIIM's bare `<JWT>` subprotocol, echoed back) becomes a principal. A bad token is
+accepted, then closed with 4401: the only way a browser sees why.
 """
 
 from __future__ import annotations

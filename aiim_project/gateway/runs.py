@@ -1,9 +1,6 @@
-"""Runs of queued frames (`FrameSpec.batch`): the send and stream runs (group commit).
-
-A client that keeps several frames in flight has the later ones queued in Daphne behind the
-one being handled. Those of the same type and batch key go to `spec.batch` together: one
-transaction and one event fan-out for the run, each frame still answered in order
-(docs/gateway.md).
+"""Runs of queued frames (`FrameSpec.batch`): the send and stream runs (group commit): one
+transaction and one fan-out for a client's pipelined frames, each answered in order
+(docs/gateway.md, "Frames", runs of queued frames).
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
 """One connection's socket: every Daphne, autobahn and Twisted detail of the gateway.
-
-Output: frames go out in call order. Under Daphne they are written straight to the
-connection's transport (synchronously: events are written while the hub's pass runs);
-elsewhere (the test communicator) they queue in an outbox that one task sends in order.
-Input: Daphne queues the frames it reads; the gateway reads that queue's length for flow
-control and may take the next frames itself for a run (`runs.py`).
+Output in call order, input flow control, frames taken for runs (docs/gateway.md, "Modules").
 """
 
 from __future__ import annotations
@@ -76,11 +71,8 @@ class Socket:
         return daphne.inbound_queue(self._protocol)
 
     def flow_control(self, held: int) -> None:
-        """Stop reading a client whose frames queue up faster than they are handled, until
-        the queue is short again: TCP then slows the client down, instead of its backlog
-        growing in memory and its parsing taking the loop from everyone else. The backlog
-        counts the frames still in Daphne's queue and the `held` ones taken from it for a
-        run that are not answered yet."""
+        """Stop reading a client whose backlog (Daphne's queue plus `held` run frames) is too
+        long, until it is short again: TCP slows the client instead of memory growing."""
         backlog = daphne.inbound_backlog(self._protocol) + held
         if not self._reading_paused and backlog > INBOUND_HIGH_WATER:
             self._transport.pauseProducing()

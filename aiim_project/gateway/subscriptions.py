@@ -1,9 +1,5 @@
-"""A connection's subscriptions: joining the hub, the snapshot and replay, one
-`OrderedDelivery` per conversation, and the events the hub hands over.
-
-Subscribing joins the group BEFORE reading the snapshot (every seq above it then reaches the
-connection), answers `subscribed` before the `since_seq` replay, and re-reads the tail once
-`WS_GAP_WAIT_MS` later (docs/gateway.md).
+"""A connection's subscriptions: joining the hub, the snapshot and replay, one `OrderedDelivery`
+per conversation, and the events the hub hands over (docs/gateway.md, "Subscribe, replay and order").
 """
 
 from __future__ import annotations

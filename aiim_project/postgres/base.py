@@ -1,16 +1,5 @@
-"""Django's PostgreSQL backend, with a pool that checks only connections idle a while.
-
-A check per checkout (Django's CONN_HEALTH_CHECKS) costs a database round trip on every
-worker-thread call and request, and under load a connection is handed out again within
-milliseconds of its last use. The check exists for connections that sat idle through a
-database restart or a network cut (dead without knowing it); a connection handed out less
-than RECENT seconds ago did not sit idle through one (a restart takes longer; the
-reliability suite cuts the network for 0.5 s), and one that hit an error since was closed
-and discarded by the pool on its return. The pool hands out its idle connections in turn,
-so at a few hundred checkouts a second each is back within RECENT and skips the check.
-
-Django builds the pool with its own check (or none), so the check is set on the pool it
-built (`aiim_project.compat.psycopg_pool`).
+"""Django's PostgreSQL backend, with a pool that checks only connections idle a while: one
+handed out within RECENT seconds cannot have sat through a restart (docs/architecture.md, "Runtime details of the shared base").
 """
 
 from __future__ import annotations
