@@ -6,7 +6,6 @@ import logging
 import math
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import DataError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -46,10 +45,6 @@ def _from_drf(exc: Exception) -> AiimError | None:
         return e.RateLimited(retry_after=exc.wait or 1)
     if isinstance(exc, RequestDataTooBig):
         return TooLarge("Request body is too large.")
-    if isinstance(exc, DataError):
-        # The database refused a value the checks let through (e.g. a NUL character in
-        # an id on PostgreSQL): the client's input, not a server fault.
-        return e.Invalid("A value in the request cannot be stored.")
     if isinstance(exc, RecursionError):
         # The JSON parser gave up on a body nested thousands of levels deep.
         return e.Invalid("Malformed request body: nested too deeply.")

@@ -97,6 +97,12 @@ def as_aiim_error(exc: BaseException) -> AiimError | None:
     """Map an exception to the domain error an adapter should render, or None for a bug."""
     if isinstance(exc, AiimError):
         return exc
+    import django.db
+
+    if isinstance(exc, django.db.DataError):
+        # The database refused a value the checks let through (e.g. a NUL character in an id
+        # on PostgreSQL): the client's input, not a server fault, on REST and WebSocket alike.
+        return Invalid("A value in the request cannot be stored.")
     if isinstance(exc, dependency_error_types()):
         return Unavailable()
     try:

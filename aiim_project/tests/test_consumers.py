@@ -12,6 +12,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 
 from aiim_project.asgi import application
 from aiim_project.core.frames import FrameSpec
@@ -281,6 +282,15 @@ async def test_subscribe_not_member_is_forbidden(ws, conv):
     assert error["code"] == "forbidden"
     await send_db(c.id)
     await carol.receive_nothing(timeout=0.2)
+
+
+@pytest.mark.parametrize("frame_type", ["subscribe", "send_msg", "typing"])
+async def test_an_id_the_database_cannot_store_is_a_client_error_not_a_server_error(ws, frame_type):
+    """A NUL in an id: PostgreSQL refuses it (`invalid`), SQLite finds no such conversation."""
+    alice = await ws("alice")
+    error = await request(alice, {"type": frame_type, "conversation_id": "c\x00", "content": "hi", "state": "typing"})
+    assert error["type"] == "error"
+    assert error["code"] == ("invalid" if connection.vendor == "postgresql" else "not_found"), error
 
 
 async def test_unsubscribe_stops_events(ws, conv):
