@@ -15,6 +15,7 @@ from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -123,14 +124,9 @@ async def test_reconnect_with_since_seq_resumes_without_gap_or_duplicate(daphne,
 
 
 async def test_channel_layer_down_at_connect_closes_1011(daphne):
-    import socket
-
     from websockets.exceptions import ConnectionClosed
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
-    server = daphne(1, REDIS_URL=f"redis://127.0.0.1:{closed_port}/0")[0]
+    server = daphne(1, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")[0]
     async with connect(url(server, "alice")) as ws:
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 15)
