@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from .support import StalledClient, created_seqs, http, production_env, rss_kb, ws_open, ws_recv, ws_request
+from tests.support.http import http
+
+from .support import StalledClient, created_seqs, production_env, rss_kb, ws_open, ws_recv, ws_request
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,9 @@ import uuid
 import pytest
 
 from messaging.models import Message
+from tests.support.http import ahttp
 
-from .support import ahttp, ws_open, ws_recv, ws_request
+from .support import ws_open, ws_recv, ws_request
 
 VICTIM, ATTACKER = "A", "B"
 
