@@ -20,8 +20,7 @@ from aiim_project.core.metrics import RATE_LIMITED
 from aiim_project.gateway import runs as run_taking
 from messaging import services
 from messaging.models import Message
-from streaming.tests.test_consumers import connect_queued, pipeline
-from tests.communicator import ask, connect, subscribe
+from tests.support.communicator import ask, connect, connect_queued, pipeline, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
