@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
 from tests.support.ports import free_port
+from tests.support.websocket import ws_recv
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -29,7 +30,7 @@ def url(server, user: str) -> str:
 
 
 async def next_frame(ws) -> dict:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+    return await ws_recv(ws, DEADLINE)
 
 
 async def subscribe(ws, conversation_id: str, **kw) -> dict:

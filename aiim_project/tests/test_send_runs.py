@@ -21,6 +21,7 @@ from aiim_project.gateway import runs as run_taking
 from messaging import services
 from messaging.models import Message
 from tests.support.communicator import ask, connect, connect_queued, pipeline, subscribe
+from tests.support.websocket import ws_recv
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -327,7 +328,7 @@ async def test_the_ack_reaches_the_sender_before_any_event_it_caused(conversatio
 
 
 async def recv(ws):
-    return json.loads(await asyncio.wait_for(ws.recv(), 30))
+    return await ws_recv(ws, 30)
 
 
 @pytest.mark.e2e

@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
 from tests.support.ports import free_port
+from tests.support.websocket import ws_recv
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -27,7 +28,7 @@ def unread_over_rest(server, user: str, conversation_id: str) -> int:
 
 
 async def next_frame(ws) -> dict:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+    return await ws_recv(ws, 10)
 
 
 async def test_phone_on_one_process_reads_laptop_on_the_other_follows(daphne, make_conversation, send):

@@ -17,6 +17,7 @@ from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, Ten
 from messaging.models import Message
 from streaming import frames
 from tests.support.communicator import ask, connect, connect_queued, pipeline, subscribe
+from tests.support.websocket import ws_recv
 
 from .conftest import FakeConnection
 
@@ -495,7 +496,7 @@ async def test_a_late_joiner_reconstructs_a_stream_sent_in_queued_runs(conversat
 
 async def recv(ws):
     """A bounded wait: a stuck server fails the test instead of hanging the suite."""
-    return json.loads(await asyncio.wait_for(ws.recv(), 15))
+    return await ws_recv(ws, 15)
 
 
 def _get_json(url, token):

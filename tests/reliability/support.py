@@ -1,6 +1,6 @@
 """Tools only the reliability suite drives real processes with: a TCP proxy that can cut
-PostgreSQL away from Daphne, real-socket WebSocket clients, load and measurement helpers.
-The shared ones (free_port, RedisServer, http, Daphne) live in tests/support/.
+PostgreSQL away from Daphne, clients that stall or resume across faults, load and measurement
+helpers. The shared ones (free_port, RedisServer, http, WebSocket client) live in tests/support/.
 
 Nothing here mocks a dependency: faults are produced by killing or cutting real sockets.
 """
@@ -15,13 +15,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.support.http import http
 from tests.support.ports import free_port
+from tests.support.websocket import ws_open, ws_recv, ws_request
 
 # --- a TCP proxy we can cut -------------------------------------------------------------
 
@@ -106,42 +106,6 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
-
-
-# --- WebSocket --------------------------------------------------------------------------
-
-
-async def ws_open(ws_url: str, token: str, **kwargs: Any) -> ClientConnection:
-    kwargs.setdefault("open_timeout", 10)
-    kwargs.setdefault("max_size", 2**24)
-    return await connect(f"{ws_url}?token={token}", **kwargs)
-
-
-async def ws_send(ws: ClientConnection, frame: dict) -> None:
-    await ws.send(json.dumps(frame))
-
-
-async def ws_recv(ws: ClientConnection, timeout: float = 10.0) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def ws_until(ws: ClientConnection, predicate, timeout: float = 10.0) -> dict:
-    """The first frame matching `predicate`; the others are skipped."""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no matching frame")
-        frame = await ws_recv(ws, remaining)
-        if predicate(frame):
-            return frame
-
-
-async def ws_request(ws: ClientConnection, frame: dict, timeout: float = 10.0) -> dict:
-    """Send a frame with a fresh req_id and return the ack or error that answers it."""
-    req_id = frame.setdefault("req_id", os.urandom(6).hex())
-    await ws_send(ws, frame)
-    return await ws_until(ws, lambda f: f.get("req_id") == req_id and f.get("type") in ("ack", "error", "subscribed", "unsubscribed", "pong"), timeout)
 
 
 def created_seqs(frames: Iterable[dict], conversation_id: str) -> list[int]:

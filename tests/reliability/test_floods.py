@@ -12,8 +12,7 @@ import time
 import pytest
 
 from tests.support.http import ahttp
-
-from .support import ws_open, ws_recv, ws_request, ws_send
+from tests.support.websocket import ws_open, ws_recv, ws_request, ws_send
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 

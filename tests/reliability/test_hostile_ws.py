@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.http import http
-
-from .support import ws_open, ws_recv, ws_request, ws_send
+from tests.support.websocket import ws_open, ws_recv, ws_request, ws_send
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,9 @@ import time
 import pytest
 
 from tests.support.http import http
+from tests.support.websocket import ws_open, ws_recv, ws_request
 
-from .support import StalledClient, created_seqs, production_env, rss_kb, ws_open, ws_recv, ws_request
+from .support import StalledClient, created_seqs, production_env, rss_kb
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,7 @@ import pytest
 
 from messaging.models import Message
 from tests.support.http import ahttp
-
-from .support import ws_open, ws_recv, ws_request
+from tests.support.websocket import ws_open, ws_recv, ws_request
 
 VICTIM, ATTACKER = "A", "B"
 

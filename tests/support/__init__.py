@@ -8,6 +8,8 @@ processes, no mocks):
 - http: `http` / `ahttp` (a `Reply`) and `fetch` (a (status, headers, body) tuple)
 - communicator: in-process WebSocket clients (`connect`, `ask`, `subscribe`,
   `connect_queued`, `pipeline`)
+- websocket: a WebSocket client over a real socket, for a running Daphne (`ws_open`,
+  `ws_send`, `ws_recv`, `ws_until`, `ws_request`)
 - container: the Dockerfile's commands run as a local process (`Container`, ...)
 
 Helpers only the reliability suite uses stay in tests/reliability/support.py.
