@@ -10,6 +10,9 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from aiim_project.core.auth import mint_token
+from tests.support.daphne import DaphneProcess
+from tests.support.database import database_url
+from tests.support.ports import free_port
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -95,88 +98,6 @@ def send(db):
 
 # --- real Daphne processes for end-to-end tests ---------------------------------------
 
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _database_url() -> str:
-    """URL of the test database pytest-django created, for a child process."""
-    from django.db import connection
-
-    sd = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{sd['NAME']}"
-    auth = sd["USER"] or "postgres"
-    if sd.get("PASSWORD"):
-        auth += f":{sd['PASSWORD']}"
-    return f"postgres://{auth}@{sd['HOST'] or '127.0.0.1'}:{sd['PORT'] or 5432}/{sd['NAME']}"
-
-
-class DaphneProcess:
-    def __init__(self, port: int, env: dict[str, str], log: Path):
-        self.port = port
-        self.log_path = log
-        self._log = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aiim_project.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/api/aiim/ws"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited early:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"daphne did not listen on {self.port}:\n{self.log_path.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to clean up (a crash)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-
-
 @pytest.fixture
 def daphne(transactional_db, tmp_path):
     """daphne(n=1, **env) -> [DaphneProcess]: real servers on free ports sharing this
@@ -187,7 +108,7 @@ def daphne(transactional_db, tmp_path):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
         env.update(
             DJANGO_SETTINGS_MODULE="aiim_project.settings",
-            DATABASE_URL=_database_url(),
+            DATABASE_URL=database_url(),
             DEBUG="true",
             RATE_LIMIT_PER_SEC="0",
             LOG_LEVEL="WARNING",
@@ -195,7 +116,7 @@ def daphne(transactional_db, tmp_path):
         env.update({k: str(v) for k, v in extra_env.items()})
         procs = []
         for _ in range(n):
-            port = _free_port()
+            port = free_port()
             p = DaphneProcess(port, env, tmp_path / f"daphne-{port}.log")
             started.append(p)
             procs.append(p)

@@ -27,7 +27,8 @@ import django  # noqa: E402
 django.setup()
 
 from aiim_project.core.auth import mint_token  # noqa: E402
-from tests.reliability.support import churn, http, metric_value, open_sockets, rss_kb  # noqa: E402
+from tests.reliability.support import churn, metric_value, open_sockets, rss_kb  # noqa: E402
+from tests.support.http import http  # noqa: E402
 
 
 class Target:

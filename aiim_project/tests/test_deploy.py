@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aiim_project.tests.helpers import DOCKERFILE, ROOT, Container, container_env, dockerfile_json, free_port, http
+from tests.support import ROOT
+from tests.support.container import DOCKERFILE, Container, container_env, dockerfile_json
+from tests.support.http import fetch
+from tests.support.ports import free_port
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -41,7 +44,7 @@ def test_image_installs_runtime_requirements_only():
 def test_container_command_serves_and_passes_its_healthcheck(transactional_db, tmp_path):
     with Container(tmp_path) as container:
         assert container.healthcheck() == 0
-        status, _, body = http("GET", f"{container.url}/health")
+        status, _, body = fetch("GET", f"{container.url}/health")
         assert status == 200, body
 
 

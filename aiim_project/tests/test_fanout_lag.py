@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from aiim_project.core import events
 from aiim_project.gateway import fanout_lag
 from messaging.models import Message
-from tests.communicator import TIMEOUT, ask, connect, subscribe
+from tests.support.communicator import TIMEOUT, ask, connect, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

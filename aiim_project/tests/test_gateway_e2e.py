@@ -15,6 +15,8 @@ from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
+from tests.support.ports import free_port
+from tests.support.websocket import ws_recv
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -28,7 +30,7 @@ def url(server, user: str) -> str:
 
 
 async def next_frame(ws) -> dict:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+    return await ws_recv(ws, DEADLINE)
 
 
 async def subscribe(ws, conversation_id: str, **kw) -> dict:
@@ -123,14 +125,9 @@ async def test_reconnect_with_since_seq_resumes_without_gap_or_duplicate(daphne,
 
 
 async def test_channel_layer_down_at_connect_closes_1011(daphne):
-    import socket
-
     from websockets.exceptions import ConnectionClosed
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
-    server = daphne(1, REDIS_URL=f"redis://127.0.0.1:{closed_port}/0")[0]
+    server = daphne(1, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")[0]
     async with connect(url(server, "alice")) as ws:
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 15)

@@ -9,7 +9,9 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from aiim_project.tests.helpers import RedisServer, free_port, http
+from tests.support.http import fetch
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
 
 
 @pytest.mark.django_db
@@ -46,10 +48,10 @@ def test_health_refuses_writes():
 
 @pytest.mark.e2e
 def test_health_names_redis_when_down_and_recovers(daphne, tmp_path):
-    redis = RedisServer(free_port(), tmp_path)
+    redis = RedisServer(tmp_path, start=False)
     (server,) = daphne(REDIS_URL=redis.url, CHANNEL_LAYER_PREFIX="h5health")
 
-    status, headers, body = http("GET", f"{server.url}/health")
+    status, headers, body = fetch("GET", f"{server.url}/health")
     assert status == 503
     assert body["status"] == "degraded"
     assert "redis" in body["down"]
@@ -57,11 +59,11 @@ def test_health_names_redis_when_down_and_recovers(daphne, tmp_path):
     assert body["dependencies"]["redis_ok"] is False
     assert body["dependencies"]["database"]["status"] == "ok"
     assert int(headers["Retry-After"]) > 0
-    assert http("GET", f"{server.url}/health/live")[0] == 200
+    assert fetch("GET", f"{server.url}/health/live")[0] == 200
 
     redis.start()
     try:
-        status, _, body = http("GET", f"{server.url}/health")
+        status, _, body = fetch("GET", f"{server.url}/health")
         assert (status, body["status"]) == (200, "ok"), body
         assert body["dependencies"]["redis"]["status"] == "ok"
         assert body["dependencies"]["redis_ok"] is True
@@ -79,7 +81,7 @@ def test_health_answers_when_redis_hangs(daphne):
         port = black_hole.getsockname()[1]
         (server,) = daphne(REDIS_URL=f"redis://127.0.0.1:{port}/0", CHANNEL_LAYER_PREFIX="h5hang", HEALTH_CHECK_TIMEOUT="0.5")
 
-        status, _, body = http("GET", f"{server.url}/health", timeout=30)
+        status, _, body = fetch("GET", f"{server.url}/health", timeout=30)
         assert status == 503
         assert body["dependencies"]["redis"] == {"status": "down", "error": "no answer within 0.5s"}
 
@@ -89,8 +91,8 @@ def test_health_names_the_database_when_down(daphne):
     closed = free_port()
     (server,) = daphne(DATABASE_URL=f"postgres://postgres@127.0.0.1:{closed}/aiim", DB_POOL_TIMEOUT="0.5")
 
-    status, _, body = http("GET", f"{server.url}/health", timeout=30)
+    status, _, body = fetch("GET", f"{server.url}/health", timeout=30)
     assert status == 503
     assert "database" in body["down"]
     assert body["dependencies"]["database"]["status"] == "down"
-    assert http("GET", f"{server.url}/health/live")[0] == 200
+    assert fetch("GET", f"{server.url}/health/live")[0] == 200

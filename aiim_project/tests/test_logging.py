@@ -102,17 +102,18 @@ def test_requests_attached_by_django_are_logged_without_query_string(json_log, r
 def test_the_container_writes_one_json_line_per_request_and_no_token(transactional_db, tmp_path, token):
     from django.conf import settings
 
-    from aiim_project.tests.helpers import Container, http
+    from tests.support.container import Container
+    from tests.support.http import fetch
 
     secret = token("alice")
     with Container(tmp_path, LOG_FORMAT="json", LOG_LEVEL="INFO", JWT_SECRET=settings.JWT_SECRET) as container:
-        status, headers, _ = http(
+        status, headers, _ = fetch(
             "GET",
             f"{container.url}/api/aiim/conversations?token={secret}",
             headers={"Authorization": f"Bearer {secret}", "X-Request-ID": "e2e-1"},
         )
         assert (status, headers["X-Request-ID"]) == (200, "e2e-1")
-        assert http("GET", f"{container.url}/api/aiim/nowhere", headers={"X-Request-ID": "e2e-2"})[0] == 404
+        assert fetch("GET", f"{container.url}/api/aiim/nowhere", headers={"X-Request-ID": "e2e-2"})[0] == 404
 
     log = container.log_path.read_text()
     assert secret not in log

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
-from aiim_project.tests.helpers import http
+from tests.support.http import fetch
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -26,7 +26,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 def scrape(server) -> str:
-    status, _, text = http("GET", f"{server.url}/metrics")
+    status, _, text = fetch("GET", f"{server.url}/metrics")
     assert status == 200
     return text
 
@@ -40,12 +40,12 @@ def test_metrics_sum_traffic_of_two_processes(daphne, make_conversation, tmp_pat
     auth = {"Authorization": f"Bearer {mint_token(user_id='alice')}"}
 
     for i, server in enumerate([first, second, second]):
-        status, _, _ = http(
+        status, _, _ = fetch(
             "POST", f"{server.url}/api/aiim/messages", {"conversation_id": conversation.id, "content": f"m{i}"}, auth
         )
         assert status == 201
     # A refused request on the first process: errors are counted by code.
-    assert http("GET", f"{first.url}/api/aiim/conversations/nope", headers=auth)[0] == 404
+    assert fetch("GET", f"{first.url}/api/aiim/conversations/nope", headers=auth)[0] == 404
 
     for server in (first, second):
         text = scrape(server)
@@ -63,7 +63,7 @@ def test_metrics_count_rate_limit_rejections(daphne, make_conversation, tmp_path
     conversation = make_conversation("alice", ["bob"])
     auth = {"Authorization": f"Bearer {mint_token(user_id='alice')}"}
     statuses = [
-        http("POST", f"{server.url}/api/aiim/messages", {"conversation_id": conversation.id, "content": "x"}, auth)[0]
+        fetch("POST", f"{server.url}/api/aiim/messages", {"conversation_id": conversation.id, "content": "x"}, auth)[0]
         for _ in range(5)
     ]
     refused = statuses.count(429)

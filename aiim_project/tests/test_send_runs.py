@@ -20,8 +20,8 @@ from aiim_project.core.metrics import RATE_LIMITED
 from aiim_project.gateway import runs as run_taking
 from messaging import services
 from messaging.models import Message
-from streaming.tests.test_consumers import connect_queued, pipeline
-from tests.communicator import ask, connect, subscribe
+from tests.support.communicator import ask, connect, connect_queued, pipeline, subscribe
+from tests.support.websocket import ws_recv
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -328,7 +328,7 @@ async def test_the_ack_reaches_the_sender_before_any_event_it_caused(conversatio
 
 
 async def recv(ws):
-    return json.loads(await asyncio.wait_for(ws.recv(), 30))
+    return await ws_recv(ws, 30)
 
 
 @pytest.mark.e2e

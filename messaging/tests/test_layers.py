@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from aiim_project.core.layers import RESYNC_TYPE, RecoveringPubSubChannelLayer
-from tests.reliability.support import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -3,7 +3,6 @@ the pass: the in-process table when embedded, Redis on the Postgres + Redis pass
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -11,6 +10,7 @@ from asgiref.sync import async_to_sync
 
 from aiim_project.core import presence
 from aiim_project.core import redis as aiim_redis
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -76,10 +76,7 @@ def test_needs_a_token(client):
 
 @pytest.mark.redis
 def test_redis_down_is_503_unavailable(api, settings):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
-    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port}/0"
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     aiim_redis.sync_client.cache_clear()
     try:
         r = get(api, "?user_ids=a")

@@ -3,7 +3,7 @@
 import pytest
 from channels.db import database_sync_to_async
 
-from tests.communicator import ask, connect, subscribe
+from tests.support.communicator import ask, connect, subscribe
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

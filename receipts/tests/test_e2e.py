@@ -13,6 +13,8 @@ from channels.db import database_sync_to_async
 from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
+from tests.support.ports import free_port
+from tests.support.websocket import ws_recv
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -26,7 +28,7 @@ def unread_over_rest(server, user: str, conversation_id: str) -> int:
 
 
 async def next_frame(ws) -> dict:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+    return await ws_recv(ws, 10)
 
 
 async def test_phone_on_one_process_reads_laptop_on_the_other_follows(daphne, make_conversation, send):
@@ -63,16 +65,8 @@ async def test_phone_on_one_process_reads_laptop_on_the_other_follows(daphne, ma
         assert await asyncio.to_thread(unread_over_rest, a, "bob", conv.id) == 1
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_database_down_is_503_over_rest_and_unavailable_over_ws(daphne):
-    (server,) = daphne(DATABASE_URL=f"postgres://postgres@127.0.0.1:{_closed_port()}/aiim", DB_POOL_TIMEOUT="0.5")
+    (server,) = daphne(DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/aiim", DB_POOL_TIMEOUT="0.5")
     token = mint_token(user_id="bob")
     request = urllib.request.Request(
         f"{server.url}/api/aiim/receipts/read",

@@ -6,7 +6,6 @@ import json
 import random
 import time
 import urllib.request
-from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +16,8 @@ from aiim_project.core.auth import mint_token
 from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch
 from messaging.models import Message
 from streaming import frames
-from tests.communicator import ask, connect, subscribe
+from tests.support.communicator import ask, connect, connect_queued, pipeline, subscribe
+from tests.support.websocket import ws_recv
 
 from .conftest import FakeConnection
 
@@ -338,55 +338,6 @@ async def test_late_joiner_reconstructs_a_500_chunk_stream_from_replay_and_live_
 # --- queued frames: the gateway's runs, with a queue like Daphne's ---------------------
 
 
-class _Transport:
-    def __init__(self):
-        self.paused, self.pauses = False, 0
-
-    def pauseProducing(self):
-        self.paused, self.pauses = True, self.pauses + 1
-
-    def resumeProducing(self):
-        self.paused = False
-
-
-class _Protocol:
-    """What the gateway reads of Daphne's protocol: its queue of client frames (here the
-    communicator's input queue, whose `get` is the application's `receive`) and transport."""
-
-    def __init__(self, queue):
-        self.application_queue, self.transport = queue, _Transport()
-
-
-def _daphne_like(app, protocols):
-    async def handle_reply(send, protocol, message):
-        await send(message)
-
-    async def wrapped(scope, receive, send):
-        protocols.append(_Protocol(receive.__self__))
-        return await app(scope, receive, partial(handle_reply, send, protocols[-1]))
-
-    return wrapped
-
-
-async def connect_queued(user_id="alice", tenant="default", protocols=None):
-    from channels.testing import WebsocketCommunicator
-
-    from aiim_project.asgi import application
-
-    protocols = [] if protocols is None else protocols
-    token = mint_token(user_id=user_id, tenant=tenant)
-    comm = WebsocketCommunicator(_daphne_like(application, protocols), f"/api/aiim/ws?token={token}")
-    assert (await comm.connect())[0]
-    return comm
-
-
-async def pipeline(comm, frames):
-    """Queue every frame before the consumer handles the first, then read one answer each."""
-    for frame in frames:
-        await comm.send_json_to(frame)  # an unbounded queue: never yields to the consumer
-    return [await comm.receive_json_from(timeout=10) for _ in frames]
-
-
 def answer(frame):
     return tuple(frame.get(k) for k in ("type", "event", "code", "chunk_index", "stream_end", "req_id", "expected_chunk_index", "stream_state"))
 
@@ -571,7 +522,7 @@ async def test_a_late_joiner_reconstructs_a_stream_sent_in_queued_runs(conversat
 
 async def recv(ws):
     """A bounded wait: a stuck server fails the test instead of hanging the suite."""
-    return json.loads(await asyncio.wait_for(ws.recv(), 15))
+    return await ws_recv(ws, 15)
 
 
 def _get_json(url, token):

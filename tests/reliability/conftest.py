@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from .support import RedisServer, TcpProxy
+from tests.support.redis_server import RedisServer
+
+from .support import TcpProxy
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Tools the reliability suite drives real processes with: a throwaway redis-server, a TCP
-proxy that can cut PostgreSQL away from Daphne, and small HTTP / WebSocket clients.
+"""Tools only the reliability suite drives real processes with: a TCP proxy that can cut
+PostgreSQL away from Daphne, clients that stall or resume across faults, load and measurement
+helpers. The shared ones (free_port, RedisServer, http, WebSocket client) live in tests/support/.
 
 Nothing here mocks a dependency: faults are produced by killing or cutting real sockets.
 """
@@ -11,75 +12,16 @@ import base64
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from http.client import HTTPConnection
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
-import redis
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# --- a redis-server of our own ---------------------------------------------------------
-
-
-class RedisServer:
-    """A private redis-server on a free port. Restarting it (kill + start on the same port)
-    empties it, like a production Redis without persistence that crashed."""
-
-    def __init__(self, log_dir: Path):
-        self.port = free_port()
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=1)
-
-    def start(self) -> None:
-        log = open(self.log_dir / f"redis-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on {self.port}")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def stop(self) -> None:
-        self.kill()
-
+from tests.support.http import http
+from tests.support.ports import free_port
+from tests.support.websocket import ws_open, ws_recv, ws_request
 
 # --- a TCP proxy we can cut -------------------------------------------------------------
 
@@ -164,83 +106,6 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
-
-
-# --- HTTP -------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any
-    headers: dict[str, str]
-    elapsed: float
-
-
-def http(base_url: str, method: str, path: str, token: str | None = None, body: Any = None, *, raw: bytes | None = None, timeout: float = 15.0, headers: dict[str, str] | None = None) -> Reply:
-    """One HTTP request on a fresh connection (a fault must not hide in a kept-alive one)."""
-    parts = urlsplit(base_url)
-    conn = HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    hdrs = dict(headers or {})
-    if token is not None:
-        hdrs["Authorization"] = f"Bearer {token}"
-    payload = raw
-    if body is not None:
-        payload = json.dumps(body).encode()
-    if payload is not None:
-        hdrs.setdefault("Content-Type", "application/json")
-    started = time.monotonic()
-    try:
-        conn.request(method, path, body=payload, headers=hdrs)
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    try:
-        parsed = json.loads(data) if data else None
-    except ValueError:
-        parsed = data
-    return Reply(resp.status, parsed, {k.lower(): v for k, v in resp.getheaders()}, time.monotonic() - started)
-
-
-async def ahttp(*args: Any, **kwargs: Any) -> Reply:
-    return await asyncio.to_thread(http, *args, **kwargs)
-
-
-# --- WebSocket --------------------------------------------------------------------------
-
-
-async def ws_open(ws_url: str, token: str, **kwargs: Any) -> ClientConnection:
-    kwargs.setdefault("open_timeout", 10)
-    kwargs.setdefault("max_size", 2**24)
-    return await connect(f"{ws_url}?token={token}", **kwargs)
-
-
-async def ws_send(ws: ClientConnection, frame: dict) -> None:
-    await ws.send(json.dumps(frame))
-
-
-async def ws_recv(ws: ClientConnection, timeout: float = 10.0) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def ws_until(ws: ClientConnection, predicate, timeout: float = 10.0) -> dict:
-    """The first frame matching `predicate`; the others are skipped."""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no matching frame")
-        frame = await ws_recv(ws, remaining)
-        if predicate(frame):
-            return frame
-
-
-async def ws_request(ws: ClientConnection, frame: dict, timeout: float = 10.0) -> dict:
-    """Send a frame with a fresh req_id and return the ack or error that answers it."""
-    req_id = frame.setdefault("req_id", os.urandom(6).hex())
-    await ws_send(ws, frame)
-    return await ws_until(ws, lambda f: f.get("req_id") == req_id and f.get("type") in ("ack", "error", "subscribed", "unsubscribed", "pong"), timeout)
 
 
 def created_seqs(frames: Iterable[dict], conversation_id: str) -> list[int]:

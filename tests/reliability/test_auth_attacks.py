@@ -3,10 +3,6 @@ error body of docs/protocol.md section 2, never reach a view, never a 500."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import time
 
 import jwt
@@ -15,27 +11,9 @@ from rest_framework.test import APIClient
 
 from aiim_project.core import auth
 
+from .forged_tokens import claims, hs256_with_key, unsigned
+
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")]
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unsigned(header: dict, claims: dict, signature: bytes = b"") -> str:
-    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}.{b64(signature)}"
-
-
-def hs256_with_key(claims: dict, key: bytes) -> str:
-    """HS256 by hand: PyJWT refuses to use a PEM key as an HMAC secret, an attacker does not."""
-    signing_input = f"{b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{b64(json.dumps(claims).encode())}"
-    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64(signature)}"
-
-
-def claims(**extra) -> dict:
-    now = int(time.time())
-    return {"sub": "alice", "tenant": "default", "iat": now, "exp": now + 3600, **extra}
 
 
 @pytest.fixture

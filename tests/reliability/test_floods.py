@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from .support import ahttp, ws_open, ws_recv, ws_request, ws_send
+from tests.support.http import ahttp
+from tests.support.websocket import ws_open, ws_recv, ws_request, ws_send
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 

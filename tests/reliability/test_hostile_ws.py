@@ -19,7 +19,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
-from .support import http, ws_open, ws_recv, ws_request, ws_send
+from tests.support.http import http
+from tests.support.websocket import ws_open, ws_recv, ws_request, ws_send
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ from channels.layers import get_channel_layer
 
 from aiim_project.core import events
 from messaging.models import Conversation, Message
-
-from .support import ahttp, ws_open, ws_request, ws_until
+from tests.support.http import ahttp
+from tests.support.websocket import ws_open, ws_request, ws_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 

@@ -9,8 +9,9 @@ import itertools
 import pytest
 
 from messaging.models import Message
+from tests.support.http import ahttp
 
-from .support import ResumingSubscriber, ahttp
+from .support import ResumingSubscriber
 
 # Two processes share events only through Redis: the in-memory layer of the embedded mode
 # is per process.

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from messaging.models import Conversation, Message
+from tests.support.http import ahttp
+from tests.support.redis_server import RedisServer
 
-from .support import RedisServer, ResumingSubscriber, ahttp
+from .support import ResumingSubscriber
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 

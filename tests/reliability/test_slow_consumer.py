@@ -9,7 +9,10 @@ import time
 
 import pytest
 
-from .support import StalledClient, created_seqs, http, production_env, rss_kb, ws_open, ws_recv, ws_request
+from tests.support.http import http
+from tests.support.websocket import ws_open, ws_recv, ws_request
+
+from .support import StalledClient, created_seqs, production_env, rss_kb
 
 pytestmark = pytest.mark.e2e
 

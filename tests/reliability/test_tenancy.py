@@ -13,8 +13,8 @@ import uuid
 import pytest
 
 from messaging.models import Message
-
-from .support import ahttp, ws_open, ws_recv, ws_request
+from tests.support.http import ahttp
+from tests.support.websocket import ws_open, ws_recv, ws_request
 
 VICTIM, ATTACKER = "A", "B"
 
