@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 
 from aiim_project.core.auth import mint_token
 from aiim_project.http_metrics import UNMATCHED, route_template
-from aiim_project.tests.helpers import http
 from aiim_project.tests.test_metrics import sample, scrape
+from tests.support.http import fetch
 
 MIDDLEWARE = "aiim_project.http_metrics.HttpMetricsMiddleware"
 
@@ -62,10 +62,10 @@ def test_daphne_counts_the_api_and_the_rest(daphne, make_conversation):
     server = daphne(1)[0]
     conversation = make_conversation("alice", ["bob"])
     auth = {"Authorization": f"Bearer {mint_token(user_id='alice')}"}
-    assert http("GET", f"{server.url}/health")[0] == 200  # Django's own chain
-    assert http("GET", f"{server.url}/api/aiim/messages/{conversation.id}", headers=auth)[0] == 200  # one-hop chain
-    assert http("POST", f"{server.url}/api/aiim/messages", {"conversation_id": conversation.id, "content": "m"}, auth)[0] == 201
-    assert http("GET", f"{server.url}/api/aiim/nope/{conversation.id}", headers=auth)[0] == 404
+    assert fetch("GET", f"{server.url}/health")[0] == 200  # Django's own chain
+    assert fetch("GET", f"{server.url}/api/aiim/messages/{conversation.id}", headers=auth)[0] == 200  # one-hop chain
+    assert fetch("POST", f"{server.url}/api/aiim/messages", {"conversation_id": conversation.id, "content": "m"}, auth)[0] == 201
+    assert fetch("GET", f"{server.url}/api/aiim/nope/{conversation.id}", headers=auth)[0] == 404
 
     text = scrape(server)
     assert sample(text, "http_requests_total", method="GET", path="/health", status="200") == 1

@@ -27,9 +27,10 @@ import pytest
 from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
-from aiim_project.tests.helpers import ROOT, database_url
 from aiim_project.tests.original import original_dir
 from aiim_project.tests.test_ws_test_browser import Page, chromium  # noqa: F401 (fixture)
+from tests.support import ROOT
+from tests.support.database import database_url
 
 pytestmark = pytest.mark.e2e
 

@@ -21,9 +21,9 @@ import pytest
 from django.test import Client
 
 from aiim_project.core.auth import mint_token
-from aiim_project.tests.helpers import ROOT
 from aiim_project.tests.original import original_dir
 from messaging import services
+from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
 
