@@ -10,8 +10,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from aiim_project.core.auth import mint_token
-from tests.support.daphne import DaphneProcess
-from tests.support.database import database_url
+from tests.support.daphne import DaphneProcess, daphne_env
 from tests.support.ports import free_port
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -105,15 +104,7 @@ def daphne(transactional_db, tmp_path):
     started: list[DaphneProcess] = []
 
     def start(n: int = 1, **extra_env: str) -> list[DaphneProcess]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-        env.update(
-            DJANGO_SETTINGS_MODULE="aiim_project.settings",
-            DATABASE_URL=database_url(),
-            DEBUG="true",
-            RATE_LIMIT_PER_SEC="0",
-            LOG_LEVEL="WARNING",
-        )
-        env.update({k: str(v) for k, v in extra_env.items()})
+        env = daphne_env(**extra_env)
         procs = []
         for _ in range(n):
             port = free_port()

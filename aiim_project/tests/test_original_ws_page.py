@@ -15,13 +15,9 @@ import asyncio
 import functools
 import http.server
 import json
-import os
 import random
 import socket
-import subprocess
-import sys
 import threading
-import time
 
 import pytest
 from websockets.asyncio.client import connect
@@ -29,8 +25,7 @@ from websockets.asyncio.client import connect
 from aiim_project.core.auth import mint_token
 from aiim_project.tests.original import original_dir
 from aiim_project.tests.test_ws_test_browser import Page, chromium  # noqa: F401 (fixture)
-from tests.support import ROOT
-from tests.support.database import database_url
+from tests.support.daphne import DaphneProcess, daphne_env
 
 pytestmark = pytest.mark.e2e
 
@@ -55,43 +50,18 @@ def server_on_8083(transactional_db, tmp_path):
     """A Daphne on <loopback host>:8083 sharing this test's database, and an HTTP server
     for the original page on the same host."""
     host = _free_loopback_host()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="aiim_project.settings",
-        DATABASE_URL=database_url(),
-        DEBUG="true",
-        RATE_LIMIT_PER_SEC="0",
-        LOG_LEVEL="WARNING",
-    )
-    log_path = tmp_path / "daphne-8083.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", host, "-p", str(ORIGINAL_WS_PORT), "aiim_project.asgi:application"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
+    server = DaphneProcess(ORIGINAL_WS_PORT, daphne_env(), tmp_path / "daphne-8083.log", host=host)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(original_dir()))
     handler.log_message = lambda *args: None
     pages = http.server.ThreadingHTTPServer((host, 0), handler)
     threading.Thread(target=pages.serve_forever, daemon=True).start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                with socket.create_connection((host, ORIGINAL_WS_PORT), timeout=0.5):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "daphne did not listen"
-                time.sleep(0.1)
+        server.wait_ready()
         yield f"http://{host}:{pages.server_address[1]}/ws_test.html"
     finally:
         pages.shutdown()
         pages.server_close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
 
 
 def _frames(log: str) -> list[dict]:

@@ -3,6 +3,7 @@ them on free ports against the test database)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -13,13 +14,30 @@ from pathlib import Path
 from . import ROOT
 
 
+def daphne_env(**extra: str) -> dict[str, str]:
+    """The environment of a test server: this test's database, development mode, no rate limit."""
+    from .database import database_url
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="aiim_project.settings",
+        DATABASE_URL=database_url(),
+        DEBUG="true",
+        RATE_LIMIT_PER_SEC="0",
+        LOG_LEVEL="WARNING",
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
 class DaphneProcess:
-    def __init__(self, port: int, env: dict[str, str], log: Path):
+    def __init__(self, port: int, env: dict[str, str], log: Path, host: str = "127.0.0.1"):
         self.port = port
+        self.host = host
         self.log_path = log
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aiim_project.asgi:application"],
+            [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "aiim_project.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=self._log,
@@ -28,11 +46,11 @@ class DaphneProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/api/aiim/ws"
+        return f"ws://{self.host}:{self.port}/api/aiim/ws"
 
     @property
     def pid(self) -> int:
@@ -44,7 +62,7 @@ class DaphneProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daphne exited early:\n{self.log_path.read_text()[-3000:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                with socket.create_connection((self.host, self.port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.1)
