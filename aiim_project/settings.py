@@ -93,6 +93,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Swagger UI and ReDoc as pinned static files (no CDN): /docs and /redoc work offline.
+    "drf_spectacular_sidecar",
     "django_prometheus",
     "rest_framework",
     "drf_spectacular",
@@ -109,6 +111,8 @@ MIDDLEWARE = [
     "aiim_project.sync_middleware.PrometheusBeforeMiddleware",
     "aiim_project.middleware.RequestIdMiddleware",
     "aiim_project.sync_middleware.SecurityMiddleware",
+    # /static/ (admin, browsable API, docs assets) from this process: no extra server needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "aiim_project.sync_middleware.SessionMiddleware",
     "aiim_project.sync_middleware.CommonMiddleware",
     "aiim_project.sync_middleware.CsrfViewMiddleware",
@@ -119,8 +123,15 @@ MIDDLEWARE = [
 ]
 # The REST API (aiim_project.asgi_handler) authenticates every request by its bearer token
 # and keeps no state between requests: the session, CSRF, auth and messages middleware only
-# serve the admin. Without them a post costs ~5% less CPU (bench/RESULTS.md).
-_ADMIN_ONLY_MIDDLEWARE = {"SessionMiddleware", "CsrfViewMiddleware", "AuthenticationMiddleware", "MessageMiddleware"}
+# serve the admin. Without them a post costs ~5% less CPU (bench/RESULTS.md). Static files
+# are never under /api/aiim/.
+_ADMIN_ONLY_MIDDLEWARE = {
+    "SessionMiddleware",
+    "CsrfViewMiddleware",
+    "AuthenticationMiddleware",
+    "MessageMiddleware",
+    "WhiteNoiseMiddleware",
+}
 API_MIDDLEWARE = [m for m in MIDDLEWARE if m.rsplit(".", 1)[1] not in _ADMIN_ONLY_MIDDLEWARE]
 
 ROOT_URLCONF = "aiim_project.urls"
@@ -206,7 +217,25 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where `manage.py collectstatic` puts the files WhiteNoise (or nginx) serves with DEBUG off.
+STATIC_ROOT: str = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+# DEBUG on (`bash .ci/start`): WhiteNoise serves straight from the apps, no collectstatic.
+# DEBUG off: collectstatic writes content-hashed, pre-compressed copies that WhiteNoise
+# serves with a one-year immutable Cache-Control (docs/browser.md).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+# Finders and autorefresh follow the process's DEBUG, not the runtime setting that the test
+# runner switches off: a DEBUG server has no collected files to serve.
+WHITENOISE_USE_FINDERS: bool = DEBUG
+WHITENOISE_AUTOREFRESH: bool = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
@@ -230,6 +259,12 @@ SPECTACULAR_SETTINGS = {
     # The schema and the docs pages are public: no token needed to read how to get one.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Pinned, locally served assets (drf-spectacular-sidecar), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # "Authorize" keeps the pasted bearer token across page reloads (browser storage only).
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
     "ENUM_NAME_OVERRIDES": {
         "ConversationTypeEnum": "messaging.models.ConversationType",
         "MessageTypeEnum": "messaging.models.MessageType",
