@@ -123,8 +123,9 @@ MIDDLEWARE = [
 ]
 # The REST API (aiim_project.asgi_handler) authenticates every request by its bearer token
 # and keeps no state between requests: the session, CSRF, auth and messages middleware only
-# serve the admin. Without them a post costs ~5% less CPU (bench/RESULTS.md). Static files
-# are never under /api/aiim/.
+# serve the admin. Without them a post costs ~5% less CPU (bench/RESULTS.md). A browser's
+# session on the API is read by aiim_project.session_auth only when there is no bearer
+# token; static files are never under /api/aiim/.
 _ADMIN_ONLY_MIDDLEWARE = {
     "SessionMiddleware",
     "CsrfViewMiddleware",
@@ -239,7 +240,12 @@ WHITENOISE_AUTOREFRESH: bool = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["aiim_project.auth.JWTPrincipalAuthentication"],
+    # Bearer first (its 401 challenge is the API's); a browser's login session second
+    # (aiim_project.session_auth, /api-auth/login).
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "aiim_project.auth.JWTPrincipalAuthentication",
+        "aiim_project.session_auth.SessionTokenAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": ["aiim_project.ratelimit.UserWriteThrottle"],
     "EXCEPTION_HANDLER": "aiim_project.errors.rest_exception_handler",
@@ -259,12 +265,15 @@ SPECTACULAR_SETTINGS = {
     # The schema and the docs pages are public: no token needed to read how to get one.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # The contract for programs is the bearer token; the login session is a convenience of
+    # the browsable API (docs/browser.md), left out of the schema.
+    "AUTHENTICATION_WHITELIST": ["aiim_project.auth.JWTPrincipalAuthentication"],
     # Pinned, locally served assets (drf-spectacular-sidecar), never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # "Authorize" keeps the pasted bearer token across page reloads (browser storage only).
-    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    # No online validator badge: it would send the schema's URL to a third party.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "ENUM_NAME_OVERRIDES": {
         "ConversationTypeEnum": "messaging.models.ConversationType",
         "MessageTypeEnum": "messaging.models.MessageType",
