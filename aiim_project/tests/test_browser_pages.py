@@ -72,11 +72,38 @@ def test_swagger_ui_lists_every_operation_of_the_schema(tab, dev_server):
         "b.querySelector('.opblock-summary-path').getAttribute('data-path'))"
     )
     assert sorted(shown) == expected
-    # Styled (swagger-ui.css) and with the bearer token's "Authorize".
-    assert tab.style(".opblock-summary-method", "color") == "rgb(255, 255, 255)"
+    assert tab.style(".opblock-summary-method", "color") == "rgb(255, 255, 255)"  # swagger-ui.css
+    tab.assert_nothing_left_the_machine()
+
+
+def test_swagger_ui_authorize_takes_a_bearer_token_for_try_it_out(tab, dev_server, make_conversation):
+    conversation = make_conversation("alice", ("bob",))
+    tab.goto(f"{dev_server.url}/docs")
+    tab.wait_for("document.querySelectorAll('.opblock').length > 0")
     tab.js("document.querySelector('.btn.authorize').click()")
-    tab.wait_for("!!document.querySelector('.auth-container')")
+    tab.wait_for("!!document.querySelector('.auth-container input')")
     assert "bearerAuth" in text(tab, ".auth-container")
+    # A React-controlled input: set it through the native setter, then tell React.
+    tab.js(
+        "(() => { const i = document.querySelector('.auth-container input');"
+        " Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set.call(i, "
+        f"{json.dumps(mint_token(user_id='alice'))}); i.dispatchEvent(new Event('input', {{bubbles: true}})); }})()"
+    )
+    tab.js("document.querySelector('.auth-container button.authorize').click()")
+    tab.wait_for("Array.from(document.querySelectorAll('.auth-container button')).some(b => b.innerText.includes('Logout'))")
+    tab.js("document.querySelector('.btn-done').click()")
+    tab.js(
+        "window.op = Array.from(document.querySelectorAll('.opblock.opblock-get')).find(b =>"
+        " b.querySelector('.opblock-summary-path').getAttribute('data-path') === '/api/aiim/conversations');"
+        " op.querySelector('.opblock-summary-control').click()"
+    )
+    tab.wait_for("!!op.querySelector('.try-out__btn')")
+    tab.js("op.querySelector('.try-out__btn').click()")
+    tab.wait_for("!!op.querySelector('.btn.execute')")
+    tab.js("op.querySelector('.btn.execute').click()")
+    tab.wait_for("!!op.querySelector('.live-responses-table tbody .response-col_status')")
+    assert text(tab, "#" + tab.js("op.id") + " .live-responses-table tbody .response-col_status") == "200"
+    assert conversation.id in tab.js("op.querySelector('.live-responses-table tbody .response-col_description').innerText")
     tab.assert_nothing_left_the_machine()
 
 
