@@ -23,6 +23,25 @@ def get(url: str, **headers: str):
         return response.status, response.headers, response.read()
 
 
+def test_whitenoise_runs_only_in_django_s_full_chain():
+    """Static files are served by the chain for everything outside /api/aiim/; the REST API's
+    one-hop handler and the WebSocket never run WhiteNoise (docs/browser.md, measured there)."""
+    from django.conf import settings
+
+    from aiim_project import asgi
+
+    assert "whitenoise.middleware.WhiteNoiseMiddleware" in settings.MIDDLEWARE
+    assert not [m for m in settings.API_MIDDLEWARE if "whitenoise" in m.lower()]
+    handler = asgi.http_app.fast
+    handler.load_middleware()
+    chain, seen = handler._middleware_chain, []
+    while chain is not None:  # convert_exception_to_response wrappers keep __wrapped__
+        seen.append(type(getattr(chain, "__wrapped__", chain)).__name__)
+        chain = getattr(getattr(chain, "__wrapped__", chain), "get_response", None)
+    assert "WhiteNoiseMiddleware" not in seen and "SessionMiddleware" not in seen
+    assert "RequestIdMiddleware" in seen  # the walk did reach the chain
+
+
 def test_pages_reference_hashed_files_served_with_a_year_of_cache(prod_server):
     status, _, page = http("GET", f"{prod_server.url}/admin/login/")
     assert status == 200
