@@ -112,7 +112,7 @@ MIDDLEWARE = [
     "aiim_project.middleware.RequestIdMiddleware",
     "aiim_project.sync_middleware.SecurityMiddleware",
     # /static/ (admin, browsable API, docs assets) from this process: no extra server needed.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "aiim_project.static_files.StaticFilesMiddleware",
     "aiim_project.sync_middleware.SessionMiddleware",
     "aiim_project.sync_middleware.CommonMiddleware",
     "aiim_project.sync_middleware.CsrfViewMiddleware",
@@ -131,7 +131,7 @@ _ADMIN_ONLY_MIDDLEWARE = {
     "CsrfViewMiddleware",
     "AuthenticationMiddleware",
     "MessageMiddleware",
-    "WhiteNoiseMiddleware",
+    "StaticFilesMiddleware",
 }
 API_MIDDLEWARE = [m for m in MIDDLEWARE if m.rsplit(".", 1)[1] not in _ADMIN_ONLY_MIDDLEWARE]
 

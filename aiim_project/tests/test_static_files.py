@@ -27,18 +27,23 @@ def test_whitenoise_runs_only_in_django_s_full_chain():
     """Static files are served by the chain for everything outside /api/aiim/; the REST API's
     one-hop handler and the WebSocket never run WhiteNoise (docs/browser.md, measured there)."""
     from django.conf import settings
+    from django.utils.module_loading import import_string
+    from whitenoise.middleware import WhiteNoiseMiddleware
 
     from aiim_project import asgi
 
-    assert "whitenoise.middleware.WhiteNoiseMiddleware" in settings.MIDDLEWARE
-    assert not [m for m in settings.API_MIDDLEWARE if "whitenoise" in m.lower()]
+    def static(paths):
+        return [p for p in paths if issubclass(import_string(p), WhiteNoiseMiddleware)]
+
+    assert static(settings.MIDDLEWARE) == ["aiim_project.static_files.StaticFilesMiddleware"]
+    assert static(settings.API_MIDDLEWARE) == []
     handler = asgi.http_app.fast
     handler.load_middleware()
     chain, seen = handler._middleware_chain, []
     while chain is not None:  # convert_exception_to_response wrappers keep __wrapped__
         seen.append(type(getattr(chain, "__wrapped__", chain)).__name__)
         chain = getattr(getattr(chain, "__wrapped__", chain), "get_response", None)
-    assert "WhiteNoiseMiddleware" not in seen and "SessionMiddleware" not in seen
+    assert "StaticFilesMiddleware" not in seen and "SessionMiddleware" not in seen
     assert "RequestIdMiddleware" in seen  # the walk did reach the chain
 
 
@@ -81,3 +86,20 @@ def test_the_admin_and_the_browsable_api_render_styled_in_production(tab, prod_s
     tab.goto(f"{prod_server.url}/redoc")
     tab.wait_for("document.querySelectorAll('li[data-item-id]').length > 5")
     tab.assert_nothing_left_the_machine()
+
+
+def test_a_missing_static_root_is_one_log_line_not_a_bare_warning(settings, tmp_path, caplog):
+    import warnings
+
+    from aiim_project.static_files import StaticFilesMiddleware
+
+    settings.STATIC_ROOT = str(tmp_path / "never-collected")
+    settings.WHITENOISE_AUTOREFRESH = False
+    settings.WHITENOISE_USE_FINDERS = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        StaticFilesMiddleware(lambda request: None)
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "aiim.static"] == [
+        f"No static files at {tmp_path / 'never-collected'}: run `manage.py collectstatic` (docs/browser.md)."
+    ]
