@@ -25,7 +25,8 @@ RUN groupadd --system --gid 10001 aiim \
 
 COPY --chown=aiim:aiim . .
 
-# Admin and docs assets, served by nginx in production (see docs/deploy/nginx.conf).
+# Admin, browsable API and docs assets: content-hashed, compressed copies in /app/staticfiles,
+# served by the Daphne process (WhiteNoise) or by nginx (docs/deploy/nginx.conf, docs/browser.md).
 RUN DEBUG=false SECRET_KEY=collectstatic JWT_SECRET=collectstatic python manage.py collectstatic --noinput
 
 USER 10001:10001

@@ -13,6 +13,9 @@ from aiim_project.core.auth import mint_token
 from tests.support.daphne import DaphneProcess, daphne_env
 from tests.support.ports import free_port
 
+# Browser fixtures (chromium, tab, dev_server, prod_server) for every test module.
+pytest_plugins = ["tests.support.browser"]
+
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -1,7 +1,7 @@
 """The original AIIM's `http_requests_total{method,path,status}` and
 `http_request_duration_seconds{method,path}` (declared in aiim_project.core.metrics).
 
-In `MIDDLEWARE`, so both chains count: the REST API's (aiim_project.asgi_handler builds it
+In `MIDDLEWARE`, so both chains count: the REST API's (aiim_project.compat.django builds it
 from `API_MIDDLEWARE`, a subset) and Django's own (health, metrics, docs, admin). Sync-only,
 like its neighbours, so it runs in their thread block without a hop of its own
 (aiim_project.sync_middleware).

@@ -90,6 +90,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Swagger UI and ReDoc as pinned static files (no CDN): /docs and /redoc work offline.
+    "drf_spectacular_sidecar",
     "django_prometheus",
     "rest_framework",
     "drf_spectacular",
@@ -106,6 +108,8 @@ MIDDLEWARE = [
     "aiim_project.http_metrics.HttpMetricsMiddleware",
     "aiim_project.middleware.RequestIdMiddleware",
     "aiim_project.sync_middleware.SecurityMiddleware",
+    # /static/ (admin, browsable API, docs assets) from this process: no extra server needed.
+    "aiim_project.static_files.StaticFilesMiddleware",
     "aiim_project.sync_middleware.SessionMiddleware",
     "aiim_project.sync_middleware.CommonMiddleware",
     "aiim_project.sync_middleware.CsrfViewMiddleware",
@@ -115,8 +119,16 @@ MIDDLEWARE = [
     "aiim_project.sync_middleware.PrometheusAfterMiddleware",
 ]
 # The REST API keeps no state between requests: without the admin-only middleware a post
-# costs ~5% less CPU (docs/internals.md, "compat/django.py").
-_ADMIN_ONLY_MIDDLEWARE = {"SessionMiddleware", "CsrfViewMiddleware", "AuthenticationMiddleware", "MessageMiddleware"}
+# costs ~5% less CPU (docs/internals.md, "compat/django.py"). A browser's session on the API is
+# read by aiim_project.session_auth only when there is no bearer token; static files are never
+# under /api/aiim/.
+_ADMIN_ONLY_MIDDLEWARE = {
+    "SessionMiddleware",
+    "CsrfViewMiddleware",
+    "AuthenticationMiddleware",
+    "MessageMiddleware",
+    "StaticFilesMiddleware",
+}
 API_MIDDLEWARE = [m for m in MIDDLEWARE if m.rsplit(".", 1)[1] not in _ADMIN_ONLY_MIDDLEWARE]
 
 ROOT_URLCONF = "aiim_project.urls"
@@ -193,11 +205,34 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where `manage.py collectstatic` puts the files WhiteNoise (or nginx) serves with DEBUG off.
+STATIC_ROOT: str = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+# DEBUG on (`bash .ci/start`): WhiteNoise serves straight from the apps, no collectstatic.
+# DEBUG off: collectstatic writes content-hashed, pre-compressed copies that WhiteNoise
+# serves with a one-year immutable Cache-Control (docs/browser.md).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+# Finders and autorefresh follow the process's DEBUG, not the runtime setting that the test
+# runner switches off: a DEBUG server has no collected files to serve.
+WHITENOISE_USE_FINDERS: bool = DEBUG
+WHITENOISE_AUTOREFRESH: bool = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["aiim_project.core.auth.JWTPrincipalAuthentication"],
+    # Bearer first (its 401 challenge is the API's); a browser's login session second
+    # (aiim_project.session_auth, /api-auth/login).
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "aiim_project.core.auth.JWTPrincipalAuthentication",
+        "aiim_project.session_auth.SessionTokenAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": ["aiim_project.core.ratelimit.UserWriteThrottle"],
     "EXCEPTION_HANDLER": "aiim_project.errors.rest_exception_handler",
@@ -219,6 +254,15 @@ SPECTACULAR_SETTINGS = {
     # The schema and the docs pages are public: no token needed to read how to get one.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # The contract for programs is the bearer token; the login session is a convenience of
+    # the browsable API (docs/browser.md), left out of the schema.
+    "AUTHENTICATION_WHITELIST": ["aiim_project.core.auth.JWTPrincipalAuthentication"],
+    # Pinned, locally served assets (drf-spectacular-sidecar), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No online validator badge: it would send the schema's URL to a third party.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "ENUM_NAME_OVERRIDES": {
         "ConversationTypeEnum": "messaging.models.ConversationType",
         "MessageTypeEnum": "messaging.models.MessageType",

@@ -32,6 +32,10 @@ class Principal:
     def pk(self) -> str:
         return f"{self.tenant}:{self.user_id}"
 
+    def __str__(self) -> str:
+        # What the browsable API shows as the signed-in user.
+        return f"{self.user_id} ({self.tenant})"
+
 
 @lru_cache(maxsize=1)
 def _backend() -> TokenBackend:
