@@ -30,18 +30,17 @@ from functools import partial
 from typing import Any
 
 import orjson
-from messaging.db import in_worker
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from aiim_project import ratelimit
 from aiim_project.logging import conn_id_var
-from messaging import delivery, events, presence, selectors
+from messaging import delivery, events, presence
 from messaging.frames import FrameSpec
 from messaging.errors import AiimError, Invalid, NotFound, RateLimited, TooLarge, as_aiim_error
 from messaging.metrics import ERRORS, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SLOW_CONSUMERS
 
-from . import backpressure, fanout_lag
+from . import backpressure, fanout_lag, subscription
 from .hub import FRAMES_OUT_EVENT, Wire, get_hub, text_frame
 from .table import build_table
 
@@ -74,27 +73,9 @@ RECENT_PERSONAL = 128
 FRAMES = build_table()
 
 
-async def _load_stored(
-    tenant: str, user_id: str, conversation_id: str, after_seq: int, up_to_seq: int, limit: int
-) -> list[delivery.StoredMessage]:
-    def read() -> list[delivery.StoredMessage]:
-        # Reads are rare (subscribe tail, gaps, resync) and follow lost events: check that
-        # the member.left ending this subscription was not among them.
-        if not selectors.is_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id):
-            raise delivery.SubscriptionRevoked()
-        rows = selectors.messages_after(conversation_id=conversation_id, after_seq=after_seq, limit=limit, up_to_seq=up_to_seq)
-        return delivery.stored_messages(rows, selectors.members_of(conversation_id)) if rows else []
-
-    # Reads need no thread affinity: off the single thread-sensitive executor, they run
-    # beside the sends instead of queueing behind them.
-    return await in_worker(read)()
-
-
-def _snapshot(**kw: Any) -> tuple[int, list[delivery.StoredMessage] | None]:
-    last_seq, rows = selectors.subscription_snapshot(**kw)
-    if not rows:
-        return last_seq, rows
-    return last_seq, delivery.stored_messages(rows, selectors.members_of(kw["conversation_id"]))
+# Shared with the SSE stream (frontends.conversation_events); the names stay for the tests.
+_load_stored = subscription.load_stored
+_snapshot = subscription.snapshot
 
 
 class GatewayConsumer(AsyncWebsocketConsumer):
@@ -599,53 +580,32 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await ratelimit.acheck(self.tenant, self.user_id)
 
     async def subscribe(self, conversation_id: str, since_seq: int | None) -> dict[str, Any]:
-        group = events.conversation_group(self.tenant, conversation_id)
-        was_subscribed = conversation_id in self.subscriptions
-        try:
-            # Join BEFORE reading: every seq above the snapshot then reaches us.
-            await self._hub.join(group, self)
-            last_seq, rows = await in_worker(_snapshot)(
-                tenant=self.tenant,
-                user_id=self.user_id,
-                conversation_id=conversation_id,
-                since_seq=since_seq,
-                limit=settings.WS_RECOVERY_LIMIT,
-            )
-        except BaseException:
-            if not was_subscribed:
-                await self._hub.leave(group, self)
-            raise
-        replay = rows or []
-        sub = delivery.OrderedDelivery(
+        opened = await subscription.open_subscription(
+            hub=self._hub,
+            member=self,
+            tenant=self.tenant,
+            user_id=self.user_id,
+            conversation_id=conversation_id,
+            since_seq=since_seq,
             send=self._emit_event,
-            load=partial(_load_stored, self.tenant, self.user_id, conversation_id),
-            next_seq=(replay[0].seq if replay else last_seq + 1),
-            gap_wait=settings.WS_GAP_WAIT_MS / 1000,
             on_revoked=partial(self._revoked, conversation_id),
+            leave_on_failure=conversation_id not in self.subscriptions,
         )
+        sub = opened.sub
         old = self.subscriptions.pop(conversation_id, None)
         if old is not None:
             old.close()
         self.subscriptions[conversation_id] = sub
         # Order on the wire: `subscribed` first, then the replay, then live events.
-        self._after_reply.append(partial(self._start, sub, replay, last_seq))
-        reply: dict[str, Any] = {"type": "subscribed", "conversation_id": conversation_id, "last_seq": last_seq}
-        if rows is None:
+        self._after_reply.append(partial(self._start, sub, opened.replay, opened.last_seq))
+        reply: dict[str, Any] = {"type": "subscribed", "conversation_id": conversation_id, "last_seq": opened.last_seq}
+        if not opened.recovered:
             reply["recovered"] = False
         return reply
 
     async def _start(self, sub: delivery.OrderedDelivery, replay: list[delivery.StoredMessage], last_seq: int) -> None:
-        await sub.replay(replay)
-        sub.next_seq = max(sub.next_seq, last_seq + 1)
-        self._spawn(self._check_tail_later(sub))
-
-    @staticmethod
-    async def _check_tail_later(sub: delivery.OrderedDelivery) -> None:
-        await asyncio.sleep(settings.WS_GAP_WAIT_MS / 1000)
-        try:
-            await sub.check_tail()
-        except Exception as exc:
-            logger.warning("subscription tail check failed: %s", type(exc).__name__)
+        await subscription.start(sub, replay, last_seq)
+        self._spawn(subscription.check_tail_later(sub))
 
     async def _revoked(self, conversation_id: str) -> None:
         """A read found this user is no longer a member: end the subscription and say so."""
@@ -703,7 +663,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if self.principal is None or self._closing:
             return
         for sub in self.subscriptions.values():
-            self._spawn(self._check_tail_later(sub))
+            self._spawn(subscription.check_tail_later(sub))
 
     def _personal_event(self, conversation_id: str, message: dict, wire: Wire) -> int:
         """An event about this user: it may come twice (conversation and user group), and
