@@ -11,10 +11,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiim_project.settings")
 django_asgi_app = get_asgi_application()
 
-from aiim_project import daphne_requests  # noqa: E402
+from aiim_project import daphne_access, daphne_requests  # noqa: E402
 from aiim_project.asgi_handler import OneHopASGIHandler, PathRouter  # noqa: E402
 
 daphne_requests.install()
+daphne_access.install()
 
 http_app = PathRouter("/api/aiim/", OneHopASGIHandler(), django_asgi_app)
 

@@ -21,10 +21,15 @@ response bytes.
 
 Differences, all deliberate:
 * `request_finished` fires when the in-memory response is complete, just before its bytes are
-  sent rather than after. A streaming response (none in the REST API) is still closed after it
-  is sent; the request thread hands its connection back first.
+  sent rather than after. A streaming response is still closed after it is sent; the request
+  thread hands its connection back first.
 * No disconnect listener: it could only cancel the task that awaits a sync view, not the view;
-  the view finishes, and Daphne drops a response for a connection that has gone.
+  the view finishes, and Daphne drops a response for a connection that has gone. A streaming
+  response with an async iterator (the SSE endpoints of `frontends`) is the exception: its
+  body runs on the loop after the view returned, and `aiim_project.http_streams` sends it,
+  cancelling it when the client leaves or stops reading. No thread and no database
+  connection is held while it waits: the view's thread handed its connection back when the
+  view returned.
 * The threads come from one pool of `HTTP_THREADS`, so a burst of requests cannot check out
   more pooled database connections than that (Django's per-request threads could).
 
@@ -47,6 +52,8 @@ from django.db import close_old_connections
 from django.http import FileResponse
 from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
+
+from aiim_project import http_streams
 
 
 class OneHopASGIHandler(ASGIHandler):
@@ -111,7 +118,11 @@ class OneHopASGIHandler(ASGIHandler):
             response = await self._serve_async(scope, body_file)
         finally:
             body_file.close()
-        await self.send_response(response, send)
+        if response.streaming and response.is_async:
+            # A long-lived stream (SSE): watched for the client leaving or not reading.
+            await http_streams.send_stream(self.send_response, response, receive, send)
+        else:
+            await self.send_response(response, send)
         if response.streaming:
             await sync_to_async(response.close, thread_sensitive=False, executor=self._executor)()
 

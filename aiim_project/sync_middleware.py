@@ -10,6 +10,7 @@ sync-only, consecutive middleware run as one block in the worker thread, togethe
 
 from __future__ import annotations
 
+from corsheaders import middleware as cors
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
@@ -21,6 +22,7 @@ def _sync_only(cls: type) -> type:
     return type(cls.__name__, (cls,), {"async_capable": False, "__module__": __name__, "__doc__": cls.__doc__})
 
 
+CorsMiddleware = _sync_only(cors.CorsMiddleware)
 PrometheusBeforeMiddleware = _sync_only(prometheus.PrometheusBeforeMiddleware)
 SecurityMiddleware = _sync_only(security.SecurityMiddleware)
 SessionMiddleware = _sync_only(sessions.SessionMiddleware)

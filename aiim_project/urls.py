@@ -8,6 +8,7 @@ from aiim_project import health
 from aiim_project.errors import json_404
 
 api = [
+    path("", include("frontends.urls")),
     path("", include("streaming.urls")),
     path("", include("receipts.urls")),
     path("", include("messaging.urls")),

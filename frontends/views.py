@@ -1,0 +1,77 @@
+"""HTTP adapters of the front-end streams: check access (errors as every REST error), then
+answer with a streaming response whose body runs on the event loop (see asgi_handler)."""
+
+from __future__ import annotations
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from messaging.errors import Invalid
+from messaging.selectors import conversation_for_member
+
+from . import conversation_events, message_stream, selectors, uimessage
+from .auth import StreamTokenAuthentication
+
+TOKEN_PARAM = OpenApiParameter("token", str, description="The JWT, for clients that cannot send headers (EventSource).")
+SSE_RESPONSE = {(200, "text/event-stream"): OpenApiTypes.STR}
+
+
+def _sse_response(body, headers: dict[str, str]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+def _since_seq(request: Request) -> int | None:
+    """Last-Event-ID (an EventSource reconnecting) wins over ?since_seq= (the first URL)."""
+    raw = request.headers.get("Last-Event-ID") or request.query_params.get("since_seq")
+    if raw in (None, ""):
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise Invalid("since_seq / Last-Event-ID must be a seq (an integer >= 0).", errors={"since_seq": ["Invalid."]})
+    return int(raw)
+
+
+class MessageStreamView(APIView):
+    authentication_classes = (StreamTokenAuthentication,)
+
+    @extend_schema(
+        parameters=[TOKEN_PARAM],
+        responses=SSE_RESPONSE,
+        summary="A message as an AI SDK UI message stream (stored text, then live chunks)",
+    )
+    def get(self, request: Request, conversation_id: str, message_id: str) -> StreamingHttpResponse:
+        principal = request.user
+        ids = {"conversation_id": conversation_id, "message_id": message_id}
+        selectors.message_for_member(tenant=principal.tenant, user_id=principal.user_id, **ids)
+        body = message_stream.ui_message_stream(
+            tenant=principal.tenant, user_id=principal.user_id, expires_at=principal.expires_at, **ids
+        )
+        return _sse_response(body, uimessage.HEADERS)
+
+
+class ConversationEventsView(APIView):
+    authentication_classes = (StreamTokenAuthentication,)
+
+    @extend_schema(
+        parameters=[TOKEN_PARAM, OpenApiParameter("since_seq", int, description="Resume after this seq (or Last-Event-ID).")],
+        responses=SSE_RESPONSE,
+        summary="A conversation's events over Server-Sent Events",
+    )
+    def get(self, request: Request, conversation_id: str) -> StreamingHttpResponse:
+        principal = request.user
+        since_seq = _since_seq(request)
+        conversation_for_member(tenant=principal.tenant, user_id=principal.user_id, conversation_id=conversation_id)
+        body = conversation_events.conversation_events(
+            tenant=principal.tenant,
+            user_id=principal.user_id,
+            conversation_id=conversation_id,
+            since_seq=since_seq,
+            expires_at=principal.expires_at,
+        )
+        return _sse_response(body, {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
