@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
@@ -124,13 +123,3 @@ def post_message(server, token: str, conversation_id: str, content: str) -> dict
                             {"Authorization": f"Bearer {token}"})
     assert status == 201, (status, reply)
     return reply["message"]
-
-
-def connected(sse: SSE) -> bool:
-    try:
-        sse.conn.sock.settimeout(0.5)
-        return sse.conn.sock.recv(1, socket.MSG_PEEK) != b""
-    except (TimeoutError, socket.timeout):
-        return True
-    except OSError:
-        return False

@@ -1,0 +1,133 @@
+"""GET /api/aiim/conversations/{id}/events against real Daphne: ids, names and data as the
+WebSocket's, resume by Last-Event-ID and ?since_seq= without gap or duplicate,
+`recovered: false`, the heartbeat, a removed member's error, the token's expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from websockets.asyncio.client import connect
+
+from aiim_project.tests.helpers import http as rest
+
+from .support import open_sse, post_chunk, post_message
+
+pytestmark = pytest.mark.e2e
+
+
+def path(conversation_id: str) -> str:
+    return f"/api/aiim/conversations/{conversation_id}/events"
+
+
+def created(events) -> list[int]:
+    return [e.json()["message"]["seq"] for e in events if e.name == "message.created"]
+
+
+@pytest.fixture
+def server(daphne):
+    return daphne(1, SSE_HEARTBEAT_SECONDS="0.5", WS_RECOVERY_LIMIT="5")[0]
+
+
+def test_events_carry_seq_ids_names_and_the_websocket_data(server, make_conversation, token):
+    conversation = make_conversation("alice", ("bob",))
+    alice = token("alice")
+    sse = open_sse(server, path(conversation.id), token=token("bob"))
+    assert sse.status == 200 and sse.headers["content-type"].startswith("text/event-stream")
+    first = sse.next()
+    assert first.name == "subscribed" and first.json() == {"conversation_id": conversation.id, "last_seq": 0}
+
+    async def ws_frames(n: int) -> list[dict]:
+        async with connect(f"{server.ws_url}?token={token('bob')}") as ws:
+            await ws.send(json.dumps({"type": "subscribe", "conversation_id": conversation.id}))
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, lambda: [post_message(server, alice, conversation.id, f"m{i}") for i in range(n)])
+            await loop.run_in_executor(None, lambda: post_chunk(server, alice, conversation.id, "s", "x", index=0, end=True))
+            frames = []
+            while len(frames) < n + 3:  # n messages, the stream's created, chunk, updated
+                frames.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            return frames
+
+    frames = asyncio.run(ws_frames(3))
+    events = sse.until(lambda e: e.name == "message.updated")
+    events = [e for e in events if not e.comment]
+    assert [e.name for e in events] == [f["data"]["event"] for f in frames]
+    assert [e.json() for e in events] == [f["data"] for f in frames]
+    assert created(events) == [1, 2, 3, 4]
+    # id: the seq of the last message.created sent, on every event.
+    assert [int(e.id) for e in events] == [1, 2, 3, 4, 4, 4]
+    sse.close()
+
+
+def test_resume_with_last_event_id_and_since_seq_has_no_gap_and_no_duplicate(server, make_conversation, token):
+    conversation = make_conversation("alice", ("bob",))
+    alice = token("alice")
+    for i in range(4):
+        post_message(server, alice, conversation.id, f"m{i}")
+    sse = open_sse(server, path(conversation.id), token=token("bob"), query={"since_seq": 1})
+    events = sse.until(lambda e: e.name == "message.created" and e.id == "4")
+    assert created(events) == [2, 3, 4]
+    assert events[0].name == "subscribed" and events[0].id == "1"
+    sse.close()
+    post_message(server, alice, conversation.id, "while away")
+    # Last-Event-ID wins over the ?since_seq= still in the URL (as EventSource reconnects).
+    again = open_sse(server, path(conversation.id), token=token("bob"), query={"since_seq": 1}, headers={"Last-Event-ID": "4"})
+    events = again.until(lambda e: e.name == "message.created")
+    assert created(events) == [5]
+    post_message(server, alice, conversation.id, "live")
+    assert created(again.until(lambda e: e.name == "message.created")) == [6]
+    again.close()
+
+
+def test_more_missed_than_the_recovery_limit_is_recovered_false(server, make_conversation, token):
+    conversation = make_conversation("alice", ("bob",))
+    for i in range(8):
+        post_message(server, token("alice"), conversation.id, f"m{i}")
+    sse = open_sse(server, path(conversation.id), token=token("bob"), headers={"Last-Event-ID": "0"})
+    first = sse.next()
+    assert first.name == "subscribed"
+    assert first.json() == {"conversation_id": conversation.id, "last_seq": 8, "recovered": False}
+    assert first.id == "8"  # the client pages 1..8 over REST; a reconnect resumes after 8
+    post_message(server, token("alice"), conversation.id, "live")
+    assert created(sse.until(lambda e: e.name == "message.created")) == [9]
+    sse.close()
+
+
+def test_heartbeat_comment_while_idle(server, make_conversation, token):
+    conversation = make_conversation("alice", ("bob",))
+    sse = open_sse(server, path(conversation.id), token=token("bob"))
+    events = sse.until(lambda e: e.comment, timeout=5)
+    assert events[-1].data == "ping"
+    sse.close()
+
+
+def test_removed_member_gets_an_error_event_and_the_stream_ends(server, make_conversation, token):
+    conversation = make_conversation("alice", ("bob",))
+    sse = open_sse(server, path(conversation.id), token=token("bob"))
+    assert sse.next().name == "subscribed"
+    status, _, _ = rest("DELETE", f"{server.url}/api/aiim/conversations/{conversation.id}/members/bob",
+                        headers={"Authorization": f"Bearer {token('alice')}"})
+    assert status == 204
+    events = [e for e in sse.rest(timeout=10) if not e.comment]
+    assert [e.name for e in events] == ["member.left", "error"]
+    assert events[-1].json()["code"] == "forbidden"  # and the body ended: rest() returned
+
+
+def test_stream_ends_when_the_token_expires(server, make_conversation, token):
+    conversation = make_conversation("alice", ("bob",))
+    sse = open_sse(server, path(conversation.id), token=token("bob", ttl=2))
+    started = time.monotonic()
+    events = [e for e in sse.rest(timeout=10) if not e.comment]
+    assert [e.name for e in events] == ["subscribed", "error"]
+    assert events[-1].json()["code"] == "token_expired"
+    assert time.monotonic() - started < 5
+
+
+def test_bad_resume_point_is_a_400(server, make_conversation, token):
+    conversation = make_conversation("alice", ("bob",))
+    sse = open_sse(server, path(conversation.id), token=token("bob"), headers={"Last-Event-ID": "abc"})
+    assert sse.status == 400
+    assert json.loads(sse.response.read())["code"] == "invalid"
