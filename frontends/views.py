@@ -6,6 +6,8 @@ from __future__ import annotations
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -17,6 +19,23 @@ from .auth import StreamTokenAuthentication
 
 TOKEN_PARAM = OpenApiParameter("token", str, description="The JWT, for clients that cannot send headers (EventSource).")
 SSE_RESPONSE = {(200, "text/event-stream"): OpenApiTypes.STR}
+
+
+class _JSONErrors(BaseContentNegotiation):
+    """EventSource and the AI SDK ask for `Accept: text/event-stream`: the stream answers
+    it, and an error before the stream starts is the API's JSON body whatever they asked."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class _StreamView(APIView):
+    authentication_classes = (StreamTokenAuthentication,)
+    renderer_classes = (JSONRenderer,)
+    content_negotiation_class = _JSONErrors
 
 
 def _sse_response(body, headers: dict[str, str]) -> StreamingHttpResponse:
@@ -36,9 +55,7 @@ def _since_seq(request: Request) -> int | None:
     return int(raw)
 
 
-class MessageStreamView(APIView):
-    authentication_classes = (StreamTokenAuthentication,)
-
+class MessageStreamView(_StreamView):
     @extend_schema(
         parameters=[TOKEN_PARAM],
         responses=SSE_RESPONSE,
@@ -54,9 +71,7 @@ class MessageStreamView(APIView):
         return _sse_response(body, uimessage.HEADERS)
 
 
-class ConversationEventsView(APIView):
-    authentication_classes = (StreamTokenAuthentication,)
-
+class ConversationEventsView(_StreamView):
     @extend_schema(
         parameters=[TOKEN_PARAM, OpenApiParameter("since_seq", int, description="Resume after this seq (or Last-Event-ID).")],
         responses=SSE_RESPONSE,

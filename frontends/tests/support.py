@@ -88,7 +88,8 @@ def open_sse(server, path: str, *, token: str | None = None, query: dict | None 
     if token is not None:
         params["token"] = token
     url = path + ("?" + urlencode(params) if params else "")
-    conn.request("GET", url, headers=headers or {})
+    # As EventSource and the AI SDK's fetch ask.
+    conn.request("GET", url, headers={"Accept": "text/event-stream", **(headers or {})})
     response = conn.getresponse()
     return SSE(conn, response, response.status, {k.lower(): v for k, v in response.getheaders()})
 

@@ -96,6 +96,14 @@ def test_non_member_of_the_same_tenant_is_403(world, api):
     assert api("alice").get(f"/api/aiim/messages/{elsewhere.id}/x/stream").status_code == 403
 
 
+def test_errors_are_json_even_when_the_client_asks_for_an_event_stream(world, api):
+    for path in paths(world):
+        response = APIClient().get(path, HTTP_ACCEPT="text/event-stream")
+        assert response.status_code == 401
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["code"] == "not_authenticated"
+
+
 @pytest.mark.e2e
 def test_bearer_header_and_query_token_both_open_the_stream(daphne, world):
     server = daphne(1)[0]
