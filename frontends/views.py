@@ -19,6 +19,8 @@ from .auth import StreamTokenAuthentication
 
 TOKEN_PARAM = OpenApiParameter("token", str, description="The JWT, for clients that cannot send headers (EventSource).")
 SSE_RESPONSE = {(200, "text/event-stream"): OpenApiTypes.STR}
+# The bearer scheme of the rest of the API; `?token=` is documented as a parameter.
+BEARER = [{"bearerAuth": []}]
 
 
 class _JSONErrors(BaseContentNegotiation):
@@ -58,6 +60,7 @@ def _since_seq(request: Request) -> int | None:
 class MessageStreamView(_StreamView):
     @extend_schema(
         parameters=[TOKEN_PARAM],
+        auth=BEARER,
         responses=SSE_RESPONSE,
         summary="A message as an AI SDK UI message stream (stored text, then live chunks)",
     )
@@ -74,6 +77,7 @@ class MessageStreamView(_StreamView):
 class ConversationEventsView(_StreamView):
     @extend_schema(
         parameters=[TOKEN_PARAM, OpenApiParameter("since_seq", int, description="Resume after this seq (or Last-Event-ID).")],
+        auth=BEARER,
         responses=SSE_RESPONSE,
         summary="A conversation's events over Server-Sent Events",
     )
