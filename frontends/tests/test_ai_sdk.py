@@ -78,12 +78,20 @@ def test_ai_sdk_reads_ended_and_failed_streams(daphne, make_conversation, token,
     Message.objects.filter(pk=failed["message_id"]).update(stream_state="failed")
     stopped = post_chunk(server, alice, conversation.id, "stopped", "cut", index=0)
     Message.objects.filter(pk=stopped["message_id"]).update(stream_state="stopped")
+    # The reasoning hook (frontends.message_stream.reasoning_of) and run extras in metadata.
+    reasoned = post_chunk(server, alice, conversation.id, "reasoned", "answer", index=0, end=True)
+    Message.objects.filter(pk=reasoned["message_id"]).update(
+        metadata={"reasoning": "first, think", "run_id": "run-1", "usage": {"output_tokens": 3}})
     base = f"{server.url}/api/aiim/messages/{conversation.id}"
     results = {name: result_of(read(node, f"{base}/{m['message_id']}/stream", token("bob")))
-               for name, m in (("done", done), ("failed", failed), ("stopped", stopped))}
+               for name, m in (("done", done), ("failed", failed), ("stopped", stopped), ("reasoned", reasoned))}
     assert text(results["done"]["message"]) == "all of it" and results["done"]["errors"] == []
     assert results["done"]["message"]["id"] == done["message_id"]
     assert text(results["failed"]["message"]) == "half"
     assert results["failed"]["errors"] == ["The reply failed."]
     assert text(results["stopped"]["message"]) == "cut"
     assert results["stopped"]["chunks"][-2:] == ["abort", "finish"] and results["stopped"]["errors"] == []
+    message = results["reasoned"]["message"]
+    assert [p["type"] for p in message["parts"]] == ["step-start", "reasoning", "text"]
+    assert message["parts"][1]["text"] == "first, think" and message["parts"][2]["text"] == "answer"
+    assert message["metadata"]["run_id"] == "run-1" and message["metadata"]["usage"] == {"output_tokens": 3}
