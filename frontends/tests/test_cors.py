@@ -89,3 +89,14 @@ def test_query_token_is_redacted_from_every_log_line(daphne, make_conversation, 
     log = server.log_path.read_text()
     assert "/stream?token=[redacted]" in log  # the access log line is there, redacted
     assert token not in log and token[:-3] not in log
+
+
+def test_nginx_access_log_leaves_out_query_strings():
+    """The production proxy (docs/deploy/nginx.conf) logs the path without its query string."""
+    from pathlib import Path
+
+    conf = (Path(__file__).resolve().parents[2] / "docs" / "deploy" / "nginx.conf").read_text()
+    fmt = conf[conf.index("log_format aiim_no_query") : conf.index(";", conf.index("log_format aiim_no_query"))]
+    assert "$uri" in fmt
+    assert not any(v in fmt for v in ("$request ", '$request"', "$request_uri", "$args", "$query_string"))
+    assert "access_log /var/log/nginx/access.log aiim_no_query;" in conf
