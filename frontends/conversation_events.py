@@ -29,9 +29,10 @@ from django.conf import settings
 from aiim_project.gateway import subscription
 from aiim_project.gateway.hub import get_hub
 from messaging import delivery, events
-from messaging.errors import AiimError
+from messaging.errors import as_aiim_error
 
 from . import sse
+from .metrics import SSE_STREAMS
 
 logger = logging.getLogger("aiim.frontends")
 
@@ -144,14 +145,18 @@ async def conversation_events(
     stream = EventStream(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
     hub = get_hub()
     heartbeat = settings.SSE_HEARTBEAT_SECONDS
+    SSE_STREAMS.labels("events").inc()
     try:
         try:
             opened = await subscription.open_subscription(
                 hub=hub, member=stream, tenant=tenant, user_id=user_id, conversation_id=conversation_id,
                 since_seq=since_seq, send=stream.send_frame, on_revoked=stream.revoked,
             )
-        except AiimError as exc:  # lost access between the view's check and now
-            stream._error(exc.code, exc.detail)
+        except Exception as exc:  # access lost since the view's check, or Redis/the database down
+            err = as_aiim_error(exc)
+            if err is None:
+                raise
+            stream._error(err.code, err.detail)
             yield stream.take()
             return
         stream.sub = opened.sub
@@ -178,5 +183,6 @@ async def conversation_events(
                 if expires_at is None or time.time() < expires_at:
                     yield sse.HEARTBEAT
     finally:
+        SSE_STREAMS.labels("events").dec()
         stream.close()
         hub.leave_soon(stream.group, stream)

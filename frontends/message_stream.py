@@ -31,11 +31,12 @@ from django.conf import settings
 from aiim_project.gateway.hub import get_hub
 from messaging import delivery, events
 from messaging.db import in_worker
-from messaging.errors import AiimError
+from messaging.errors import AiimError, as_aiim_error
 from messaging.models import Message
 from messaging.rendering import message_dict
 
 from . import selectors, sse
+from .metrics import SSE_STREAMS
 from .uimessage import UIMessageEncoder
 
 logger = logging.getLogger("aiim.frontends")
@@ -217,14 +218,18 @@ async def ui_message_stream(
     follower = MessageFollower(tenant=tenant, user_id=user_id, conversation_id=conversation_id, message_id=message_id)
     hub = get_hub()
     heartbeat = settings.SSE_HEARTBEAT_SECONDS
-    await hub.join(follower.group, follower)
+    SSE_STREAMS.labels("message").inc()
     try:
         try:
+            await hub.join(follower.group, follower)
             message = await in_worker(selectors.message_for_member)(
                 tenant=tenant, user_id=user_id, conversation_id=conversation_id, message_id=message_id
             )
-        except AiimError as exc:  # lost access between the view's check and now
-            yield follower.encoder.fail(exc.detail)
+        except Exception as exc:  # access lost since the view's check, or Redis/the database down
+            err = as_aiim_error(exc)
+            if err is None:
+                raise
+            yield follower.encoder.fail(err.detail)
             return
         await follower.begin(message)
         while True:
@@ -244,6 +249,7 @@ async def ui_message_stream(
                     yield sse.HEARTBEAT
                     await follower.catch_up()
     finally:
+        SSE_STREAMS.labels("message").dec()
         follower.done = True
         if follower.sub is not None:
             follower.sub.close()

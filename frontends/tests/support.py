@@ -52,7 +52,7 @@ class SSE:
                 event.data = line[1:].strip()
                 continue
             name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            value = value.removeprefix(" ")
             if name == "data":
                 event.data = value if not event.data else event.data + "\n" + value
             elif name == "id":

@@ -101,6 +101,8 @@ def test_heartbeat_comment_while_idle(server, make_conversation, token):
     sse = open_sse(server, path(conversation.id), token=token("bob"))
     events = sse.until(lambda e: e.comment, timeout=5)
     assert events[-1].data == "ping"
+    _, _, metrics = rest("GET", f"{server.url}/metrics")
+    assert 'aiim_sse_streams{kind="events"} 1.0' in metrics
     sse.close()
 
 

@@ -35,7 +35,7 @@ def drain(sock: socket.socket, timeout: float = 10.0) -> tuple[int, bool]:
     while time.monotonic() < deadline:
         try:
             chunk = sock.recv(1 << 16)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return total, False
         except ConnectionResetError:
             return total, True

@@ -19,8 +19,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from aiim_project.auth import mint_token
-from aiim_project.tests.test_ws_test_browser import Page, chromium  # noqa: F401 (the fixture)
 from aiim_project.tests.helpers import free_port
+from aiim_project.tests.test_ws_test_browser import Page, chromium  # noqa: F401 (the fixture)
 
 from .support import post_message
 
