@@ -158,6 +158,9 @@ class MessageFollower:
         if kind == "message.stream_chunk":
             self.next_chunk = max(self.next_chunk, data["last_chunk_index"] + 1)
             self._text(data.get("delta") or "")
+        # HOOK: live reasoning, once the assistants run publishes it as events of this message,
+        # goes out here through self.encoder.reasoning(delta) (the encoder keeps it before the
+        # text); the follower would also need to hand those events on in hub_event.
         elif kind == "message.updated":
             message = data.get("message") or {}
             if (message.get("stream") or {}).get("state") not in (None, STREAMING):
