@@ -124,3 +124,24 @@ def post_message(server, token: str, conversation_id: str, content: str) -> dict
                             {"Authorization": f"Bearer {token}"})
     assert status == 201, (status, reply)
     return reply["message"]
+
+
+class ChunkPoster:
+    """post_chunk over one kept-alive connection (hundreds of chunks without a TCP handshake each)."""
+
+    def __init__(self, server, token: str, conversation_id: str, client_msg_id: str):
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.conversation_id, self.client_msg_id = conversation_id, client_msg_id
+
+    def post(self, chunk: str, index: int, end: bool = False) -> dict:
+        body = {"conversation_id": self.conversation_id, "client_msg_id": self.client_msg_id, "chunk": chunk,
+                "chunk_index": index, "stream_end": end}
+        self.conn.request("POST", "/api/aiim/messages/stream", json.dumps(body), self.headers)
+        response = self.conn.getresponse()
+        reply = json.loads(response.read())
+        assert response.status in (200, 201), (response.status, reply)
+        return reply["message"]
+
+    def close(self) -> None:
+        self.conn.close()
