@@ -116,6 +116,8 @@ class EventStream:
         self._error("forbidden", "You are no longer a member of this conversation.")
 
     def _emit(self, data: bytes) -> None:
+        if self.done:  # after the error that ended the stream, nothing more
+            return
         self._out.append(data)
         self.wake.set()
 
@@ -160,6 +162,10 @@ async def conversation_events(
             yield stream.take()
             return
         stream.sub = opened.sub
+        if stream.done:  # removed while subscribing: member.left and the error are queued
+            opened.sub.close()
+            yield stream.take()
+            return
         stream.cursor = opened.sub.next_seq - 1
         stream.subscribed(opened.last_seq, opened.recovered)
         await subscription.start(opened.sub, opened.replay, opened.last_seq)

@@ -116,7 +116,7 @@ class MessageFollower:
     # -- output -------------------------------------------------------------------------
 
     def _emit(self, data: bytes) -> None:
-        if data:
+        if data and not self.done:  # after the end (or the error), nothing more
             self._out.append(data)
             self.wake.set()
 
@@ -170,6 +170,8 @@ class MessageFollower:
 
     async def begin(self, message: Message) -> None:
         """Called with the row read after joining: the stored part, then live."""
+        if self.done:  # removed while the row was read: the error is already queued
+            return
         self.seq, self.next_chunk = message.seq, message.stream_chunk_count
         self.encoder = UIMessageEncoder(message.id, metadata_of(message))
         self._emit(self.encoder.start())
