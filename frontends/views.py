@@ -23,7 +23,7 @@ SSE_RESPONSE = {(200, "text/event-stream"): OpenApiTypes.STR}
 BEARER = [{"bearerAuth": []}]
 
 
-class _JSONErrors(BaseContentNegotiation):
+class JSONErrors(BaseContentNegotiation):
     """EventSource and the AI SDK ask for `Accept: text/event-stream`: the stream answers
     it, and an error before the stream starts is the API's JSON body whatever they asked."""
 
@@ -34,13 +34,16 @@ class _JSONErrors(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-class _StreamView(APIView):
+class StreamView(APIView):
+    """Base of a GET stream endpoint (the chat endpoints' stream views can share it): bearer
+    or ?token=, JSON errors."""
+
     authentication_classes = (StreamTokenAuthentication,)
     renderer_classes = (JSONRenderer,)
-    content_negotiation_class = _JSONErrors
+    content_negotiation_class = JSONErrors
 
 
-def _sse_response(body, headers: dict[str, str]) -> StreamingHttpResponse:
+def sse_response(body, headers: dict[str, str]) -> StreamingHttpResponse:
     response = StreamingHttpResponse(body, content_type="text/event-stream")
     for name, value in headers.items():
         response[name] = value
@@ -57,7 +60,7 @@ def _since_seq(request: Request) -> int | None:
     return int(raw)
 
 
-class MessageStreamView(_StreamView):
+class MessageStreamView(StreamView):
     @extend_schema(
         parameters=[TOKEN_PARAM],
         auth=BEARER,
@@ -71,10 +74,10 @@ class MessageStreamView(_StreamView):
         body = message_stream.ui_message_stream(
             tenant=principal.tenant, user_id=principal.user_id, expires_at=principal.expires_at, **ids
         )
-        return _sse_response(body, uimessage.HEADERS)
+        return sse_response(body, uimessage.HEADERS)
 
 
-class ConversationEventsView(_StreamView):
+class ConversationEventsView(StreamView):
     @extend_schema(
         parameters=[TOKEN_PARAM, OpenApiParameter("since_seq", int, description="Resume after this seq (or Last-Event-ID).")],
         auth=BEARER,
@@ -92,5 +95,5 @@ class ConversationEventsView(_StreamView):
             since_seq=since_seq,
             expires_at=principal.expires_at,
         )
-        return _sse_response(body, {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return sse_response(body, {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
