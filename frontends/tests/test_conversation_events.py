@@ -133,3 +133,26 @@ def test_bad_resume_point_is_a_400(server, make_conversation, token):
     sse = open_sse(server, path(conversation.id), token=token("bob"), headers={"Last-Event-ID": "abc"})
     assert sse.status == 400
     assert json.loads(sse.response.read())["code"] == "invalid"
+
+
+def test_a_client_that_leaves_is_let_go_at_once(daphne, make_conversation, token):
+    """The disconnect is noticed while the stream idles (long before a heartbeat would be
+    written): the stream leaves the hub and the gauge goes back down."""
+    server = daphne(1, SSE_HEARTBEAT_SECONDS="60")[0]
+    conversation = make_conversation("alice", ("bob",))
+
+    def open_streams() -> float:
+        _, _, metrics = rest("GET", f"{server.url}/metrics")
+        line = next((ln for ln in metrics.splitlines() if ln.startswith('aiim_sse_streams{kind="events"}')), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    streams = [open_sse(server, path(conversation.id), token=token("bob")) for _ in range(3)]
+    for sse in streams:
+        assert sse.next().name == "subscribed"
+    assert open_streams() == 3
+    for sse in streams:
+        sse.close()
+    deadline = time.monotonic() + 3
+    while open_streams() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open_streams() == 0
