@@ -164,3 +164,25 @@ def test_reader_joining_a_500_chunk_stream_at_a_random_point(daphne, make_conver
     assert errors == []
     assert_shape(parts, first["message_id"], ["finish"])
     assert text_of(parts) == "".join(chunks) == Message.objects.get(pk=first["message_id"]).content, f"joined after {join_after}"
+
+
+def test_chunks_whose_events_were_lost_are_read_at_the_heartbeat(server, make_conversation, token):
+    """Chunks committed without an event reaching this process (a lost channel-layer
+    message) are read from the chunk rows at the next idle heartbeat, in order, once."""
+    from streaming.models import StreamChunk
+
+    conversation = make_conversation("alice", ("bob",))
+    alice = token("alice")
+    message = post_chunk(server, alice, conversation.id, "s1", "Hello", index=0)
+    sse = open_sse(server, path(conversation.id, message["message_id"]), token=token("bob"))
+    head = ui_parts(sse.until(lambda e: '"text-delta"' in e.data))
+    # Chunks 1 and 2 as the service stores them, with no event.
+    StreamChunk.objects.bulk_create([StreamChunk(message_id=message["message_id"], index=1, text=" there"),
+                                     StreamChunk(message_id=message["message_id"], index=2, text=",")])
+    Message.objects.filter(pk=message["message_id"]).update(content="Hello there,", stream_chunk_count=3)
+    filled = ui_parts(sse.until(lambda e: '"text-delta"' in e.data, timeout=5))
+    assert text_of(filled) == " there,"
+    post_chunk(server, alice, conversation.id, "s1", " bye", index=3, end=True)
+    parts = head + filled + ui_parts(sse.rest())
+    assert_shape(parts, message["message_id"], ["finish"])
+    assert text_of(parts) == "Hello there, bye"
