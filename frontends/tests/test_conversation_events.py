@@ -156,3 +156,33 @@ def test_a_client_that_leaves_is_let_go_at_once(daphne, make_conversation, token
     while open_streams() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert open_streams() == 0
+
+
+@pytest.mark.redis
+def test_events_from_two_processes_arrive_in_seq_order_without_gap_or_duplicate(daphne, make_conversation, token):
+    import threading
+
+    a, b = daphne(2)
+    conversation = make_conversation("alice", ("bob", "carol"))
+    sse = open_sse(a, path(conversation.id), token=token("bob"))
+    assert sse.next().name == "subscribed"
+    errors: list[BaseException] = []
+
+    def write(server, sender: str) -> None:
+        try:
+            for i in range(25):
+                post_message(server, token(sender), conversation.id, f"{sender} {i}")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(a, "alice")), threading.Thread(target=write, args=(b, "carol"))]
+    for w in writers:
+        w.start()
+    events = sse.until(lambda e: e.name == "message.created" and e.json()["message"]["seq"] == 50, timeout=30)
+    for w in writers:
+        w.join(30)
+    assert errors == []
+    assert created(events) == list(range(1, 51))
+    ids = [int(e.id) for e in events if e.name == "message.created"]
+    assert ids == list(range(1, 51))
+    sse.close()
