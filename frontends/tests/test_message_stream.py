@@ -186,3 +186,19 @@ def test_chunks_whose_events_were_lost_are_read_at_the_heartbeat(server, make_co
     parts = head + filled + ui_parts(sse.rest())
     assert_shape(parts, message["message_id"], ["finish"])
     assert text_of(parts) == "Hello there, bye"
+
+
+@pytest.mark.redis
+def test_reader_on_one_process_writer_on_another(daphne, make_conversation, token):
+    a, b = daphne(2)
+    conversation = make_conversation("alice", ("bob",))
+    poster = ChunkPoster(b, token("alice"), conversation.id, "x")
+    first = poster.post("c0 ", 0)
+    sse = open_sse(a, path(conversation.id, first["message_id"]), token=token("bob"))
+    head = ui_parts(sse.until(lambda e: '"text-delta"' in e.data))
+    for i in range(1, 100):
+        poster.post(f"c{i} ", i, end=i == 99)
+    poster.close()
+    parts = head + ui_parts(sse.rest())
+    assert_shape(parts, first["message_id"], ["finish"])
+    assert text_of(parts) == "".join(f"c{i} " for i in range(100)) == Message.objects.get(pk=first["message_id"]).content
