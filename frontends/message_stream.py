@@ -52,15 +52,19 @@ def reasoning_of(message: Message) -> str:
     return value if isinstance(value, str) else ""
 
 
+RUN_KEYS = ("run_id", "usage")
+
+
+def run_extras(metadata: Any) -> dict[str, Any]:
+    """run_id and usage, when the message carries them in its metadata (an assistant run's
+    reply; usage is known only at the end, so the final message's is sent with `finish`)."""
+    metadata = metadata if isinstance(metadata, dict) else {}
+    return {key: metadata[key] for key in RUN_KEYS if metadata.get(key) is not None}
+
+
 def metadata_of(message: Message) -> dict[str, Any]:
-    """AIIM's extras for the SDK's `messageMetadata`: seq always; run_id and usage when the
-    message carries them in its metadata (an assistant run's reply)."""
-    extra: dict[str, Any] = {"seq": message.seq, "conversation_id": message.conversation_id}
-    metadata = message.metadata if isinstance(message.metadata, dict) else {}
-    for key in ("run_id", "usage"):
-        if metadata.get(key) is not None:
-            extra[key] = metadata[key]
-    return extra
+    """AIIM's extras for the SDK's `messageMetadata`."""
+    return {"seq": message.seq, "conversation_id": message.conversation_id, **run_extras(message.metadata)}
 
 
 def text_of(content: Any) -> str:
@@ -145,7 +149,7 @@ class MessageFollower:
         else:  # cannot happen while chunks only append; say so rather than send a wrong text
             logger.warning("stream text diverged from the stored message %s", self.message_id)
         state = (final.get("stream") or {}).get("state")
-        self._emit(self.encoder.end(state, metadata={"state": state or "completed"}))
+        self._emit(self.encoder.end(state, metadata={**run_extras(final.get("metadata")), "state": state or "completed"}))
         self._finish()
 
     # -- the subscription's frames -------------------------------------------------------

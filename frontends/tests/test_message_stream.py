@@ -202,3 +202,19 @@ def test_reader_on_one_process_writer_on_another(daphne, make_conversation, toke
     parts = head + ui_parts(sse.rest())
     assert_shape(parts, first["message_id"], ["finish"])
     assert text_of(parts) == "".join(f"c{i} " for i in range(100)) == Message.objects.get(pk=first["message_id"]).content
+
+
+def test_usage_known_only_at_the_end_rides_on_finish(server, make_conversation, token):
+    conversation = make_conversation("alice", ("bob",))
+    alice = token("alice")
+    message = post_chunk(server, alice, conversation.id, "s1", "a", index=0)
+    Message.objects.filter(pk=message["message_id"]).update(metadata={"run_id": "r1"})
+    sse = open_sse(server, path(conversation.id, message["message_id"]), token=token("bob"))
+    head = ui_parts(sse.until(lambda e: '"text-delta"' in e.data))
+    assert head[0]["messageMetadata"]["run_id"] == "r1" and "usage" not in head[0]["messageMetadata"]
+    Message.objects.filter(pk=message["message_id"]).update(
+        metadata={"run_id": "r1", "usage": {"input_tokens": 5, "output_tokens": 1}}, stream_state="completed")
+    parts = head + ui_parts(sse.rest(timeout=5))  # found by the heartbeat's read
+    assert parts[-2]["type"] == "finish"
+    assert parts[-2]["messageMetadata"]["usage"] == {"input_tokens": 5, "output_tokens": 1}
+    assert parts[-2]["messageMetadata"]["run_id"] == "r1"
