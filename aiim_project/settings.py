@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import environ
+from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -79,6 +80,12 @@ LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
 HEALTH_CHECK_TIMEOUT: float = env.float("HEALTH_CHECK_TIMEOUT", default=1.0)
 # Threads serving REST requests, one per request in flight (aiim_project.compat.django).
 HTTP_THREADS: int = env.int("HTTP_THREADS", default=10)
+# Server-Sent Events streams (aiim_project.gateway.sse): a comment line after this many idle seconds keeps
+# proxies from closing the connection and finds clients that have gone.
+SSE_HEARTBEAT_SECONDS: float = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
+# Browser origins allowed to call the API from another origin (CORS, django-cors-headers),
+# e.g. https://app.example.com; empty = same origin only.
+CORS_ALLOWED_ORIGINS: list[str] = env.list("CORS_ALLOWED_ORIGINS", default=[])
 # Freeze what start-up made out of the cyclic collector's way (aiim_project.gc_tuning).
 GC_FREEZE_AT_START: bool = env.bool("GC_FREEZE_AT_START", default=True)
 
@@ -96,6 +103,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "channels",
+    "corsheaders",
     "messaging",
     "receipts",
     "streaming",
@@ -107,6 +115,8 @@ MIDDLEWARE = [
     "aiim_project.sync_middleware.PrometheusBeforeMiddleware",
     "aiim_project.http_metrics.HttpMetricsMiddleware",
     "aiim_project.middleware.RequestIdMiddleware",
+    # Before anything that can answer: a preflight (OPTIONS) is answered here.
+    "aiim_project.sync_middleware.CorsMiddleware",
     "aiim_project.sync_middleware.SecurityMiddleware",
     # /static/ (admin, browsable API, docs assets) from this process: no extra server needed.
     "aiim_project.static_files.StaticFilesMiddleware",
@@ -130,6 +140,12 @@ _ADMIN_ONLY_MIDDLEWARE = {
     "StaticFilesMiddleware",
 }
 API_MIDDLEWARE = [m for m in MIDDLEWARE if m.rsplit(".", 1)[1] not in _ADMIN_ONLY_MIDDLEWARE]
+
+# CORS covers the API only (REST, streams); the admin and docs stay same-origin.
+CORS_URLS_REGEX = r"^/api/aiim/.*$"
+# The UI message stream's header must be readable by the AI SDK in the browser.
+CORS_EXPOSE_HEADERS = ["x-vercel-ai-ui-message-stream", "X-Request-ID"]
+CORS_ALLOW_HEADERS = [*cors_default_headers, "last-event-id", "x-request-id"]
 
 ROOT_URLCONF = "aiim_project.urls"
 ASGI_APPLICATION = "aiim_project.asgi.application"

@@ -42,8 +42,12 @@ def api_urls() -> list:
     from django.urls import include, path, re_path
 
     from aiim_project.errors import json_404
+    from aiim_project.gateway.sse import urls as stream_urls
+    from streaming.gapfill import chunk_gap_loader
 
     return [
+        # The gateway's HTTP streams (SSE), following the hub like a WebSocket subscription.
+        path("", include(stream_urls.patterns(load_chunks=chunk_gap_loader))),
         # streaming's `messages/stream` before messaging's `messages/<conversation_id>`.
         path("", include("streaming.urls")),
         path("", include("receipts.urls")),
@@ -95,8 +99,11 @@ def application(django_asgi_app):
 
     from aiim_project.compat import daphne
     from aiim_project.compat.django import OneHopASGIHandler
+    from aiim_project.core import logs
+    from aiim_project.gateway import http_streams
     from aiim_project.path_router import PathRouter
 
     daphne.install()
-    http_app = PathRouter("/api/aiim/", OneHopASGIHandler(), django_asgi_app)
+    daphne.redact_access_log(logs.redact_query_tokens)
+    http_app = PathRouter("/api/aiim/", OneHopASGIHandler(send_stream=http_streams.send_stream), django_asgi_app)
     return ProtocolTypeRouter({"http": http_app, "websocket": websocket_app()})

@@ -21,6 +21,12 @@ from django.utils.module_loading import import_string
 
 
 class OneHopASGIHandler(ASGIHandler):
+    def __init__(self, *, send_stream=None) -> None:
+        # How a long-lived async stream (SSE) is sent: the gateway's, which notices the client
+        # leaving or not reading; without one, Django's own `send_response`.
+        self._send_stream = send_stream
+        super().__init__()
+
     def load_middleware(self, is_async: bool = False) -> None:
         """The synchronous chain of `API_MIDDLEWARE` (as under WSGI): `get_response` runs it
         end to end on one thread."""
@@ -81,7 +87,11 @@ class OneHopASGIHandler(ASGIHandler):
             response = await self._serve_async(scope, body_file)
         finally:
             body_file.close()
-        await self.send_response(response, send)
+        if response.streaming and response.is_async and self._send_stream is not None:
+            # A long-lived stream (SSE): watched for the client leaving or not reading.
+            await self._send_stream(self.send_response, response, receive, send)
+        else:
+            await self.send_response(response, send)
         if response.streaming:
             await sync_to_async(response.close, thread_sensitive=False, executor=self._executor)()
 

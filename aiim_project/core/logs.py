@@ -19,6 +19,13 @@ conn_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("aiim_conn_id"
 
 _SENSITIVE_KEY = re.compile(r"token|authorization|password|secret|cookie|content|chunk|delta", re.IGNORECASE)
 REDACTED = "[redacted]"
+_TOKEN_PARAM = re.compile(r"([?&](?:access_)?token=)[^&#\s]*", re.IGNORECASE)
+
+
+def redact_query_tokens(path: str) -> str:
+    """A path with the value of every `token` query parameter printed as `[redacted]` (the GET
+    stream endpoints and the WebSocket take `?token=<JWT>`: browsers cannot send headers)."""
+    return _TOKEN_PARAM.sub(lambda m: m.group(1) + REDACTED, path)
 
 
 class ContextFilter(logging.Filter):

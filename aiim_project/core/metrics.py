@@ -28,3 +28,8 @@ WS_FANOUT_HELD = Counter("aiim_ws_fanout_held_total", "Write frames held back be
 # path; a request no route matches is `<unmatched>`.
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests, by method, route template and status", ["method", "path", "status"])
 HTTP_REQUEST_SECONDS = Histogram("http_request_duration_seconds", "HTTP request latency, by method and route template", ["method", "path"])
+# kind: "events" (conversation events) or "message" (a message's UI message stream).
+SSE_STREAMS = Gauge("aiim_sse_streams", "Server-Sent Events streams open in this process", ["kind"])
+SLOW_STREAM_CLIENTS = Counter(
+    "aiim_http_stream_slow_consumers_total", "Streaming HTTP responses cut off because the client stopped reading"
+)

@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -50,6 +51,70 @@ def snapshot(**kw: Any) -> tuple[int, list[delivery.StoredMessage] | None]:
     return last_seq, delivery.stored_messages(rows, selectors.members_of(kw["conversation_id"]))
 
 
+@dataclass
+class Opened:
+    sub: delivery.OrderedDelivery
+    replay: list[delivery.StoredMessage]
+    last_seq: int
+    recovered: bool  # False: more than WS_RECOVERY_LIMIT were missed, the client pages over REST
+
+
+async def open_subscription(
+    *,
+    hub: Hub,
+    member: Member,
+    tenant: str,
+    user_id: str,
+    conversation_id: str,
+    since_seq: int | None,
+    send: Callable[[str], None],
+    load_chunks: delivery.ChunkLoader | None,
+    on_revoked: Callable[[], Awaitable[None]],
+    leave_on_failure: bool = True,
+) -> Opened:
+    """Join, then read the snapshot (the WebSocket's and the SSE stream's one subscribe
+    sequence); raises the selector's NotFound/Forbidden after leaving."""
+    group = events.conversation_group(tenant, conversation_id)
+    try:
+        # Join BEFORE reading: every seq above the snapshot then reaches the member.
+        await hub.join(group, member)
+        last_seq, rows = await in_worker(snapshot)(
+            tenant=tenant,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            since_seq=since_seq,
+            limit=settings.WS_RECOVERY_LIMIT,
+        )
+    except BaseException:
+        if leave_on_failure:
+            await hub.leave(group, member)
+        raise
+    replay = rows or []
+    sub = delivery.OrderedDelivery(
+        send=send,
+        load=partial(load_stored, tenant, user_id, conversation_id),
+        load_chunks=load_chunks,
+        next_seq=(replay[0].seq if replay else last_seq + 1),
+        gap_wait=settings.WS_GAP_WAIT_MS / 1000,
+        on_revoked=on_revoked,
+    )
+    return Opened(sub=sub, replay=replay, last_seq=last_seq, recovered=rows is not None)
+
+
+async def start(sub: delivery.OrderedDelivery, replay: list[delivery.StoredMessage], last_seq: int) -> None:
+    """Send the replay, then continue live after the snapshot's last seq."""
+    await sub.replay(replay)
+    sub.next_seq = max(sub.next_seq, last_seq + 1)
+
+
+async def check_tail_later(sub: delivery.OrderedDelivery) -> None:
+    await asyncio.sleep(settings.WS_GAP_WAIT_MS / 1000)
+    try:
+        await sub.check_tail()
+    except Exception as exc:
+        logger.warning("subscription tail check failed: %s", type(exc).__name__)
+
+
 class Subscriptions:
     """`member` is what the hub knows the connection as; `emit` writes a frame to its socket;
     `send_text` sends a reply frame of a kind; `spawn` starts a task the connection cancels on close."""
@@ -84,52 +149,30 @@ class Subscriptions:
 
     async def subscribe(self, conversation_id: str, since_seq: int | None) -> tuple[dict[str, Any], Callable[[], Awaitable[None]]]:
         """The `subscribed` reply, and the step that sends the replay once it is out."""
-        group = self.group(conversation_id)
-        was_subscribed = conversation_id in self.by_conversation
-        try:
-            # Join BEFORE reading: every seq above the snapshot then reaches us.
-            await self._hub.join(group, self._member)
-            last_seq, rows = await in_worker(snapshot)(
-                tenant=self.tenant,
-                user_id=self.user_id,
-                conversation_id=conversation_id,
-                since_seq=since_seq,
-                limit=settings.WS_RECOVERY_LIMIT,
-            )
-        except BaseException:
-            if not was_subscribed:
-                await self._hub.leave(group, self._member)
-            raise
-        replay = rows or []
-        sub = delivery.OrderedDelivery(
+        opened = await open_subscription(
+            hub=self._hub,
+            member=self._member,
+            tenant=self.tenant,
+            user_id=self.user_id,
+            conversation_id=conversation_id,
+            since_seq=since_seq,
             send=self._emit_event,
-            load=partial(load_stored, self.tenant, self.user_id, conversation_id),
             load_chunks=self._load_chunks,
-            next_seq=(replay[0].seq if replay else last_seq + 1),
-            gap_wait=settings.WS_GAP_WAIT_MS / 1000,
             on_revoked=partial(self._revoked, conversation_id),
+            leave_on_failure=conversation_id not in self.by_conversation,
         )
         old = self.by_conversation.pop(conversation_id, None)
         if old is not None:
             old.close()
-        self.by_conversation[conversation_id] = sub
-        reply: dict[str, Any] = {"type": "subscribed", "conversation_id": conversation_id, "last_seq": last_seq}
-        if rows is None:
+        self.by_conversation[conversation_id] = opened.sub
+        reply: dict[str, Any] = {"type": "subscribed", "conversation_id": conversation_id, "last_seq": opened.last_seq}
+        if not opened.recovered:
             reply["recovered"] = False
-        return reply, partial(self._start, sub, replay, last_seq)
+        return reply, partial(self._start, opened)
 
-    async def _start(self, sub: delivery.OrderedDelivery, replay: list[delivery.StoredMessage], last_seq: int) -> None:
-        await sub.replay(replay)
-        sub.next_seq = max(sub.next_seq, last_seq + 1)
-        self._spawn(self._check_tail_later(sub))
-
-    @staticmethod
-    async def _check_tail_later(sub: delivery.OrderedDelivery) -> None:
-        await asyncio.sleep(settings.WS_GAP_WAIT_MS / 1000)
-        try:
-            await sub.check_tail()
-        except Exception as exc:
-            logger.warning("subscription tail check failed: %s", type(exc).__name__)
+    async def _start(self, opened: Opened) -> None:
+        await start(opened.sub, opened.replay, opened.last_seq)
+        self._spawn(check_tail_later(opened.sub))
 
     async def _revoked(self, conversation_id: str) -> None:
         """A read found this user is no longer a member: end the subscription and say so."""
@@ -161,7 +204,7 @@ class Subscriptions:
         """Whatever was published while the channel layer was away is gone: every
         subscription re-reads its tail from the database."""
         for sub in self.by_conversation.values():
-            self._spawn(self._check_tail_later(sub))
+            self._spawn(check_tail_later(sub))
 
     # -- events from the hub ----------------------------------------------------------
 

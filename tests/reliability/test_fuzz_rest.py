@@ -31,7 +31,8 @@ def test_rest_api_fuzzed_from_its_openapi_schema(daphne, make_conversation, send
     @hsettings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(case=st.one_of(*(op.as_strategy() for op in operations)), use_real=st.booleans())
     def run(case, use_real):
-        if use_real:
+        # A real conversation's event stream (SSE) never ends: it is fuzzed with made-up ids.
+        if use_real and not case.operation.path.endswith("/events"):
             for name, value in real.items():
                 if case.path_parameters and name in case.path_parameters:
                     case.path_parameters[name] = value

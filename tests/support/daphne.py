@@ -34,6 +34,7 @@ class DaphneProcess:
     def __init__(self, port: int, env: dict[str, str], log: Path, host: str = "127.0.0.1"):
         self.port = port
         self.host = host
+        self.env = env
         self.log_path = log
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(
@@ -82,3 +83,10 @@ class DaphneProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+    def restart(self) -> None:
+        """Stop, then serve again on the same port (clients reconnect to the same URL)."""
+        self.stop()
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.proc.args, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.wait_ready()
