@@ -47,18 +47,16 @@ def data_of(frame: str) -> str:
     return frame[frame.index(_DATA_KEY) + len(_DATA_KEY) : -1]
 
 
-class EventStream:
+class EventStream(sse.Outbox):
     """A hub member for one conversation of one SSE client."""
 
     def __init__(self, *, tenant: str, user_id: str, conversation_id: str) -> None:
+        super().__init__()
         self.tenant, self.user_id, self.conversation_id = tenant, user_id, conversation_id
         self.group = events.conversation_group(tenant, conversation_id)
         self.sub: delivery.OrderedDelivery | None = None
         self.cursor = 0
         self._pending: list[dict] = []
-        self._out: list[bytes] = []
-        self.wake = asyncio.Event()
-        self.done = False
         self._tasks: set[asyncio.Task] = set()
 
     # -- the hub's member interface ----------------------------------------------------
@@ -114,17 +112,6 @@ class EventStream:
     async def revoked(self) -> None:
         """A database read found the member gone (its member.left event was lost)."""
         self._error("forbidden", "You are no longer a member of this conversation.")
-
-    def _emit(self, data: bytes) -> None:
-        if self.done:  # after the error that ended the stream, nothing more
-            return
-        self._out.append(data)
-        self.wake.set()
-
-    def take(self) -> bytes:
-        out, self._out = b"".join(self._out), []
-        self.wake.clear()
-        return out
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 HEARTBEAT = b": ping\n\n"
@@ -22,3 +24,23 @@ def event(*, event_id: int | str | None, name: str, data: str | bytes, retry_ms:
         out += b"id: %s\n" % str(event_id).encode()
     body = data if isinstance(data, bytes) else data.encode()
     return out + b"event: " + name.encode() + b"\ndata: " + body + b"\n\n"
+
+
+class Outbox:
+    """SSE bytes handed from the hub's callbacks to the response's iterator: `_emit` queues
+    and wakes it, `take` drains; nothing more once `done` (after the end or the error)."""
+
+    def __init__(self) -> None:
+        self._out: list[bytes] = []
+        self.wake = asyncio.Event()
+        self.done = False
+
+    def _emit(self, data: bytes) -> None:
+        if data and not self.done:
+            self._out.append(data)
+            self.wake.set()
+
+    def take(self) -> bytes:
+        out, self._out = b"".join(self._out), []
+        self.wake.clear()
+        return out

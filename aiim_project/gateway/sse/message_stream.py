@@ -81,12 +81,13 @@ async def _no_reads(after_seq: int, up_to_seq: int, limit: int) -> list[delivery
     return []
 
 
-class MessageFollower:
+class MessageFollower(sse.Outbox):
     """A hub member for one message. Output: `take()` bytes; `done` once the stream ended."""
 
     def __init__(
         self, *, tenant: str, user_id: str, conversation_id: str, message_id: str, load_chunks: delivery.ChunkLoader | None
     ) -> None:
+        super().__init__()
         self.tenant, self.user_id = tenant, user_id
         self._load_chunks = load_chunks
         self.conversation_id, self.message_id = conversation_id, message_id
@@ -94,9 +95,6 @@ class MessageFollower:
         self.encoder = UIMessageEncoder(message_id)
         self.sub: delivery.OrderedDelivery | None = None
         self._pending: list[dict] = []  # this message's events before the row was read
-        self._out: list[bytes] = []
-        self.wake = asyncio.Event()
-        self.done = False
         self.sent = ""  # the text sent so far
         self.next_chunk = 0
         self.seq = 0
@@ -123,16 +121,6 @@ class MessageFollower:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     # -- output -------------------------------------------------------------------------
-
-    def _emit(self, data: bytes) -> None:
-        if data and not self.done:  # after the end (or the error), nothing more
-            self._out.append(data)
-            self.wake.set()
-
-    def take(self) -> bytes:
-        out, self._out = b"".join(self._out), []
-        self.wake.clear()
-        return out
 
     def _finish(self) -> None:
         self.done = True
