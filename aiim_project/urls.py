@@ -10,6 +10,7 @@ from aiim_project.errors import json_404
 api = [
     path("", include("streaming.urls")),
     path("", include("receipts.urls")),
+    path("", include("assistants.urls")),
     path("", include("messaging.urls")),
     # Last: any other path under the API answers with the JSON error body, DEBUG or not.
     re_path(r"", json_404),

@@ -80,7 +80,7 @@ logger = logging.getLogger("aiim.delivery")
 # "chunk_index": int, "last_chunk_index": int} | None, the text of chunks from_index..end.
 chunk_gap_loader: Callable[[str, int], Awaitable[dict[str, Any] | None]] | None = None
 
-FINAL_STREAM_STATES = frozenset({"completed", "aborted"})
+FINAL_STREAM_STATES = frozenset({"completed", "aborted", "stopped", "failed"})
 # Rows per database read when filling a gap; a longer gap takes several reads.
 GAP_READ_LIMIT = 500
 # A failing database read is retried after this long (the subscription keeps buffering).

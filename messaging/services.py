@@ -15,7 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
-from . import events
+from . import events, hooks
 from .errors import AiimError, Conflict, Forbidden, Invalid, NotFound, TenantMismatch, TooLarge
 from .metrics import SEQ_ALLOC_SECONDS
 from .models import Conversation, ConversationType, Member, Message, MessageType, Role
@@ -516,6 +516,7 @@ def _send_run(
         # the one-at-a-time path raises the floor and retries each message.
         raise Conflict("Could not allocate sequence numbers for the run; retry.")
     events.publish_all_on_commit([message_created_event(tenant, m) for m in messages])
+    hooks.messages_stored(tenant, messages)
     return messages
 
 
@@ -557,4 +558,5 @@ def message_send(
         stream_updated_at=timezone.now() if stream_state else None,
     )
     publish_message_created(tenant, message)
+    hooks.messages_stored(tenant, [message])
     return message, True

@@ -326,9 +326,17 @@ def stream_append_run(
     raise Conflict("The stream changed while these chunks were written; retry.")
 
 
+END_STATES = (StreamState.ABORTED, StreamState.STOPPED, StreamState.FAILED)
+
+
 @transaction.atomic
-def stream_abort(*, tenant: str, sender: str, conversation_id: str, client_msg_id: str) -> Message:
-    """End the caller's open stream as `aborted`, keeping the text that arrived."""
+def stream_abort(
+    *, tenant: str, sender: str, conversation_id: str, client_msg_id: str, state: str = StreamState.ABORTED
+) -> Message:
+    """End the caller's open stream as `aborted` (or `stopped` / `failed`, for the assistants
+    app's replies), keeping the text that arrived."""
+    if state not in END_STATES:
+        raise Invalid("state must be aborted, stopped or failed.", errors={"state": ["Invalid choice."]})
     check_stream_ids(conversation_id, client_msg_id)
     message = _own_stream(tenant=tenant, sender=sender, conversation_id=conversation_id, client_msg_id=client_msg_id, lock=True)
     if message is None:
@@ -338,8 +346,8 @@ def stream_abort(*, tenant: str, sender: str, conversation_id: str, client_msg_i
     if message.stream_state != StreamState.STREAMING:
         raise Conflict(f"The stream has ended ({message.stream_state}).", stream_state=message.stream_state)
     now = timezone.now()
-    Message.objects.filter(pk=message.pk).update(stream_state=StreamState.ABORTED, stream_updated_at=now)
-    message.stream_state, message.stream_updated_at = StreamState.ABORTED, now
+    Message.objects.filter(pk=message.pk).update(stream_state=state, stream_updated_at=now)
+    message.stream_state, message.stream_updated_at = state, now
     _publish_updated(message, StatusView(members_of(message.conversation_id)))
     return message
 

@@ -23,6 +23,7 @@ def merge(*tables: tuple[str, Mapping[str, FrameSpec]]) -> dict[str, FrameSpec]:
 
 
 def build_table() -> dict[str, FrameSpec]:
+    import assistants.frames
     import messaging.frames
     import receipts.frames
     import streaming.frames
@@ -31,4 +32,5 @@ def build_table() -> dict[str, FrameSpec]:
         ("messaging.frames", messaging.frames.FRAMES),
         ("receipts.frames", receipts.frames.FRAMES),
         ("streaming.frames", streaming.frames.FRAMES),
+        ("assistants.frames", assistants.frames.FRAMES),
     )

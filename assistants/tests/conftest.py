@@ -1,0 +1,32 @@
+"""Fixtures of the assistants tests: admin clients, assistants, and the fake model server."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from aiim_project.auth import mint_token
+
+
+@pytest.fixture
+def admin_api():
+    def make(user_id: str = "root", tenant: str = "default") -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {mint_token(user_id=user_id, tenant=tenant, role='admin')}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def make_assistant(db):
+    from assistants import services
+
+    def make(assistant_id: str = "bot", tenant: str = "default", base_url: str = "http://127.0.0.1:9/v1", **fields):
+        fields.setdefault("name", "Bot")
+        fields.setdefault("model", "fake-1")
+        return services.assistant_create(
+            tenant=tenant, is_admin=True, assistant_id=assistant_id, data=services.AssistantInput(base_url=base_url, **fields)
+        )
+
+    return make
