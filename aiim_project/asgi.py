@@ -29,7 +29,10 @@ websocket_app = JWTAuthMiddleware(URLRouter(websocket_urlpatterns))
 if settings.WS_ALLOWED_ORIGINS:
     websocket_app = OriginValidator(websocket_app, settings.WS_ALLOWED_ORIGINS)
 
-application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_app})
+from assistants.runner import StartRunner  # noqa: E402
+
+# Every server process runs queued assistant runs (ASSISTANT_RUNNER=inline), started by its first call.
+application = StartRunner(ProtocolTypeRouter({"http": http_app, "websocket": websocket_app}))
 
 from aiim_project import gc_tuning  # noqa: E402
 

@@ -30,3 +30,31 @@ def make_assistant(db):
         )
 
     return make
+
+
+@pytest.fixture
+def fake():
+    from assistants.fake_model import FakeModel, Script
+
+    server = FakeModel(default=Script(delay=0.005)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def runner(settings):
+    """This test loop's runner (the in-process gateway tests start none by themselves)."""
+    import asyncio
+
+    from assistants.runner import Runner
+
+    settings.ASSISTANT_POLL_INTERVAL = 0.05
+    settings.ASSISTANT_RETRY_BACKOFF = 0.05
+    r = Runner()
+    task = asyncio.get_running_loop().create_task(r.run_forever())
+    yield r
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
