@@ -173,6 +173,7 @@ class Runner:
                 await self._attempt(run, prepared, progress, deadline)
                 break
             except ModelFailure as exc:
+                logger.info("run %s attempt %d: %s (%s)", run.id, attempt + 1, exc.code, exc.detail)
                 if progress.stored or not exc.retryable or attempt >= MAX_RETRIES or time.monotonic() >= deadline:
                     await self._flush(run, progress, force=True)
                     if not await in_worker(execution.fail)(
@@ -183,10 +184,10 @@ class Runner:
                 attempt += 1
                 await asyncio.sleep(settings.ASSISTANT_RETRY_BACKOFF * 2 ** (attempt - 1))
         # Completed: the rest of the text, the stream's end and the run's end in one transaction.
-        text = "".join(progress.buffer)
+        usage, text = _usage(progress), "".join(progress.buffer)
         progress.buffer.clear()
         if not await in_worker(execution.write_chunk)(
-            run_id=run.id, owner=self.owner, text=text, end=True, finish_reason=progress.finish_reason, usage=_usage(progress)
+            run_id=run.id, owner=self.owner, text=text, end=True, finish_reason=progress.finish_reason, usage=usage
         ):
             raise LostRun()
 
@@ -255,6 +256,7 @@ class Runner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            logger.info("model stream failed: %r", exc)
             queue.put_nowait(("error", exc))
 
     async def _consume(self, run: Run, progress: Progress, queue: asyncio.Queue, started: float, deadline: float) -> None:
