@@ -177,6 +177,7 @@ def write_chunk(*, run_id: str, owner: str, text: str, end: bool = False, finish
             client_msg_id=run.client_msg_id,
             chunk=text,
             stream_end=end,
+            metadata={"run_id": run.id},
         )
         if result.started:
             Run.objects.filter(pk=run.pk).update(reply_message_id=result.message.id, first_token_at=now)

@@ -132,7 +132,16 @@ def _apply(message: Message, *, index: int, chunk: str, stream_end: bool, now: d
 
 
 def _start(
-    *, tenant: str, sender: str, conversation_id: str, client_msg_id: str, chunk: str, chunk_index: int | None, stream_end: bool, now: datetime
+    *,
+    tenant: str,
+    sender: str,
+    conversation_id: str,
+    client_msg_id: str,
+    chunk: str,
+    chunk_index: int | None,
+    stream_end: bool,
+    now: datetime,
+    metadata: dict | None = None,
 ) -> ChunkResult | None:
     """Create the stream with its first chunk; None if another request created it first."""
     check_content_size(chunk)  # before the seq is allocated: a refused chunk consumes none
@@ -149,7 +158,7 @@ def _start(
         type=STREAM_MESSAGE_TYPE,
         content="",
         client_msg_id=client_msg_id,
-        metadata={},
+        metadata=metadata or {},
         stream_state=StreamState.STREAMING,
         stream_updated_at=now,
     )
@@ -168,8 +177,10 @@ def stream_append(
     chunk: str,
     chunk_index: int | None = None,
     stream_end: bool = False,
+    metadata: dict | None = None,
 ) -> ChunkResult:
-    """Accept one chunk of the caller's stream `client_msg_id`, starting it if it is new.
+    """Accept one chunk of the caller's stream `client_msg_id`, starting it if it is new
+    (with `metadata`, which only a starting chunk uses: the assistants app's `run_id`).
 
     `chunk_index` defaults to the next one. A repeat of an accepted index is acknowledged
     again and changes nothing (even after the stream ended: it is a retry, not new text);
@@ -192,6 +203,7 @@ def stream_append(
                 chunk_index=chunk_index,
                 stream_end=stream_end,
                 now=now,
+                metadata=metadata,
             )
             if started is not None:
                 return started

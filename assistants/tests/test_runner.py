@@ -77,7 +77,8 @@ async def test_direct_message_streams_a_reply(setup, fake, runner):
     assert final["message"]["content"] == "You said: hello bot"
     assert final["message"]["stream"]["state"] == "completed"
     run = await run_of(conv.id)
-    assert final["message"]["client_msg_id"] == f"run:{run.id}"
+    assert final["message"]["client_msg_id"] == f"run:{run.id}" and final["message"]["metadata"] == {"run_id": run.id}
+    assert created[0]["message"]["metadata"] == {"run_id": run.id}
     assert run.state == RunState.COMPLETED and run.reply_message_id == final["message"]["message_id"]
     assert (run.completion_tokens, run.usage_estimated) == (4, False) and run.total_tokens > 3
     assert run.first_token_at and run.started_at and run.ended_at
