@@ -287,5 +287,9 @@ LOGGING = {
         "django": {"handlers": [], "propagate": True},
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # The model client (assistants): a line per request at INFO, request options at DEBUG.
+        "openai": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
     },
 }

@@ -175,3 +175,20 @@ async def test_chunks_are_coalesced(setup, fake, runner, settings):
     message = await Message.objects.aget(type="ai")
     assert message.stream_chunk_count <= 6
     await alice.disconnect()
+
+
+async def test_api_key_reaches_the_model_but_no_log_line(setup, fake, runner, caplog):
+    import logging
+
+    secret = "sk-runner-secret-0123456789"
+    for name in ("", "openai", "httpx2", "httpcore2", "aiim.assistants"):  # even at DEBUG
+        caplog.set_level(logging.DEBUG, logger=name)
+    conv = await setup(api_key=secret)
+    alice = await connect("alice")
+    await subscribe(alice, conv.id)
+    await send(alice, conv.id, "hi")
+    await events_until(alice, ended)
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {secret}"
+    assert secret not in caplog.text
+    assert secret not in str([r.__dict__ for r in caplog.records])
+    await alice.disconnect()
