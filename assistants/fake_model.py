@@ -35,6 +35,7 @@ class Script:
     stall_before_first: bool = False  # headers sent, then nothing, ever
     stall_after: int | None = None  # send this many words, then nothing, ever
     first_delay: float = 0.0  # extra wait before the first content word
+    stamp: bool = False  # each word becomes "<index>:<unix time sent> " (the benchmark's latency probe)
 
 
 @dataclass
@@ -174,6 +175,8 @@ class FakeModel:
         for k, word in enumerate(words):
             if script.stall_after is not None and k == script.stall_after:
                 await asyncio.Event().wait()
+            if script.stamp:
+                word = f"{k}:{time.time():.6f} "
             await send({"role": "assistant", "content": word} if k == 0 else {"content": word})
             if script.delay:
                 await asyncio.sleep(script.delay)

@@ -19,9 +19,12 @@ class Command(BaseCommand):
         parser.add_argument("--reply", default=ECHO, help="the reply text (default: echo the last user message)")
         parser.add_argument("--delay", type=float, default=0.05, help="seconds between words")
         parser.add_argument("--reasoning", default="", help="reasoning deltas sent first, separated by '|'")
+        parser.add_argument("--words", type=int, default=0, help="reply with this many time-stamped words (benchmarks)")
 
-    def handle(self, *args, port: int, host: str, reply: str, delay: float, reasoning: str, **options):
-        script = Script(text=reply, delay=delay, reasoning=[r for r in reasoning.split("|") if r])
+    def handle(self, *args, port: int, host: str, reply: str, delay: float, reasoning: str, words: int = 0, **options):
+        if words:
+            reply = " ".join(["w"] * words)
+        script = Script(text=reply, delay=delay, reasoning=[r for r in reasoning.split("|") if r], stamp=bool(words))
         server = FakeModel(host=host, port=port, default=script)
 
         async def main() -> None:
