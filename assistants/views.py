@@ -19,7 +19,7 @@ def parse(serializer):
 
 
 class AssistantListView(APIView):
-    @extend_schema(responses=AssistantListOut, summary="The tenant's assistants (no secrets)")
+    @extend_schema(responses=AssistantListOut, operation_id="api_aiim_assistants_list", summary="The tenant's assistants (no secrets)")
     def get(self, request: Request) -> Response:
         full = request.user.is_admin
         assistants = selectors.assistant_list(tenant=request.user.tenant)
@@ -71,7 +71,7 @@ class RunStopView(APIView):
 
 
 class ConversationRunsView(APIView):
-    @extend_schema(parameters=[RunListQuery], responses=RunListOut, summary="A conversation's runs, newest first")
+    @extend_schema(parameters=[RunListQuery], responses=RunListOut, operation_id="api_aiim_conversation_runs_list", summary="A conversation's runs, newest first")
     def get(self, request: Request, conversation_id: str) -> Response:
         q = parse(RunListQuery(data=request.query_params))
         runs = selectors.conversation_runs(
