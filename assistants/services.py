@@ -117,6 +117,7 @@ def assistant_create(*, tenant: str, is_admin: bool, assistant_id: Any, data: As
             assistant.save()
     except IntegrityError:
         raise Conflict("An assistant with this id exists.") from None
+    triggers.forget_tenant(tenant)  # now and after commit: a send in between may have cached "none"
     transaction.on_commit(lambda: triggers.forget_tenant(tenant))
     return assistant
 

@@ -8,6 +8,16 @@ from rest_framework.test import APIClient
 from aiim_project.auth import mint_token
 
 
+@pytest.fixture(autouse=True)
+def _fresh_trigger_cache():
+    """Which tenants have assistants is cached per process: no test sees another's."""
+    from assistants import triggers
+
+    triggers._tenants.clear()
+    yield
+    triggers._tenants.clear()
+
+
 @pytest.fixture
 def admin_api():
     def make(user_id: str = "root", tenant: str = "default") -> APIClient:

@@ -175,3 +175,33 @@ def test_production_needs_the_encryption_key(settings, make_assistant):
     assert [e.id for e in errors] == ["assistants.E001"]
     with pytest.raises(crypto.KeyMissing):
         crypto.encrypt("x")
+
+
+def test_a_tenant_without_assistants_pays_no_query_per_send(make_conversation, send, django_assert_num_queries):
+    conv = make_conversation("alice", ["bob"])
+    send(conv)  # fills the per-process cache for the tenant
+    with django_assert_num_queries(0):
+        from assistants import triggers
+
+        triggers.messages_stored("default", [conv.messages.model(conversation_id=conv.id, sender_id="alice", content="x")])
+
+
+def test_trigger_rules(make_conversation, make_assistant, send):
+    from assistants import triggers
+
+    make_assistant()
+    make_assistant("bot2")
+    group = make_conversation("alice", ["bob", "bot", "bot2"])
+    send(group, content="hello all")
+    assert not Run.objects.exists()
+    send(group, content="hey @bot2!")
+    send(group, content="@bot: and @bot2")
+    send(group, content="x", metadata={"mentions": ["bot"]})
+    assert sorted(Run.objects.values_list("assistant_id", flat=True)) == ["bot", "bot", "bot2", "bot2"]
+    send(group, sender="bot", content="@bot2 from a bot")  # assistants never trigger runs
+    assert Run.objects.count() == 4
+    direct = make_conversation("alice", ["bot"], type="direct")
+    message = send(direct, content="no mention needed")
+    run = Run.objects.get(conversation_id=direct.id)
+    assert (run.trigger_message_id, run.state, run.tenant) == (message.id, "queued", "default")
+    assert triggers.mentions(message, "bot") is False
