@@ -131,6 +131,18 @@ def prepare(*, run_id: str) -> Prepared:
     return Prepared(base_url=assistant.base_url, api_key=api_key, model=assistant.model, params=dict(assistant.params or {}), messages=messages)
 
 
+def claim_and_prepare(*, owner: str, limit: int) -> list[tuple[Run, Prepared | RunFailed]]:
+    """`claim_runs`, then each claimed run's `prepare`, in one worker call (one thread hop
+    less before the model is called: it is on the time to first token)."""
+    out: list[tuple[Run, Prepared | RunFailed]] = []
+    for run in claim_runs(owner=owner, limit=limit):
+        try:
+            out.append((run, prepare(run_id=run.id)))
+        except RunFailed as exc:
+            out.append((run, exc))
+    return out
+
+
 def _mine(run_id: str, owner: str) -> Run | None:
     return Run.objects.select_for_update().filter(pk=run_id, state=RunState.RUNNING, lease_owner=owner).first()
 

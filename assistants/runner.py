@@ -88,8 +88,10 @@ class Runner:
         self._clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
         self._next_reap = 0.0
         self._next_renew = 0.0
+        self._woken = False
 
     def wake(self) -> None:
+        self._woken = True  # something was queued or stopped here: skip the "anything queued?" read
         self._wakeup.set()
 
     async def run_forever(self) -> None:
@@ -133,16 +135,18 @@ class Runner:
                 for run in await in_worker(execution.interrupt_expired)():
                     logger.info("run %s interrupted (its runner's lease expired)", run.id)
         free = settings.ASSISTANT_PROCESS_RUNS - len(self.tasks)
-        if free > 0 and await in_worker(execution.queued_exists)():
-            for run in await in_worker(execution.claim_runs)(owner=self.owner, limit=free):
-                self.tasks[run.id] = asyncio.get_running_loop().create_task(self._execute(run), name=f"assistant-run-{run.id}")
+        woken, self._woken = self._woken, False
+        if free > 0 and (woken or await in_worker(execution.queued_exists)()):
+            for run, prepared in await in_worker(execution.claim_and_prepare)(owner=self.owner, limit=free):
+                task = asyncio.get_running_loop().create_task(self._execute(run, prepared), name=f"assistant-run-{run.id}")
+                self.tasks[run.id] = task
 
     # -- one run ------------------------------------------------------------------------
 
-    async def _execute(self, run: Run) -> None:
+    async def _execute(self, run: Run, prepared: Prepared | RunFailed) -> None:
         progress = Progress()
         try:
-            await self._run(run, progress)
+            await self._run(run, prepared, progress)
         except asyncio.CancelledError:
             if run.id in self.lost:  # stopped: the stop ended the run; count what was generated
                 await in_worker(execution.record_usage)(run_id=run.id, owner=self.owner, usage=_usage(progress))
@@ -158,11 +162,9 @@ class Runner:
             self.lost.discard(run.id)
             self.wake()  # a slot is free: the next queued run may start
 
-    async def _run(self, run: Run, progress: Progress) -> None:
-        try:
-            prepared = await in_worker(execution.prepare)(run_id=run.id)
-        except RunFailed as exc:
-            await in_worker(execution.fail)(run_id=run.id, owner=self.owner, code=exc.code, detail=exc.detail)
+    async def _run(self, run: Run, prepared: Prepared | RunFailed, progress: Progress) -> None:
+        if isinstance(prepared, RunFailed):
+            await in_worker(execution.fail)(run_id=run.id, owner=self.owner, code=prepared.code, detail=prepared.detail)
             return
         progress.prompt_chars = sum(len(m["content"]) for m in prepared.messages)
         await self._publish(run, "thinking")

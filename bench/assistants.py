@@ -159,7 +159,11 @@ async def fanout(ws_url: str, pid: int, runs: int, subscribers: int, words: int)
         pending = ""
         async for frame in ws:
             now = time.time()
-            data = json.loads(frame).get("data") or {}
+            parsed = json.loads(frame)
+            if parsed.get("type") == "ping":  # AIIM's keep-alive: a silent client is closed (4408)
+                await ws.send('{"type":"pong"}')
+                continue
+            data = parsed.get("data") or {}
             if data.get("event") == "message.stream_chunk":
                 pending += data["delta"]
                 *done, pending = pending.split(" ")
@@ -211,7 +215,8 @@ def main() -> None:
         [sys.executable, "manage.py", "fake_model", "--port", str(model_port), "--delay", str(1 / args.rate), "--words", str(args.words)],
         cwd=ROOT, stdout=subprocess.DEVNULL,
     )
-    env = {**os.environ, "RATE_LIMIT_PER_SEC": "0", "LOG_LEVEL": "WARNING", "DEBUG": "true", "ASSISTANT_RUNNER": "inline"}
+    env = {**os.environ, "RATE_LIMIT_PER_SEC": "0", "LOG_LEVEL": "WARNING", "DEBUG": "true", "ASSISTANT_RUNNER": "inline",
+           "WS_IDLE_TIMEOUT": "600"}
     server = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aiim_project.asgi:application"], cwd=ROOT, env=env
     )
@@ -234,7 +239,11 @@ def main() -> None:
     finally:
         for proc in (server, model):
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
 
 if __name__ == "__main__":
