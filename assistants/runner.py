@@ -274,7 +274,7 @@ class Runner:
             if progress.buffer:
                 wait = min(wait, progress.last_flush + chunk_s - now)
             try:
-                kind, value = await asyncio.wait_for(queue.get(), max(0.0, wait))
+                items = [await asyncio.wait_for(queue.get(), max(0.0, wait))]
             except TimeoutError:
                 if loop.time() < model_due:
                     await self._flush(run, progress, force=True)  # the coalescing window closed
@@ -283,24 +283,33 @@ class Runner:
                     raise ModelFailure("model_timeout", "The reply took longer than ASSISTANT_MAX_DURATION.", retryable=False) from None
                 what = "a next token" if any_token else "the first token"
                 raise ModelFailure("model_timeout", f"The model sent no {what} in time.", retryable=not progress.stored) from None
-            if kind in ("content", "reasoning"):
-                any_token, last_token = True, loop.time()
-            if kind == "content":
-                progress.buffer.append(value)
+            # Everything that arrived meanwhile goes into this flush: when the database is
+            # slower than the coalescing window, chunks grow instead of falling behind.
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            content = False
+            for kind, value in items:
+                if kind in ("content", "reasoning"):
+                    any_token, last_token = True, loop.time()
+                if kind == "content":
+                    progress.buffer.append(value)
+                    content = True
+                elif kind == "usage":
+                    progress.usage = value
+                elif kind == "finish":
+                    progress.finish_reason = value
+                elif kind == "end":
+                    if not progress.stored and not progress.buffer and progress.finish_reason is None:
+                        raise ModelFailure("model_error", "The model's stream ended without a reply.", retryable=True)
+                    return
+                elif kind == "error":
+                    await self._flush(run, progress, force=True)  # keep what arrived before the error
+                    raise self._stream_failure(value, progress)
+            if content:
                 if not progress.generating:
                     progress.generating = True
                     await self._publish(run, "generating")
                 await self._flush(run, progress)
-            elif kind == "usage":
-                progress.usage = value
-            elif kind == "finish":
-                progress.finish_reason = value
-            elif kind == "end":
-                if not progress.stored and not progress.buffer and progress.finish_reason is None:
-                    raise ModelFailure("model_error", "The model's stream ended without a reply.", retryable=True)
-                return
-            elif kind == "error":
-                raise self._stream_failure(value, progress)
 
     @staticmethod
     def _stream_failure(exc: Exception, progress: Progress) -> ModelFailure:
