@@ -75,7 +75,7 @@ class FakeModel:
         if self._server is not None:
             self._server.close()
 
-    def start(self) -> "FakeModel":
+    def start(self) -> FakeModel:
         """In a thread of its own (sync tests, the command), so it serves whatever the caller's loop does."""
         ready = threading.Event()
 

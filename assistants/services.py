@@ -18,6 +18,7 @@ from messaging.errors import Conflict, Forbidden, Invalid, NotFound
 from messaging.models import StreamState
 from messaging.selectors import conversation_for_member
 from messaging.services import check_user_id, encoded_size
+from streaming.services import stream_abort
 
 from . import crypto, triggers, wake
 from .models import ACTIVE_STATES, Assistant, ReplyIn, Run, RunState
@@ -157,8 +158,6 @@ def stop_locked(run: Run) -> None:
     """Stop a run whose row the caller holds locked. A queued run ends before the model is
     called; a running one ends now (the message keeps the text stored so far, `stopped`)
     and its runner, whose writes all check the row, closes the model request."""
-    from streaming.services import stream_abort
-
     now = timezone.now()
     if run.state == RunState.QUEUED:
         _end_queued(run, now)

@@ -10,7 +10,16 @@ from rest_framework.views import APIView
 
 from . import selectors, services
 from .rendering import assistant_dict, run_dict
-from .serializers import AssistantIn, AssistantListOut, AssistantOut, AssistantPatchIn, RunListOut, RunListQuery, RunOut, to_input
+from .serializers import (
+    AssistantIn,
+    AssistantListOut,
+    AssistantOut,
+    AssistantPatchIn,
+    RunListOut,
+    RunListQuery,
+    RunOut,
+    to_input,
+)
 
 
 def parse(serializer):

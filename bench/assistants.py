@@ -35,18 +35,18 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiim_project.settings")
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'bench_assistants.sqlite3'}")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
-import openai  # noqa: E402
-import websockets  # noqa: E402
-from django.core.management import call_command  # noqa: E402
+import openai
+import websockets
+from django.core.management import call_command
 
-from aiim_project.auth import mint_token  # noqa: E402
-from assistants import services as assistant_services  # noqa: E402
-from assistants.models import Assistant, Run  # noqa: E402
-from messaging import services as messaging_services  # noqa: E402
+from aiim_project.auth import mint_token
+from assistants import services as assistant_services
+from assistants.models import Assistant, Run
+from messaging import services as messaging_services
 
 TICK = os.sysconf("SC_CLK_TCK")
 TENANT = "bench-assistants"
@@ -77,7 +77,7 @@ def pct(values: list[float]) -> dict:
     if not values:
         return {}
     ordered = sorted(values)
-    at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]
     return {"n": len(values), "p50": round(at(0.5), 2), "p90": round(at(0.9), 2), "p99": round(at(0.99), 2), "max": round(ordered[-1], 2)}
 
 
