@@ -3,7 +3,8 @@
 Runs in the send transaction, so a run row commits exactly with its trigger. The common case
 (a tenant without assistants) costs no query: whether a tenant has any assistant is cached
 per process for TENANT_CACHE_SECONDS (a process that creates one forgets its entry at once;
-another process may miss a trigger for that long after the tenant's FIRST assistant).
+another process may miss a trigger for that long after the tenant's FIRST assistant). A
+short TTL would put the check back on the send path about once a second per tenant.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from . import wake
 from .models import Assistant, ReplyIn, Run
 from .rendering import state_event
 
-TENANT_CACHE_SECONDS = 1.0
+TENANT_CACHE_SECONDS = 5.0
 _tenants: dict[str, tuple[bool, float]] = {}
 
 
