@@ -217,3 +217,29 @@ async def test_usage_is_estimated_without_a_usage_chunk(setup, fake, runner):
     run = (await wait_run(conv.id, lambda rs: rs[0].state == "completed"))[0]
     assert run.usage_estimated and run.completion_tokens == 3 and run.prompt_tokens == 2
     await alice.disconnect()
+
+
+async def test_stop_run_frame_tenancy(make_conversation):
+    """Another tenant's run id answers exactly like a missing one."""
+    from assistants import frames
+    from messaging.errors import NotFound
+    from streaming.tests.conftest import FakeConnection
+
+    mine = await database_sync_to_async(make_conversation)("alice", ["bot"], type="direct")
+    theirs = await database_sync_to_async(make_conversation)("alice", ["bot"], type="direct", tenant="other")
+    run = await Run.objects.acreate(tenant="other", assistant_id="bot", conversation_id=theirs.id)
+    alice = FakeConnection(user_id="alice")
+    errors = []
+    for frame in (
+        {"conversation_id": theirs.id, "run_id": run.id},
+        {"conversation_id": mine.id, "run_id": run.id},
+        {"conversation_id": mine.id, "run_id": "missing"},
+        {"conversation_id": theirs.id},
+    ):
+        with pytest.raises(NotFound) as caught:
+            await frames.stop_run(alice, {"type": "stop_run", **frame})
+        errors.append((caught.value.code, caught.value.status))
+    assert set(errors) == {("not_found", 404)}
+    assert (await Run.objects.aget(pk=run.id)).state == RunState.QUEUED
+    ack = await frames.stop_run(alice, {"type": "stop_run", "conversation_id": mine.id})
+    assert ack == {"type": "ack", "event": "run.stopped", "conversation_id": mine.id, "run_ids": []}
