@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from messaging import events
@@ -23,7 +23,7 @@ from messaging.models import StreamState
 from streaming.services import stream_abort, stream_append
 
 from . import crypto, selectors
-from .models import Assistant, Run, RunState
+from .models import ACTIVE_STATES, Assistant, Run, RunState
 from .rendering import state_event
 
 REAP_BATCH = 100
@@ -95,16 +95,20 @@ def claim_runs(*, owner: str, limit: int) -> list[Run]:
         if assistant is None:
             _end(run, RunState.FAILED, now, error=("assistant_missing", "The assistant was deleted."))
             continue
-        mine = Run.objects.filter(tenant=run.tenant, assistant_id=run.assistant_id)
-        if mine.filter(state=RunState.RUNNING).count() >= assistant.max_concurrent_runs:
-            continue
-        if mine.filter(state=RunState.RUNNING, conversation_id=run.conversation_id).exists():
-            continue
-        if mine.filter(state=RunState.QUEUED, conversation_id=run.conversation_id, created_at__lt=run.created_at).exists():
+        # One query for the three limits: the assistant's running runs, its running run in
+        # this conversation, an older queued run of it here (FIFO per conversation).
+        here = Q(conversation_id=run.conversation_id)
+        limits = Run.objects.filter(tenant=run.tenant, assistant_id=run.assistant_id, state__in=ACTIVE_STATES).aggregate(
+            running=Count("pk", filter=Q(state=RunState.RUNNING)),
+            running_here=Count("pk", filter=here & Q(state=RunState.RUNNING)),
+            older_here=Count("pk", filter=here & Q(state=RunState.QUEUED, created_at__lt=run.created_at)),
+        )
+        if limits["running"] >= assistant.max_concurrent_runs or limits["running_here"] or limits["older_here"]:
             continue
         lease = now + timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
         Run.objects.filter(pk=run.pk).update(state=RunState.RUNNING, lease_owner=owner, lease_expires_at=lease, started_at=now)
         run.state, run.lease_owner, run.lease_expires_at, run.started_at = RunState.RUNNING, owner, lease, now
+        run.claimed_assistant = assistant  # what prepare() calls the model with, read under the lock
         claimed.append(run)
     return claimed
 
@@ -114,10 +118,8 @@ def _tokens_today(tenant: str) -> int:
     return Run.objects.filter(tenant=tenant, created_at__gte=midnight).aggregate(t=Sum("total_tokens"))["t"] or 0
 
 
-def prepare(*, run_id: str) -> Prepared:
+def prepare(*, run: Run, assistant: Assistant | None) -> Prepared:
     """The model call of a claimed run: endpoint, key, history. Raises RunFailed."""
-    run = Run.objects.get(pk=run_id)
-    assistant = Assistant.objects.filter(tenant=run.tenant, assistant_id=run.assistant_id).first()
     if assistant is None:
         raise RunFailed("assistant_missing", "The assistant was deleted.")
     budget = settings.ASSISTANT_DAILY_TOKENS
@@ -137,7 +139,7 @@ def claim_and_prepare(*, owner: str, limit: int) -> list[tuple[Run, Prepared | R
     out: list[tuple[Run, Prepared | RunFailed]] = []
     for run in claim_runs(owner=owner, limit=limit):
         try:
-            out.append((run, prepare(run_id=run.id)))
+            out.append((run, prepare(run=run, assistant=run.claimed_assistant)))
         except RunFailed as exc:
             out.append((run, exc))
     return out
