@@ -52,6 +52,12 @@ def _no_rate_limit_by_default(settings):
     settings.RATE_LIMIT_PER_SEC = 0
 
 
+@pytest.fixture(autouse=True)
+def _no_inline_assistant_runner(settings):
+    """In-process ASGI tests do not start the assistants runner; its tests start one."""
+    settings.ASSISTANT_RUNNER = "worker"
+
+
 @pytest.fixture
 def token():
     def make(user_id: str = "alice", tenant: str = "default", ttl: int | None = 3600) -> str:

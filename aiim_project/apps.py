@@ -17,6 +17,7 @@ class AiimProjectConfig(AppConfig):
         )
 
         wiring.register_admin(admin.site)
+        wiring.connect_hooks()
 
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # Several server processes share one metrics directory; a live-summed gauge (open

@@ -74,6 +74,29 @@ WS_FANOUT_WAIT_MS: int = env.int("WS_FANOUT_WAIT_MS", default=2000)
 WS_ALLOWED_ORIGINS: list[str] = env.list("WS_ALLOWED_ORIGINS", default=[])
 STREAM_IDLE_TIMEOUT: float = env.float("STREAM_IDLE_TIMEOUT", default=60.0)
 STREAM_COALESCE_MS: int = env.int("STREAM_COALESCE_MS", default=0)
+# Assistants (assistants/, docs/assistants.md). Fernet key(s) for the stored model API keys,
+# comma-separated, the first encrypts (rotation); required with DEBUG off once a key is stored.
+ASSISTANT_ENCRYPTION_KEY: str = env.str("ASSISTANT_ENCRYPTION_KEY", default="")
+if not ASSISTANT_ENCRYPTION_KEY and DEBUG:
+    # Development only, so `bash .ci/start` needs no set-up: a Fernet key derived from SECRET_KEY.
+    import base64
+    import hashlib
+
+    ASSISTANT_ENCRYPTION_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"assistants:" + SECRET_KEY.encode()).digest()).decode()
+# "inline": every server process runs queued runs; "worker": only `manage.py run_assistants`.
+ASSISTANT_RUNNER: str = env.str("ASSISTANT_RUNNER", default="inline")
+if ASSISTANT_RUNNER not in ("inline", "worker"):
+    raise ImproperlyConfigured("ASSISTANT_RUNNER must be 'inline' or 'worker'.")
+ASSISTANT_CHUNK_MS: int = env.int("ASSISTANT_CHUNK_MS", default=50)
+ASSISTANT_HISTORY_CHARS: int = env.int("ASSISTANT_HISTORY_CHARS", default=32000)
+ASSISTANT_FIRST_TOKEN_TIMEOUT: float = env.float("ASSISTANT_FIRST_TOKEN_TIMEOUT", default=60.0)
+ASSISTANT_IDLE_TIMEOUT: float = env.float("ASSISTANT_IDLE_TIMEOUT", default=30.0)
+ASSISTANT_MAX_DURATION: float = env.float("ASSISTANT_MAX_DURATION", default=600.0)
+ASSISTANT_DAILY_TOKENS: int = env.int("ASSISTANT_DAILY_TOKENS", default=0)
+ASSISTANT_LEASE_SECONDS: float = env.float("ASSISTANT_LEASE_SECONDS", default=15.0)
+ASSISTANT_POLL_INTERVAL: float = env.float("ASSISTANT_POLL_INTERVAL", default=0.25)
+ASSISTANT_RETRY_BACKOFF: float = env.float("ASSISTANT_RETRY_BACKOFF", default=0.5)
+ASSISTANT_PROCESS_RUNS: int = env.int("ASSISTANT_PROCESS_RUNS", default=100)
 LOG_FORMAT: str = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
 # Each dependency check of GET /health gives up after this many seconds.
@@ -107,6 +130,7 @@ INSTALLED_APPS = [
     "messaging",
     "receipts",
     "streaming",
+    "assistants",
     "aiim_project",
 ]
 
@@ -312,5 +336,9 @@ LOGGING = {
         "django": {"handlers": [], "propagate": True},
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # The model client (assistants): a line per request at INFO, request options at DEBUG.
+        "openai": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
     },
 }

@@ -27,6 +27,7 @@ def merge(*tables: tuple[str, Mapping[str, FrameSpec]]) -> dict[str, FrameSpec]:
 
 
 def frame_table() -> dict[str, FrameSpec]:
+    import assistants.frames
     import messaging.frames
     import receipts.frames
     import streaming.frames
@@ -35,6 +36,7 @@ def frame_table() -> dict[str, FrameSpec]:
         ("messaging", messaging.frames.FRAMES),
         ("receipts", receipts.frames.FRAMES),
         ("streaming", streaming.frames.FRAMES),
+        ("assistants", assistants.frames.FRAMES),
     )
 
 
@@ -51,6 +53,7 @@ def api_urls() -> list:
         # streaming's `messages/stream` before messaging's `messages/<conversation_id>`.
         path("", include("streaming.urls")),
         path("", include("receipts.urls")),
+        path("", include("assistants.urls")),
         path("", include("messaging.urls")),
         # Last: any other path under the API answers with the JSON error body, DEBUG or not.
         re_path(r"", json_404),
@@ -58,6 +61,8 @@ def api_urls() -> list:
 
 
 def register_admin(site) -> None:
+    from assistants.admin import AssistantAdmin, RunAdmin
+    from assistants.models import Assistant, Run
     from messaging.admin import ConversationAdmin, MemberAdmin
     from messaging.models import Conversation, Member, Message
     from receipts.admin import CursorMoveAdmin
@@ -69,6 +74,17 @@ def register_admin(site) -> None:
     # messaging's message pages, with streaming's "abort stream" action.
     site.register(Message, StreamMessageAdmin)
     site.register(CursorMove, CursorMoveAdmin)
+    site.register(Assistant, AssistantAdmin)
+    site.register(Run, RunAdmin)
+
+
+def connect_hooks() -> None:
+    """messaging may not import assistants: a human's stored message reaches the assistants'
+    trigger through messaging's generic post-store hook."""
+    from assistants import triggers
+    from messaging import hooks
+
+    hooks.on_messages_stored(triggers.messages_stored)
 
 
 def gateway():
@@ -102,8 +118,11 @@ def application(django_asgi_app):
     from aiim_project.core import logs
     from aiim_project.gateway import http_streams
     from aiim_project.path_router import PathRouter
+    from assistants.runner import StartRunner
 
     daphne.install()
     daphne.redact_access_log(logs.redact_query_tokens)
     http_app = PathRouter("/api/aiim/", OneHopASGIHandler(send_stream=http_streams.send_stream), django_asgi_app)
-    return ProtocolTypeRouter({"http": http_app, "websocket": websocket_app()})
+    # Every server process runs queued assistant runs (ASSISTANT_RUNNER=inline), started by
+    # its first call: Daphne offers no start-up hook inside its loop.
+    return StartRunner(ProtocolTypeRouter({"http": http_app, "websocket": websocket_app()}))

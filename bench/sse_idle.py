@@ -30,7 +30,7 @@ django.setup()
 
 from websockets.asyncio.client import connect  # noqa: E402
 
-from aiim_project.auth import mint_token  # noqa: E402
+from aiim_project.core.auth import mint_token  # noqa: E402
 from tests.reliability.support import http, rss_kb  # noqa: E402
 
 TENANT = "bench-sse"

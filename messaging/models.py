@@ -39,6 +39,9 @@ class StreamState(models.TextChoices):
     STREAMING = "streaming"
     COMPLETED = "completed"
     ABORTED = "aborted"
+    # An assistant's reply that a member stopped, or whose model call failed.
+    STOPPED = "stopped"
+    FAILED = "failed"
 
 
 class Conversation(models.Model):

@@ -20,6 +20,7 @@ from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_access, check_i
 from aiim_project.core.errors import AiimError, Conflict, Forbidden, Invalid, NotFound, TooLarge
 from aiim_project.core.metrics import SEQ_ALLOC_SECONDS
 
+from . import hooks
 from .models import Conversation, ConversationType, Member, Message, MessageType, Role
 from .rendering import member_dict, message_dict, stream_dict
 from .seq import get_allocator
@@ -473,6 +474,7 @@ def _send_run(
         # the one-at-a-time path raises the floor and retries each message.
         raise Conflict("Could not allocate sequence numbers for the run; retry.")
     events.publish_all_on_commit([message_created_event(tenant, m) for m in messages])
+    hooks.messages_stored(tenant, messages)
     return messages
 
 
@@ -511,4 +513,5 @@ def message_send(
         stream_updated_at=timezone.now() if stream_state else None,
     )
     publish_message_created(tenant, message)
+    hooks.messages_stored(tenant, [message])
     return message, True

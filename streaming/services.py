@@ -112,7 +112,16 @@ def _apply(message: Message, *, index: int, chunk: str, stream_end: bool, now: d
 
 
 def _start(
-    *, tenant: str, sender: str, conversation_id: str, client_msg_id: str, chunk: str, chunk_index: int | None, stream_end: bool, now: datetime
+    *,
+    tenant: str,
+    sender: str,
+    conversation_id: str,
+    client_msg_id: str,
+    chunk: str,
+    chunk_index: int | None,
+    stream_end: bool,
+    now: datetime,
+    metadata: dict | None = None,
 ) -> ChunkResult | None:
     """Create the stream with its first chunk; None if another request created it first."""
     check_content_size(chunk)  # before the seq is allocated: a refused chunk consumes none
@@ -129,7 +138,7 @@ def _start(
         type=STREAM_MESSAGE_TYPE,
         content="",
         client_msg_id=client_msg_id,
-        metadata={},
+        metadata=metadata or {},
         stream_state=StreamState.STREAMING,
         stream_updated_at=now,
     )
@@ -148,8 +157,10 @@ def stream_append(
     chunk: str,
     chunk_index: int | None = None,
     stream_end: bool = False,
+    metadata: dict | None = None,
 ) -> ChunkResult:
-    """Accept one chunk of the caller's stream `client_msg_id`, starting it if it is new.
+    """Accept one chunk of the caller's stream `client_msg_id`, starting it if it is new
+    (with `metadata`, which only a starting chunk uses: the assistants app's `run_id`).
 
     `chunk_index` defaults to the next one. A repeat of an accepted index is acknowledged
     again and changes nothing (even after the stream ended: it is a retry, not new text);
@@ -172,6 +183,7 @@ def stream_append(
                 chunk_index=chunk_index,
                 stream_end=stream_end,
                 now=now,
+                metadata=metadata,
             )
             if started is not None:
                 return started
@@ -294,9 +306,17 @@ def stream_append_run(
     raise Conflict("The stream changed while these chunks were written; retry.")
 
 
+END_STATES = (StreamState.ABORTED, StreamState.STOPPED, StreamState.FAILED)
+
+
 @transaction.atomic
-def stream_abort(*, tenant: str, sender: str, conversation_id: str, client_msg_id: str) -> Message:
-    """End the caller's open stream as `aborted`, keeping the text that arrived."""
+def stream_abort(
+    *, tenant: str, sender: str, conversation_id: str, client_msg_id: str, state: str = StreamState.ABORTED
+) -> Message:
+    """End the caller's open stream as `aborted` (or `stopped` / `failed`, for the assistants
+    app's replies), keeping the text that arrived."""
+    if state not in END_STATES:
+        raise Invalid("state must be aborted, stopped or failed.", errors={"state": ["Invalid choice."]})
     check_stream_ids(conversation_id, client_msg_id)
     message = _own_stream(tenant=tenant, sender=sender, conversation_id=conversation_id, client_msg_id=client_msg_id, lock=True)
     if message is None:
@@ -306,8 +326,8 @@ def stream_abort(*, tenant: str, sender: str, conversation_id: str, client_msg_i
     if message.stream_state != StreamState.STREAMING:
         raise Conflict(f"The stream has ended ({message.stream_state}).", stream_state=message.stream_state)
     now = timezone.now()
-    Message.objects.filter(pk=message.pk).update(stream_state=StreamState.ABORTED, stream_updated_at=now)
-    message.stream_state, message.stream_updated_at = StreamState.ABORTED, now
+    Message.objects.filter(pk=message.pk).update(stream_state=state, stream_updated_at=now)
+    message.stream_state, message.stream_updated_at = state, now
     _publish_updated(message, StatusView(members_of(message.conversation_id)))
     return message
 

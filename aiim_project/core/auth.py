@@ -13,7 +13,7 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendExpiredToken
 
-from aiim_project.core.checks import is_id
+from aiim_project.core.checks import MAX_ID_LENGTH, is_id
 from aiim_project.core.errors import NotAuthenticated, TokenExpired, TokenInvalid
 
 
@@ -22,11 +22,17 @@ class Principal:
     tenant: str
     user_id: str
     expires_at: float | None = None
+    # The token's optional `role` claim; "admin" may manage the tenant's assistants.
+    role: str | None = None
 
     # DRF treats request.user as a user object.
     is_authenticated = True
     is_anonymous = False
     is_active = True
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
 
     @property
     def pk(self) -> str:
@@ -95,13 +101,18 @@ def _verify(backend: TokenBackend, token: str) -> _Verified:
     if not is_id(tenant):
         raise TokenInvalid("Token has no valid 'tenant' claim.")
     exp = claims.get("exp")
-    principal = Principal(tenant=tenant, user_id=sub, expires_at=float(exp) if exp is not None else None)
+    role = claims.get("role")
+    if role is not None and (not isinstance(role, str) or len(role) > MAX_ID_LENGTH):
+        raise TokenInvalid("Token has an invalid 'role' claim.")
+    principal = Principal(tenant=tenant, user_id=sub, expires_at=float(exp) if exp is not None else None, role=role)
     return _Verified(principal, int(exp) if exp is not None else None)
 
 
-def mint_token(*, user_id: str, tenant: str = "default", ttl: int | None = 3600) -> str:
+def mint_token(*, user_id: str, tenant: str = "default", ttl: int | None = 3600, role: str | None = None) -> str:
     now = int(time.time())
     claims: dict = {"sub": user_id, "tenant": tenant, "iat": now}
+    if role:
+        claims["role"] = role
     if ttl:
         claims["exp"] = now + ttl
     return _backend().encode(claims)

@@ -26,7 +26,7 @@ logger = logging.getLogger("aiim.delivery")
 # | None: the text of chunks from_index..end (the streaming app's, handed over by the wiring).
 ChunkLoader = Callable[[str, int], Awaitable[dict[str, Any] | None]]
 
-FINAL_STREAM_STATES = frozenset({"completed", "aborted"})
+FINAL_STREAM_STATES = frozenset({"completed", "aborted", "stopped", "failed"})
 # Rows per database read when filling a gap; a longer gap takes several reads.
 GAP_READ_LIMIT = 500
 # A failing database read is retried after this long (the subscription keeps buffering).

@@ -9,7 +9,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="user id, the token's 'sub'")
         parser.add_argument("--tenant", default="default")
+        parser.add_argument("--role", default=None, help='optional role claim; "admin" manages the tenant\'s assistants')
         parser.add_argument("--ttl", type=int, default=3600, help="seconds until expiry; 0 = never")
 
-    def handle(self, *args, user: str, tenant: str, ttl: int, **options):
-        self.stdout.write(mint_token(user_id=user, tenant=tenant, ttl=ttl or None))
+    def handle(self, *args, user: str, tenant: str, ttl: int, role: str | None = None, **options):
+        self.stdout.write(mint_token(user_id=user, tenant=tenant, ttl=ttl or None, role=role))

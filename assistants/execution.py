@@ -1,0 +1,261 @@
+"""The runner's writes, each one short transaction (called through `in_worker`).
+
+Every write to a claimed run is conditional on `state = running AND lease_owner = <me>`
+under the run's row lock, the same lock a stop or the lease reaper takes: whoever ended the
+run first wins, and a runner that lost its run writes nothing more (no text twice, no
+second end). The reply is one stream message written through `streaming.services`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from aiim_project.core import events
+from aiim_project.core.errors import AiimError
+from messaging.models import StreamState
+from streaming.services import stream_abort, stream_append
+
+from . import crypto, selectors
+from .models import ACTIVE_STATES, Assistant, Run, RunState
+from .rendering import state_event
+
+REAP_BATCH = 100
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a claimed run calls its model with."""
+
+    base_url: str
+    api_key: str
+    model: str
+    params: dict[str, Any]
+    messages: list[dict[str, Any]]
+
+
+class RunFailed(Exception):
+    """A run that cannot even call its model (assistant deleted, budget, key)."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+def publish_state(run: Run, state: str, code: str | None = None, detail: str | None = None) -> None:
+    events.publish_all_on_commit(
+        [state_event(tenant=run.tenant, conversation_id=run.conversation_id, assistant_id=run.assistant_id, run_id=run.id, state=state, code=code, detail=detail)]
+    )
+
+
+def queued_exists() -> bool:
+    """Plain read first, so an idle runner never takes a write lock (SQLite) to find nothing."""
+    return Run.objects.filter(state=RunState.QUEUED).exists()
+
+
+@transaction.atomic
+def claim_runs(*, owner: str, limit: int) -> list[Run]:
+    """Claim up to `limit` queued runs, oldest first, within each assistant's limits.
+
+    Queued rows are locked with SKIP LOCKED (PostgreSQL), so runners never wait on each
+    other's candidates; then each run's assistant row is locked, which serializes the
+    per-assistant checks (max_concurrent_runs, one active run per conversation) across
+    runners. SQLite takes the database write lock for the transaction instead.
+    """
+    now = timezone.now()
+    candidates = list(
+        Run.objects.select_for_update(skip_locked=True).filter(state=RunState.QUEUED).order_by("created_at", "id")[: max(limit * 4, 20)]
+    )
+    assistants: dict[tuple[str, str], Assistant | None] = {}
+    claimed: list[Run] = []
+    for run in candidates:
+        if len(claimed) >= limit:
+            break
+        key = (run.tenant, run.assistant_id)
+        if key not in assistants:
+            assistants[key] = Assistant.objects.select_for_update().filter(tenant=run.tenant, assistant_id=run.assistant_id).first()
+        assistant = assistants[key]
+        if assistant is None:
+            _end(run, RunState.FAILED, now, error=("assistant_missing", "The assistant was deleted."))
+            continue
+        # One query for the three limits: the assistant's running runs, its running run in
+        # this conversation, an older queued run of it here (FIFO per conversation).
+        here = Q(conversation_id=run.conversation_id)
+        limits = Run.objects.filter(tenant=run.tenant, assistant_id=run.assistant_id, state__in=ACTIVE_STATES).aggregate(
+            running=Count("pk", filter=Q(state=RunState.RUNNING)),
+            running_here=Count("pk", filter=here & Q(state=RunState.RUNNING)),
+            older_here=Count("pk", filter=here & Q(state=RunState.QUEUED, created_at__lt=run.created_at)),
+        )
+        if limits["running"] >= assistant.max_concurrent_runs or limits["running_here"] or limits["older_here"]:
+            continue
+        lease = now + timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
+        Run.objects.filter(pk=run.pk).update(state=RunState.RUNNING, lease_owner=owner, lease_expires_at=lease, started_at=now)
+        run.state, run.lease_owner, run.lease_expires_at, run.started_at = RunState.RUNNING, owner, lease, now
+        run.claimed_assistant = assistant  # what prepare() calls the model with, read under the lock
+        claimed.append(run)
+    return claimed
+
+
+def _tokens_today(tenant: str) -> int:
+    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    return Run.objects.filter(tenant=tenant, created_at__gte=midnight).aggregate(t=Sum("total_tokens"))["t"] or 0
+
+
+def prepare(*, run: Run, assistant: Assistant | None) -> Prepared:
+    """The model call of a claimed run: endpoint, key, history. Raises RunFailed."""
+    if assistant is None:
+        raise RunFailed("assistant_missing", "The assistant was deleted.")
+    budget = settings.ASSISTANT_DAILY_TOKENS
+    if budget and _tokens_today(run.tenant) >= budget:
+        raise RunFailed("budget_exhausted", f"The tenant's daily token budget ({budget}) is used up.")
+    try:
+        api_key = crypto.decrypt(assistant.api_key_encrypted)
+    except AiimError as exc:
+        raise RunFailed("model_error", exc.detail) from None
+    messages = selectors.history(assistant=assistant, conversation_id=run.conversation_id, max_chars=settings.ASSISTANT_HISTORY_CHARS)
+    return Prepared(base_url=assistant.base_url, api_key=api_key, model=assistant.model, params=dict(assistant.params or {}), messages=messages)
+
+
+def claim_and_prepare(*, owner: str, limit: int) -> list[tuple[Run, Prepared | RunFailed]]:
+    """`claim_runs`, then each claimed run's `prepare`, in one worker call (one thread hop
+    less before the model is called: it is on the time to first token)."""
+    out: list[tuple[Run, Prepared | RunFailed]] = []
+    for run in claim_runs(owner=owner, limit=limit):
+        try:
+            out.append((run, prepare(run=run, assistant=run.claimed_assistant)))
+        except RunFailed as exc:
+            out.append((run, exc))
+    return out
+
+
+def _mine(run_id: str, owner: str) -> Run | None:
+    return Run.objects.select_for_update().filter(pk=run_id, state=RunState.RUNNING, lease_owner=owner).first()
+
+
+def _usage_fields(usage: Usage | None) -> dict[str, Any]:
+    if usage is None:
+        return {}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "usage_estimated": usage.estimated,
+    }
+
+
+def _end(run: Run, state: str, now, *, error: tuple[str, str] | None = None, finish_reason: str | None = None, usage: Usage | None = None) -> None:
+    fields: dict[str, Any] = {"state": state, "ended_at": now, "lease_expires_at": None, **_usage_fields(usage)}
+    if finish_reason:
+        fields["finish_reason"] = finish_reason
+    if error:
+        fields["error_code"], fields["error_detail"] = error
+    Run.objects.filter(pk=run.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(run, name, value)
+    if error:
+        publish_state(run, "error", *error)
+    else:
+        publish_state(run, "idle")
+
+
+@transaction.atomic
+def write_chunk(*, run_id: str, owner: str, text: str, end: bool = False, finish_reason: str | None = None, usage: Usage | None = None) -> bool:
+    """Append `text` to the run's reply (the first text creates it); `end` completes the
+    stream and the run. False if the run is no longer this runner's (stopped, interrupted)."""
+    run = _mine(run_id, owner)
+    if run is None:
+        return False
+    now = timezone.now()
+    if text or (end and run.reply_message_id):
+        result = stream_append(
+            tenant=run.tenant,
+            sender=run.assistant_id,
+            conversation_id=run.conversation_id,
+            client_msg_id=run.client_msg_id,
+            chunk=text,
+            stream_end=end,
+            metadata={"run_id": run.id},
+        )
+        if result.started:
+            Run.objects.filter(pk=run.pk).update(reply_message_id=result.message.id, first_token_at=now)
+    if end:
+        _end(run, RunState.COMPLETED, now, finish_reason=finish_reason or "stop", usage=usage)
+    return True
+
+
+@transaction.atomic
+def fail(*, run_id: str, owner: str, code: str, detail: str, usage: Usage | None = None) -> bool:
+    """End the run `failed`; its reply (if any) keeps its text, stream state `failed`."""
+    run = _mine(run_id, owner)
+    if run is None:
+        return False
+    if run.reply_message_id:
+        _end_stream(run, StreamState.FAILED)
+    _end(run, RunState.FAILED, timezone.now(), error=(code, detail[:2000]), usage=usage)
+    return True
+
+
+def _end_stream(run: Run, state: str) -> None:
+    try:
+        stream_abort(tenant=run.tenant, sender=run.assistant_id, conversation_id=run.conversation_id, client_msg_id=run.client_msg_id, state=state)
+    except AiimError:  # already ended (the stream reaper), or the assistant left: nothing to end
+        pass
+
+
+def record_usage(*, run_id: str, owner: str, usage: Usage) -> None:
+    """A stopped run's usage, written by the runner that ran it, once."""
+    Run.objects.filter(pk=run_id, lease_owner=owner, state=RunState.STOPPED, total_tokens=0).update(**_usage_fields(usage))
+
+
+def renew(*, owner: str, run_ids: list[str]) -> set[str]:
+    """Extend the leases of this runner's runs; returns those still running (the others
+    were stopped or interrupted meanwhile: their tasks are cancelled)."""
+    if not run_ids:
+        return set()
+    lease = timezone.now() + timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
+    Run.objects.filter(pk__in=run_ids, lease_owner=owner, state=RunState.RUNNING).update(lease_expires_at=lease)
+    return set(Run.objects.filter(pk__in=run_ids, lease_owner=owner, state=RunState.RUNNING).values_list("pk", flat=True))
+
+
+def still_running(*, owner: str, run_ids: list[str]) -> set[str]:
+    if not run_ids:
+        return set()
+    return set(Run.objects.filter(pk__in=run_ids, lease_owner=owner, state=RunState.RUNNING).values_list("pk", flat=True))
+
+
+def expired_exists() -> bool:
+    return Run.objects.filter(state=RunState.RUNNING, lease_expires_at__lt=timezone.now()).exists()
+
+
+@transaction.atomic
+def interrupt_expired() -> list[Run]:
+    """Runs whose runner died (lease expired): `interrupted`, their reply `aborted` with the
+    text it had. Safe in every runner at once (SKIP LOCKED)."""
+    now = timezone.now()
+    stale = list(
+        Run.objects.select_for_update(skip_locked=True)
+        .filter(state=RunState.RUNNING, lease_expires_at__lt=now)
+        .order_by("lease_expires_at")[:REAP_BATCH]
+    )
+    for run in stale:
+        if run.reply_message_id:
+            _end_stream(run, StreamState.ABORTED)
+        _end(run, RunState.INTERRUPTED, now, error=("interrupted", "The runner executing this run stopped."))
+    return stale

@@ -1,0 +1,91 @@
+"""Which stored human messages start a run: messaging's post-store hook (messaging.hooks).
+
+Runs in the send transaction, so a run row commits exactly with its trigger. The common case
+(a tenant without assistants) costs no query: whether a tenant has any assistant is cached
+per process for TENANT_CACHE_SECONDS (a process that creates one forgets its entry at once;
+another process may miss a trigger for that long after the tenant's FIRST assistant). A
+short TTL would put the check back on the send path about once a second per tenant.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+
+from django.db import transaction
+
+from aiim_project.core import events
+from messaging.models import Conversation, ConversationType, Member, Message
+
+from . import wake
+from .models import Assistant, ReplyIn, Run
+from .rendering import state_event
+
+TENANT_CACHE_SECONDS = 5.0
+_tenants: dict[str, tuple[bool, float]] = {}
+
+
+def forget_tenant(tenant: str) -> None:
+    _tenants.pop(tenant, None)
+
+
+def _tenant_has_assistants(tenant: str) -> bool:
+    now = time.monotonic()
+    hit = _tenants.get(tenant)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    if len(_tenants) > 10000:
+        _tenants.clear()
+    has = Assistant.objects.filter(tenant=tenant).exists()
+    _tenants[tenant] = (has, now + TENANT_CACHE_SECONDS)
+    return has
+
+
+def mentions(message: Message, assistant_id: str) -> bool:
+    listed = (message.metadata or {}).get("mentions") if isinstance(message.metadata, dict) else None
+    if isinstance(listed, list) and assistant_id in listed:
+        return True
+    text = message.content if isinstance(message.content, str) else None
+    if text is None and isinstance(message.content, dict) and isinstance(message.content.get("text"), str):
+        text = message.content["text"]
+    # "@bot" must not match inside "@bot2": the id ends at a character that cannot continue it.
+    return bool(text) and re.search(rf"@{re.escape(assistant_id)}(?![\w.-])", text) is not None
+
+
+def should_reply(assistant: Assistant, conversation_type: str, message: Message) -> bool:
+    if assistant.reply_in == ReplyIn.ALWAYS or conversation_type == ConversationType.DIRECT:
+        return True
+    return mentions(message, assistant.assistant_id)
+
+
+def messages_stored(tenant: str, messages: Sequence[Message]) -> None:
+    if not messages or not _tenant_has_assistants(tenant):
+        return
+    conversation_id = messages[0].conversation_id
+    members = Member.objects.filter(conversation_id=conversation_id).values("user_id")
+    assistants = list(Assistant.objects.filter(tenant=tenant, assistant_id__in=members))
+    if not assistants:
+        return
+    ids = {a.assistant_id for a in assistants}
+    senders = {m.sender_id for m in messages} - ids
+    if senders:  # an assistant of the tenant that is not in this conversation is still not a human
+        senders -= set(Assistant.objects.filter(tenant=tenant, assistant_id__in=senders).values_list("assistant_id", flat=True))
+    conversation_type = Conversation.objects.filter(pk=conversation_id).values_list("type", flat=True).first()
+    runs = [
+        Run(tenant=tenant, assistant_id=a.assistant_id, conversation_id=conversation_id, trigger_message_id=m.id)
+        for m in messages
+        if m.sender_id in senders
+        for a in assistants
+        if should_reply(a, conversation_type, m)
+    ]
+    if not runs:
+        return
+    Run.objects.bulk_create(runs)
+    events.publish_all_on_commit(
+        [
+            state_event(tenant=tenant, conversation_id=conversation_id, assistant_id=r.assistant_id, run_id=r.id, state="queued")
+            for r in runs
+        ]
+    )
+    transaction.on_commit(wake.wake, robust=True)
