@@ -126,3 +126,8 @@ def application(django_asgi_app):
     # Every server process runs queued assistant runs (ASSISTANT_RUNNER=inline), started by
     # its first call: Daphne offers no start-up hook inside its loop.
     return StartRunner(ProtocolTypeRouter({"http": http_app, "websocket": websocket_app()}))
+
+
+def http_app_of(application):
+    """The HTTP half of `application` (what tests inspect)."""
+    return application.app.application_mapping["http"]

@@ -13,7 +13,7 @@ from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
 from django.db import connection
 
-from aiim_project import asgi
+from aiim_project import asgi, wiring
 from aiim_project.compat.django import OneHopASGIHandler
 from aiim_project.core.db import in_worker  # hands its thread's connection back after each call
 
@@ -52,7 +52,7 @@ def seen():
 
 
 def test_api_requests_take_the_one_hop_handler_and_the_rest_django_s():
-    http_app = asgi.application.application_mapping["http"]
+    http_app = wiring.http_app_of(asgi.application)
     assert isinstance(http_app.fast, OneHopASGIHandler)
     assert type(http_app.default) is ASGIHandler
     assert http_app.prefix == "/api/aiim/"

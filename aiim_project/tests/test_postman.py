@@ -59,7 +59,8 @@ def executions(report: dict) -> list[tuple[str, int]]:
 def test_own_collection_runs_unattended(daphne, tmp_path):
     server = daphne(1)[0]
     report = newman(OWN_COLLECTION, tmp_path, base_url=server.url,
-                    token=mint_token(user_id="alice"), token_bob=mint_token(user_id="bob"))
+                    token=mint_token(user_id="alice"), token_bob=mint_token(user_id="bob"),
+                    token_admin=mint_token(user_id="admin", role="admin"))
     stats = report["run"]["stats"]
     assert report["_returncode"] == 0 and report["run"]["failures"] == [], report["_output"]
     assert stats["assertions"]["failed"] == 0 and stats["testScripts"]["failed"] == 0

@@ -29,14 +29,14 @@ def test_whitenoise_runs_only_in_django_s_full_chain():
     from django.utils.module_loading import import_string
     from whitenoise.middleware import WhiteNoiseMiddleware
 
-    from aiim_project import asgi
+    from aiim_project import asgi, wiring
 
     def static(paths):
         return [p for p in paths if issubclass(import_string(p), WhiteNoiseMiddleware)]
 
     assert static(settings.MIDDLEWARE) == ["aiim_project.static_files.StaticFilesMiddleware"]
     assert static(settings.API_MIDDLEWARE) == []
-    handler = asgi.application.application_mapping["http"].fast
+    handler = wiring.http_app_of(asgi.application).fast
     handler.load_middleware()
     chain, seen = handler._middleware_chain, []
     while chain is not None:  # convert_exception_to_response wrappers keep __wrapped__
