@@ -99,3 +99,21 @@ def test_reconnect_mid_reply_gets_all_of_it_and_stop_ends_it_early(chat_setup, f
     assert reply.stream_state == "stopped"
     assert result["chunks"][-2:] == ["abort", "finish"] and result["errors"] == []
     assert text(result["message"]) == reply.content and len(reply.content.split()) < 300
+
+
+def test_regenerate_answers_the_last_message_again_and_a_failure_before_the_first_token_is_an_error(chat_setup, fake, node):  # noqa: F811
+    server, conversation = chat_setup
+    api, alice = f"{server.url}/api/aiim/chat", mint_token(user_id="alice")
+    fake.queue(Script(text="first answer", delay=0.005))
+    assert text(result_of(chat(node, "send", api, alice, conversation.id, "ui-1", "question"))["message"]) == "first answer"
+    again = result_of(chat(node, "regenerate", api, alice, conversation.id))
+    replies = list(Message.objects.filter(type="ai").order_by("seq"))
+    assert len(replies) == 2 and again["message"]["id"] == replies[1].id
+    assert text(again["message"]) == replies[1].content == "You said: question"
+    assert Run.objects.filter(trigger_message_id=Message.objects.get(sender_id="alice").id).count() == 2
+
+    fake.queue(Script(status=400))  # not retried: the run fails before any reply message exists
+    failed = result_of(chat(node, "send", api, alice, conversation.id, "ui-2", "break please"))
+    assert failed["chunks"][0] == "start" and failed["chunks"][-1] == "error"
+    assert failed["errors"] == ["The model endpoint answered HTTP 400."]
+    assert Message.objects.filter(type="ai").count() == 2

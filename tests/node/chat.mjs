@@ -1,6 +1,7 @@
 // useChat's default transport (`DefaultChatTransport` of the real `ai` package) against
 // AIIM's chat endpoints, read with readUIMessageStream as useChat does.
 // Usage: node chat.mjs send <api> <token> <conversation id> <ui message id> <text>
+//        node chat.mjs regenerate <api> <token> <conversation id>
 //        node chat.mjs reconnect <api> <token> <conversation id>
 // Prints "delta" at the first text delta (the test acts mid-reply then), and last one JSON
 // line: {message, chunks, errors} (message null when reconnect got 204).
@@ -12,6 +13,8 @@ let stream;
 if (mode === 'send') {
   const messages = [{ id: uiId, role: 'user', parts: [{ type: 'text', text }] }];
   stream = await transport.sendMessages({ chatId, messages, trigger: 'submit-message', messageId: undefined, abortSignal: undefined });
+} else if (mode === 'regenerate') {
+  stream = await transport.sendMessages({ chatId, messages: [], trigger: 'regenerate-message', messageId: undefined, abortSignal: undefined });
 } else {
   stream = await transport.reconnectToStream({ chatId });
 }
