@@ -18,6 +18,8 @@ urlpatterns = [
     path("health", health.health, name="health"),
     path("health/live", health.live, name="health-live"),
     path("ws-test", TemplateView.as_view(template_name="ws_test.html"), name="ws-test"),
+    # A plain-HTML client of the AI SDK chat endpoints (docs/protocol.md 7.4).
+    path("chat-demo", TemplateView.as_view(template_name="chat_demo.html"), name="chat-demo"),
     path("admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),
 ]

@@ -9,7 +9,7 @@ from aiim_project.core.errors import NotFound
 from messaging.models import Message, MessageType
 from messaging.selectors import conversation_for_member
 
-from .models import Assistant, Run
+from .models import ACTIVE_STATES, Assistant, Run
 
 MAX_RUNS_PAGE = 200
 
@@ -38,6 +38,21 @@ def conversation_runs(*, tenant: str, user_id: str, conversation_id: str, limit:
     """The conversation's runs, newest first."""
     conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
     return list(Run.objects.filter(tenant=tenant, conversation_id=conversation_id).order_by("-created_at", "-id")[:limit])
+
+
+def active_run_for_conversation(*, tenant: str, user_id: str, conversation_id: str) -> Run | None:
+    """The conversation's newest queued or running run (what useChat resumes), or None."""
+    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    return (
+        Run.objects.filter(tenant=tenant, conversation_id=conversation_id, state__in=ACTIVE_STATES)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def run_progress(*, run_id: str) -> Run | None:
+    """The fields a chat stream waits on: the reply's id, the state, the error."""
+    return Run.objects.filter(pk=run_id).only("id", "reply_message_id", "state", "error_code", "error_detail").first()
 
 
 def _text_of(message: Message) -> str | None:

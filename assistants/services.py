@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from aiim_project.core import events
 from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound
-from messaging.models import StreamState
+from messaging.models import Member, Message, MessageType, StreamState
 from messaging.selectors import conversation_for_member
-from messaging.services import check_user_id, encoded_size
+from messaging.services import check_user_id, encoded_size, message_send
 from streaming.services import stream_abort
 
 from . import crypto, triggers, wake
@@ -220,4 +220,86 @@ def conversation_runs_stop(*, tenant: str, user_id: str, conversation_id: Any, r
     )
     for run in runs:
         stop_locked(run)
+    return runs
+
+
+# -- the AI SDK chat endpoints (docs/protocol.md 7.4) ------------------------------------
+
+
+class NoAssistant(Conflict):
+    """The conversation has no assistant member (or not the one asked for): nothing can answer."""
+
+    code, default_detail = "no_assistant", "This conversation has no assistant to answer."
+
+
+class NoActiveRun(Conflict):
+    code, default_detail = "no_active_run", "No run of this conversation is active."
+
+
+def chat_assistant(*, tenant: str, conversation_id: str, assistant_id: Any = None) -> str:
+    """The assistant that answers in the conversation: `assistant_id` if given (it must be
+    an assistant member), else the only assistant member."""
+    members = Member.objects.filter(conversation_id=conversation_id).values("user_id")
+    ids = sorted(Assistant.objects.filter(tenant=tenant, assistant_id__in=members).values_list("assistant_id", flat=True))
+    if assistant_id is not None:
+        if assistant_id not in ids:
+            raise NoAssistant("assistant_id is not an assistant member of this conversation.")
+        return assistant_id
+    if not ids:
+        raise NoAssistant()
+    if len(ids) > 1:
+        raise Invalid("This conversation has several assistants: say which in assistant_id.", errors={"assistant_id": ["Required."]})
+    return ids[0]
+
+
+def _start_run(*, tenant: str, assistant_id: str, conversation_id: str, trigger_message_id: str) -> Run:
+    run = Run.objects.create(tenant=tenant, assistant_id=assistant_id, conversation_id=conversation_id, trigger_message_id=trigger_message_id)
+    events.publish_all_on_commit(
+        [state_event(tenant=tenant, conversation_id=conversation_id, assistant_id=assistant_id, run_id=run.id, state="queued")]
+    )
+    transaction.on_commit(wake.wake, robust=True)
+    return run
+
+
+@transaction.atomic
+def chat_send(*, tenant: str, user_id: str, conversation_id: str, client_msg_id: str, text: str, assistant_id: Any = None) -> Run:
+    """Store the caller's message (once per client_msg_id) and return the run answering it.
+    The trigger hook may already have started that run in this transaction (direct
+    conversation, reply_in=always, a mention): it is reused, so one message starts one run
+    of this assistant; a retry returns the first attempt's run."""
+    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    answering = chat_assistant(tenant=tenant, conversation_id=conversation_id, assistant_id=assistant_id)
+    message, _ = message_send(tenant=tenant, sender=user_id, conversation_id=conversation_id, content=text, client_msg_id=client_msg_id)
+    run = (
+        Run.objects.filter(tenant=tenant, conversation_id=conversation_id, assistant_id=answering, trigger_message_id=message.id)
+        .order_by("created_at")
+        .first()
+    )
+    return run or _start_run(tenant=tenant, assistant_id=answering, conversation_id=conversation_id, trigger_message_id=message.id)
+
+
+@transaction.atomic
+def chat_regenerate(*, tenant: str, user_id: str, conversation_id: str, assistant_id: Any = None) -> Run:
+    """A new run for the conversation's last human message (the earlier reply stays stored)."""
+    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    answering = chat_assistant(tenant=tenant, conversation_id=conversation_id, assistant_id=assistant_id)
+    bots = Assistant.objects.filter(tenant=tenant).values("assistant_id")
+    last = (
+        Message.objects.filter(conversation_id=conversation_id, type=MessageType.TEXT)
+        .exclude(sender_id__in=bots)
+        .order_by("-seq")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if last is None:
+        raise Invalid("There is no human message to answer again.", errors={"trigger": ["Nothing to regenerate."]})
+    return _start_run(tenant=tenant, assistant_id=answering, conversation_id=conversation_id, trigger_message_id=last)
+
+
+@transaction.atomic
+def chat_stop(*, tenant: str, user_id: str, conversation_id: str) -> list[Run]:
+    """Stop every active run of the conversation; none active is a 409 `no_active_run`."""
+    runs = conversation_runs_stop(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    if not runs:
+        raise NoActiveRun()
     return runs

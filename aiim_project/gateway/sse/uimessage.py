@@ -67,7 +67,9 @@ class UIMessageEncoder:
         if self.started:
             return b""
         self.started = True
-        start: dict[str, Any] = {"type": "start", "messageId": self.message_id}
+        start: dict[str, Any] = {"type": "start"}
+        if self.message_id:  # "": a chat run that ended before its reply message existed
+            start["messageId"] = self.message_id
         if self.metadata:
             start["messageMetadata"] = self.metadata
         return sse.data_only(start) + sse.data_only({"type": "start-step"})

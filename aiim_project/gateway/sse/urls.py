@@ -16,4 +16,7 @@ def patterns(*, load_chunks) -> list:
             views.ConversationEventsView.as_view(load_chunks=load_chunks),
             name="conversation-events",
         ),
+        re_path(r"^chat/?$", views.ChatView.as_view(load_chunks=load_chunks), name="chat"),
+        re_path(r"^chat/(?P<conversation_id>[^/]+)/stream/?$", views.ChatResumeView.as_view(load_chunks=load_chunks), name="chat-stream"),
+        re_path(r"^chat/(?P<conversation_id>[^/]+)/stop/?$", views.ChatStopView.as_view(), name="chat-stop"),
     ]
