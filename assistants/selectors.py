@@ -42,7 +42,7 @@ def conversation_runs(*, tenant: str, user_id: str, conversation_id: str, limit:
 
 def active_run_for_conversation(*, tenant: str, user_id: str, conversation_id: str) -> Run | None:
     """The conversation's newest queued or running run (what useChat resumes), or None."""
-    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id, hide_membership=True)
     return (
         Run.objects.filter(tenant=tenant, conversation_id=conversation_id, state__in=ACTIVE_STATES)
         .order_by("-created_at", "-id")

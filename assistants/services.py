@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from aiim_project.core import events
+from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_id
 from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound
 from messaging.models import Member, Message, MessageType, StreamState
 from messaging.selectors import conversation_for_member
@@ -200,7 +201,9 @@ def run_stop(*, tenant: str, user_id: str, run_id: Any) -> Run:
 
 
 @transaction.atomic
-def conversation_runs_stop(*, tenant: str, user_id: str, conversation_id: Any, run_id: Any = None) -> list[Run]:
+def conversation_runs_stop(
+    *, tenant: str, user_id: str, conversation_id: Any, run_id: Any = None, hide_membership: bool = False
+) -> list[Run]:
     """The `stop_run` frame: one run, or (no run_id) every active run of the conversation."""
     if run_id is not None:
         run = _run_for_member(tenant, user_id, run_id, lock=True)
@@ -210,9 +213,8 @@ def conversation_runs_stop(*, tenant: str, user_id: str, conversation_id: Any, r
             raise Conflict(f"The run has ended ({run.state}).", state=run.state)
         stop_locked(run)
         return [run]
-    if not isinstance(conversation_id, str) or not conversation_id or len(conversation_id) > 64 or "\x00" in conversation_id:
-        raise Invalid("conversation_id must be a conversation id.", errors={"conversation_id": ["Invalid."]})
-    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    check_id(conversation_id, "conversation_id", max_length=MAX_OBJECT_ID_LENGTH, detail="conversation_id must be a conversation id.")
+    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id, hide_membership=hide_membership)
     runs = list(
         Run.objects.select_for_update()
         .filter(tenant=tenant, conversation_id=conversation_id, state__in=ACTIVE_STATES)
@@ -267,7 +269,7 @@ def chat_send(*, tenant: str, user_id: str, conversation_id: str, client_msg_id:
     The trigger hook may already have started that run in this transaction (direct
     conversation, reply_in=always, a mention): it is reused, so one message starts one run
     of this assistant; a retry returns the first attempt's run."""
-    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id, hide_membership=True)
     answering = chat_assistant(tenant=tenant, conversation_id=conversation_id, assistant_id=assistant_id)
     message, _ = message_send(tenant=tenant, sender=user_id, conversation_id=conversation_id, content=text, client_msg_id=client_msg_id)
     run = (
@@ -281,7 +283,7 @@ def chat_send(*, tenant: str, user_id: str, conversation_id: str, client_msg_id:
 @transaction.atomic
 def chat_regenerate(*, tenant: str, user_id: str, conversation_id: str, assistant_id: Any = None) -> Run:
     """A new run for the conversation's last human message (the earlier reply stays stored)."""
-    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id, hide_membership=True)
     answering = chat_assistant(tenant=tenant, conversation_id=conversation_id, assistant_id=assistant_id)
     bots = Assistant.objects.filter(tenant=tenant).values("assistant_id")
     last = (
@@ -299,7 +301,7 @@ def chat_regenerate(*, tenant: str, user_id: str, conversation_id: str, assistan
 @transaction.atomic
 def chat_stop(*, tenant: str, user_id: str, conversation_id: str) -> list[Run]:
     """Stop every active run of the conversation; none active is a 409 `no_active_run`."""
-    runs = conversation_runs_stop(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
+    runs = conversation_runs_stop(tenant=tenant, user_id=user_id, conversation_id=conversation_id, hide_membership=True)
     if not runs:
         raise NoActiveRun()
     return runs

@@ -19,7 +19,7 @@ from .models import Conversation, Member, Message
 MAX_PAGE = 200
 
 
-def conversation_for_member(*, tenant: str, user_id: str, conversation_id: str) -> Conversation:
+def conversation_for_member(*, tenant: str, user_id: str, conversation_id: str, hide_membership: bool = False) -> Conversation:
     """The conversation if `user_id` is a member. 404 if missing or another tenant's;
     403 if it exists in the tenant but the user is not a member."""
     row = (
@@ -27,7 +27,7 @@ def conversation_for_member(*, tenant: str, user_id: str, conversation_id: str) 
         .annotate(is_member=Exists(Member.objects.filter(conversation=OuterRef("pk"), user_id=user_id)))
         .first()
     )
-    check_access(found=row is not None, is_member=row is not None and row.is_member)
+    check_access(found=row is not None, is_member=row is not None and row.is_member, hide_membership=hide_membership)
     return row
 
 

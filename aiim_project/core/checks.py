@@ -37,9 +37,10 @@ def check_tenant(tenant: str, tenant_id: Any) -> None:
         raise TenantMismatch()
 
 
-def check_access(*, found: bool, is_member: bool) -> None:
-    """The one access rule for a conversation (see the module)."""
-    if not found:
+def check_access(*, found: bool, is_member: bool, hide_membership: bool = False) -> None:
+    """The one access rule for a conversation (see the module). `hide_membership`: a
+    non-member gets the same 404 as a missing conversation (the chat endpoints' contract)."""
+    if not found or (hide_membership and not is_member):
         raise NotFound("Conversation not found.")
     if not is_member:
         raise not_a_member()

@@ -86,13 +86,16 @@ def test_another_tenants_conversation_is_404_exactly_like_a_missing_one(world, a
     assert not Message.objects.exists()
 
 
-def test_a_non_member_of_the_same_tenant_is_refused_as_everywhere(world, api):
-    """403 `forbidden`, as every conversation endpoint answers a non-member of the tenant."""
+def test_a_non_member_of_the_same_tenant_gets_the_missing_conversations_404(world, api):
+    """The chat contract: a conversation the caller is not a member of is not found, with the
+    same body as one that does not exist (docs/protocol.md section 7.4)."""
     elsewhere = world["elsewhere"].id
     alice = api("alice")
-    assert alice.post("/api/aiim/chat", body(elsewhere), format="json").json()["code"] == "forbidden"
-    assert alice.get(f"/api/aiim/chat/{elsewhere}/stream").status_code == 403
-    assert alice.post(f"/api/aiim/chat/{elsewhere}/stop").status_code == 403
+    missing = alice.post("/api/aiim/chat", body("nope"), format="json")
+    refused = alice.post("/api/aiim/chat", body(elsewhere), format="json")
+    assert refused.status_code == 404 and refused.content == missing.content
+    assert alice.get(f"/api/aiim/chat/{elsewhere}/stream").status_code == 404
+    assert alice.post(f"/api/aiim/chat/{elsewhere}/stop").status_code == 404
 
 
 def test_no_assistant_is_409_no_assistant_and_nothing_is_stored(world, api):
