@@ -12,21 +12,14 @@ from __future__ import annotations
 from importlib import import_module
 
 from django.conf import settings
-from django.middleware.csrf import CsrfViewMiddleware
 from rest_framework.authentication import BaseAuthentication
 
+from aiim_project.compat.django import csrf_failure
 from aiim_project.core.auth import Principal, decode_token
 from aiim_project.core.errors import Forbidden
 
 # The session key holding the token (aiim_project.browser_login writes it).
 SESSION_TOKEN_KEY = "aiim_token"
-
-
-class _CsrfCheck(CsrfViewMiddleware):
-    """Django's CSRF check, reporting the reason instead of rendering a 403 page."""
-
-    def _reject(self, request, reason):
-        return reason
 
 
 def _session_store(session_key: str):
@@ -53,11 +46,7 @@ class SessionTokenAuthentication(BaseAuthentication):
         return principal, None
 
     def _enforce_csrf(self, django_request) -> None:
-        check = _CsrfCheck(lambda req: None)
-        # Always: it loads the CSRF cookie so that the browsable API's forms (rendered by
-        # this request, without the CSRF middleware) carry a token matching it.
-        check.process_request(django_request)
-        reason = check.process_view(django_request, None, (), {})
+        reason = csrf_failure(django_request)
         if reason:
             raise Forbidden(f"CSRF Failed: {reason}")
 

@@ -100,3 +100,19 @@ def sync_only(cls: type) -> type:
     """A copy of a `MiddlewareMixin` middleware with `async_capable = False`: consecutive ones
     run as one block on the view's thread (docs/internals.md, "compat/django.py")."""
     return type(cls.__name__, (cls,), {"async_capable": False, "__module__": cls.__module__, "__doc__": cls.__doc__})
+
+
+def csrf_failure(request) -> str | None:
+    """Django's CSRF check on `request` without the CSRF middleware in the chain: the reason
+    it fails, or None. Overrides `CsrfViewMiddleware._reject` (as DRF's CSRFCheck does) to get
+    the reason instead of a rendered 403 page; always loads the CSRF cookie, so that forms
+    rendered by this request carry a token matching it."""
+    from django.middleware.csrf import CsrfViewMiddleware
+
+    class Check(CsrfViewMiddleware):
+        def _reject(self, request, reason):
+            return reason
+
+    check = Check(lambda req: None)
+    check.process_request(request)
+    return check.process_view(request, None, (), {})

@@ -49,6 +49,19 @@ def test_daphne_builds_requests_from_the_class_we_replace_and_queues_frames_wher
     assert "_parsePOSTFormSubmission" in inspect.getsource(__import__("twisted.web.http", fromlist=["Request"]).Request.__init__)
 
 
+def test_daphne_access_log_is_a_callable_class_we_wrap():
+    from daphne import access
+
+    assert callable(access.AccessLogGenerator.__call__)
+    assert "details" in inspect.signature(access.AccessLogGenerator.__call__).parameters
+
+
+def test_django_csrf_middleware_rejects_through_the_method_we_override():
+    from django.middleware.csrf import CsrfViewMiddleware
+
+    assert "self._reject(" in inspect.getsource(CsrfViewMiddleware)
+
+
 def test_channels_redis_pubsub_layer_has_the_receive_loop_we_replace():
     from channels_redis import pubsub
 
