@@ -298,6 +298,7 @@ class Recorder:
     delivery_lat: list[float] = field(default_factory=list)
     delivery_at: list[float] = field(default_factory=list)  # receive times, same order
     ack_lat: list[float] = field(default_factory=list)
+    ack_at: list[float] = field(default_factory=list)  # ack receive times (send_msg), for per-minute rates
     acked: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     chunk_sent: dict[tuple[str, int], float] = field(default_factory=dict)
     errors: Counter = field(default_factory=Counter)
@@ -441,6 +442,7 @@ async def sender_loop(
         finally:
             sem.release()
         if reply.get("type") == "ack":
+            rec.ack_at.append(now())
             rec.ack_lat.append(now() - t0)
             rec.acked[conv].add(reply["seq"])
         else:
@@ -461,8 +463,10 @@ async def sender_loop(
     return sent
 
 
-async def fanout(b: Bench, n_conv: int, n_members: int, *, duration: float, window: int, interval: float | None = None) -> dict:
-    rec = Recorder()
+async def fanout(
+    b: Bench, n_conv: int, n_members: int, *, duration: float, window: int, interval: float | None = None, rec: Recorder | None = None
+) -> dict:
+    rec = rec or Recorder()
     groups = await b.groups(n_conv, n_members)
     clients, connect_lat, _ = await b.connect_all(rec, groups)
     await asyncio.sleep(0.5)
@@ -713,6 +717,96 @@ async def connect(b: Bench, n: int, *, members: int, hold: float, limit: int) ->
     return result
 
 
+def _fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+async def soak(b: Bench, *, duration: float, step: float) -> dict:
+    """Mixed load for `duration` s: fan-out 10x5 (window 4), 2 REST posters, streams one after
+    another (500 chunks to 5 subscribers each), and connect churn (a fresh member connects,
+    subscribes and leaves every 0.5 s). Per `step` s: fan-out acked/s, server CPU, RSS and open
+    descriptors, to show decay or growth."""
+    rec = Recorder()
+    t0 = now()
+    until = t0 + duration
+    series: list[dict] = []
+
+    async def sampler() -> None:
+        cpu0 = {pid: _cpu_ticks(pid)[0] for pid in b.pids}
+        k = 0
+        while True:
+            await asyncio.sleep(max(0.0, t0 + (k + 1) * step - now()))
+            k += 1
+            acks = sum(1 for at in rec.ack_at if t0 + (k - 1) * step <= at < t0 + k * step)
+            cpu = {pid: _cpu_ticks(pid)[0] for pid in b.pids}
+            series.append(
+                {
+                    "minute": k,
+                    "acked_per_s": round(acks / step, 1),
+                    "cpu_ms_per_ack": round(1000 * sum(cpu[p] - cpu0[p] for p in b.pids) / CLK_TCK / max(1, acks), 3),
+                    "rss_mb": [round(_rss_kb(p) / 1024, 1) for p in b.pids],
+                    "fds": [_fds(p) for p in b.pids],
+                }
+            )
+            cpu0 = cpu
+
+    async def streams() -> list[dict]:
+        out = []
+        while now() < until - 5:
+            out.append(await stream(b, 1, chunks=500, subscribers=5, window=4, duration=until - now()))
+        return out
+
+    async def churn() -> int:
+        ((conv, users),) = await b.groups(1, 1)
+        owner = Http(b.ports[0], mint_token(user_id=users[0], tenant=TENANT, ttl=7200))
+        done = 0
+        while now() < until:
+            user = f"{users[0]}-c{done}"
+            status, _ = await owner.request("POST", f"/api/aiim/conversations/{conv}/members", {"user_ids": [user]})
+            if status not in (200, 201):
+                rec.errors[f"churn_add_{status}"] += 1
+            c = Client(user, b.next_port(), rec)
+            try:
+                await c.open()
+                reply = await c.request({"type": "subscribe", "conversation_id": conv})
+                if reply.get("type") != "subscribed":
+                    rec.errors["churn_subscribe"] += 1
+            except Exception:
+                rec.errors["churn_connect"] += 1
+            await c.close()
+            status, _ = await owner.request("DELETE", f"/api/aiim/conversations/{conv}/members/{user}")
+            if status != 204:
+                rec.errors[f"churn_remove_{status}"] += 1
+            done += 1
+            await asyncio.sleep(0.5)
+        await owner.close()
+        return done
+
+    sample = asyncio.create_task(sampler())
+    fan, rest_r, stream_r, churned = await asyncio.gather(
+        fanout(b, 10, 5, duration=duration, window=4, rec=rec),
+        rest(b, 2, duration=duration, history_s=0),
+        streams(),
+        churn(),
+    )
+    await asyncio.sleep(max(0.0, t0 + len(series) * step + step - now()) if len(series) * step < duration else 0)
+    sample.cancel()
+    first = series[0]["acked_per_s"] if series else 0
+    return {
+        "duration_s": duration,
+        "step_s": step,
+        "series": series,
+        "worst_step_vs_first": round(min(s["acked_per_s"] for s in series) / first, 3) if first else None,
+        "fanout": fan,
+        "rest": {k: rest_r[k] for k in ("posts", "posts_per_s", "post_status", "seq_errors")},
+        "streams": [{k: s.get(k) for k in ("acked_chunks", "chunks_per_s", "correctness")} for s in stream_r],
+        "churn_connections": churned,
+    }
+
+
 SCENARIOS = {
     "fanout-light": lambda b, a: fanout(b, 10, 5, duration=a.duration, window=4),
     "fanout-heavy": lambda b, a: fanout(b, 50, 10, duration=a.duration, window=4),
@@ -723,6 +817,7 @@ SCENARIOS = {
     "rest-20": lambda b, a: rest(b, 20, duration=a.duration, history_s=min(a.duration, a.history)),
     "connect-500": lambda b, a: connect(b, 500, members=10, hold=3.0, limit=a.connect_limit),
     "connect-1000": lambda b, a: connect(b, 1000, members=10, hold=3.0, limit=a.connect_limit),
+    "soak": lambda b, a: soak(b, duration=a.duration, step=a.step),
 }
 
 
@@ -738,6 +833,7 @@ def main() -> None:
     parser.add_argument("--burst", action="store_true", help="paced senders (sparse) all send at the same instant instead of spread over the interval")
     parser.add_argument("--stream-window", type=int, default=4, help="chunk acks outstanding per stream")
     parser.add_argument("--connect-limit", type=int, default=100, help="handshakes in flight at once")
+    parser.add_argument("--step", type=float, default=60.0, help="soak: seconds per sample of the time series")
     parser.add_argument("--label", default="", help="free text copied into each result line")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
