@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from datetime import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -250,7 +251,19 @@ def check_message_input(*, type: str, content: Any, metadata: Any, client_msg_id
     check_content_size(content, metadata)
 
 
-_UPDATE_LAST_SEQ = f"UPDATE {Conversation._meta.db_table} SET last_seq = %s, updated_at = %s WHERE id = %s"
+# `updated_at` (indexed: it orders the conversation list) moves forward to the whole second of
+# the latest message, so it changes at most once a second: the other updates of the row leave
+# every indexed column as it was and stay heap-only (HOT) on PostgreSQL (docs/architecture.md,
+# "Hot rows").
+_UPDATE_LAST_SEQ = (
+    f"UPDATE {Conversation._meta.db_table} SET last_seq = %s,"
+    " updated_at = CASE WHEN updated_at < %s THEN %s ELSE updated_at END WHERE id = %s"
+)
+
+
+def activity_time(created_at: datetime) -> datetime:
+    """A message's contribution to its conversation's `updated_at`: its second."""
+    return created_at.replace(microsecond=0)
 
 
 @lru_cache(maxsize=1)
@@ -290,7 +303,8 @@ def _store_messages(conversation_id: str, messages: list[Message]) -> bool:
     _, fields = _insert_sql()
     params = [f.get_db_prep_save(f.pre_save(m, True), connection) for m in messages for f in fields]
     last = messages[-1]
-    update = [last.seq, connection.ops.adapt_datetimefield_value(last.created_at), conversation_id]
+    activity = connection.ops.adapt_datetimefield_value(activity_time(last.created_at))
+    update = [last.seq, activity, activity, conversation_id]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(_store_sql(len(messages)), [*params, *update, len(messages)])
@@ -311,7 +325,7 @@ def insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
             seq = allocator.allocate(conversation_id=conversation.id, floor=floor)
         message = Message(conversation_id=conversation.id, seq=seq, **fields)
         if _store_messages(conversation.id, [message]):
-            conversation.last_seq, conversation.updated_at = seq, message.created_at
+            conversation.last_seq = seq
             return message
         # Last line of defence: the counter handed out a seq that exists. Raise it to the
         # database's maximum (only ever upward) and try again.
