@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
