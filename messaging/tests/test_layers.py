@@ -84,3 +84,28 @@ def test_group_send_raises_when_redis_stays_down(redis_server):
 
     with pytest.raises(ConnectionError):
         asyncio.run(scenario())
+
+
+def test_group_send_many_publishes_in_order_and_retries_after_a_redis_restart(redis_server):
+    async def scenario():
+        layer = RecoveringPubSubChannelLayer(hosts=[redis_server.url], prefix="t")
+        channel = await layer.new_channel()
+        for group in ("g1", "g2"):
+            await layer.group_add(group, channel)
+        listener = Listener(layer, channel)
+        items = [(f"g{1 + k % 2}", {"type": f"m{k}"}) for k in range(40)] + [("not-subscribed", {"type": "nobody"})]
+        await layer.group_send_many(items)
+        await asyncio.sleep(0.5)
+        first = listener.take()
+        redis_server.restart()
+        # The first pipeline after the restart meets a stale pooled connection: retried.
+        await layer.group_send_many([("g1", {"type": "after"})])
+        await asyncio.sleep(2)
+        after = [t for t in listener.take() if t != RESYNC_TYPE]
+        listener.task.cancel()
+        await layer.flush()
+        return first, after
+
+    first, after = asyncio.run(scenario())
+    assert first == [f"m{k}" for k in range(40)]
+    assert after == ["after"]
