@@ -74,15 +74,21 @@ def lock_for_member(*, tenant: str, conversation_id: str, user_id: str) -> Conve
 
 
 def _notify_members(tenant: str, conversation: Conversation, event: str, members: list[Member], actor: str) -> None:
-    for member in members:
-        message = events.build(
-            conversation.id,
-            event,
-            {"user_id": member.user_id, "member": member_dict(member), "by": actor},
-            user_id=member.user_id,
+    """One event per member, handed over together after commit (one publish batch)."""
+    batch = [
+        (
+            [events.conversation_group(tenant, conversation.id), events.user_group(tenant, member.user_id)],
+            events.build(
+                conversation.id,
+                event,
+                {"user_id": member.user_id, "member": member_dict(member), "by": actor},
+                user_id=member.user_id,
+            ),
         )
-        groups = [events.conversation_group(tenant, conversation.id), events.user_group(tenant, member.user_id)]
-        events.publish_on_commit(groups, message)
+        for member in members
+    ]
+    if batch:
+        events.publish_all_on_commit(batch)
 
 
 @dataclass(frozen=True)

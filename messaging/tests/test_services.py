@@ -6,7 +6,7 @@ import orjson
 import pytest
 from django.conf import settings
 
-from aiim_project.core import checks
+from aiim_project.core import checks, events
 from aiim_project.core.errors import Forbidden, Invalid, NotFound, TooLarge
 from messaging import services
 from messaging.models import Conversation, Member, Message
@@ -22,10 +22,16 @@ def test_creator_is_always_owner(make_conversation):
     assert set(Member.objects.filter(conversation=conversation).values_list("tenant", flat=True)) == {"default"}
 
 
-def test_create_registers_member_joined_for_the_others(django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks() as callbacks:
-        services.conversation_create(tenant="default", creator="alice", type="group", member_ids=["bob", "carol"])
-    assert len(callbacks) == 2  # bob and carol; the creator needs no notice
+def test_create_registers_member_joined_for_the_others_as_one_batch(django_capture_on_commit_callbacks, monkeypatch):
+    published: list[list] = []
+    monkeypatch.setattr(events, "publish_all_now", published.append)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        conversation, _ = services.conversation_create(tenant="default", creator="alice", type="group", member_ids=["bob", "carol"])
+    # bob and carol (the creator needs no notice), handed over together: one publish batch
+    assert len(callbacks) == 1 and len(published) == 1
+    assert [(groups, m["event"], m["user_id"]) for groups, m in published[0]] == [
+        ([events.conversation_group("default", conversation.id), events.user_group("default", u)], "member.joined", u) for u in ("bob", "carol")
+    ]
 
 
 def test_direct_pair_is_unique_and_a_leaver_rejoins_by_creating_it(django_capture_on_commit_callbacks):
