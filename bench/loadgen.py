@@ -25,6 +25,7 @@ import os
 import resource
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -262,6 +263,8 @@ class Client:
             if isinstance(content, dict) and "ts" in content:
                 self.rec.delivery_lat.append(t - content["ts"])
                 self.rec.delivery_at.append(t)
+        elif event == "member.joined":
+            self.rec.joined_at.setdefault((data["conversation_id"], data["user_id"]), t)
         elif event == "message.stream_chunk":
             view = self.streams.setdefault(data["message_id"], StreamView())
             first, last = data["chunk_index"], data["last_chunk_index"]
@@ -299,6 +302,7 @@ class Recorder:
     delivery_at: list[float] = field(default_factory=list)  # receive times, same order
     ack_lat: list[float] = field(default_factory=list)
     ack_at: list[float] = field(default_factory=list)  # ack receive times (send_msg), for per-minute rates
+    joined_at: dict[tuple[str, str], float] = field(default_factory=dict)  # (conversation, user) -> member.joined receipt
     acked: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     chunk_sent: dict[tuple[str, int], float] = field(default_factory=dict)
     errors: Counter = field(default_factory=Counter)
@@ -717,6 +721,64 @@ async def connect(b: Bench, n: int, *, members: int, hold: float, limit: int) ->
     return result
 
 
+async def create_burst(b: Bench, *, n_groups: int, size: int, duration: float, limit: int) -> dict:
+    """n_groups x size users connected (not subscribed); each group's first user creates
+    conversations with the other size-1 as members, back to back, for `duration` s. Each
+    member.joined reaches the member's connection through its user group: from the creator's
+    201 (sent after the commit) to that receipt is the event's commit-to-socket lag, which a
+    one-PUBLISH-at-a-time publisher stretched under such bursts (issue 21)."""
+    rec = Recorder()
+    users = [[b.user(i, j) for j in range(size)] for i in range(n_groups)]
+    sem = asyncio.Semaphore(limit)
+
+    async def open_one(user: str) -> Client:
+        async with sem:
+            c = Client(user, b.next_port(), rec)
+            await c.open()
+            return c
+
+    clients = await asyncio.gather(*(open_one(u) for group in users for u in group))
+    await asyncio.sleep(1.0)
+    created: list[tuple[str, list[str], float]] = []
+    statuses: Counter = Counter()
+    stats = ProcStats(b.pids)
+    stats.start()
+    t0 = now()
+
+    async def creator(group: list[str]) -> None:
+        http = Http(b.next_port(), mint_token(user_id=group[0], tenant=TENANT, ttl=7200))
+        while now() < t0 + duration:
+            status, body = await http.request("POST", "/api/aiim/conversations", {"type": "group", "member_ids": group[1:]})
+            statuses[status] += 1
+            if status == 201:
+                created.append((body["conversation_id"], group[1:], now()))
+        await http.close()
+
+    await asyncio.gather(*(creator(group) for group in users))
+    elapsed = now() - t0
+    expected = [(conv, u, at) for conv, members, at in created for u in members]
+    deadline = now() + b.args.drain
+    while now() < deadline and any((conv, u) not in rec.joined_at for conv, u, _ in expected):
+        await asyncio.sleep(0.05)
+    proc = stats.stop()
+    lag = [rec.joined_at[(conv, u)] - at for conv, u, at in expected if (conv, u) in rec.joined_at]
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    return {
+        "groups": n_groups,
+        "members": size,
+        "creates": len(created),
+        "creates_per_s": round(len(created) / elapsed, 1),
+        "create_status": dict(statuses),
+        "member_joined_expected": len(expected),
+        "member_joined_missing": len(expected) - len(lag),
+        # negative: the event beat the creator's 201 to the member's socket
+        "member_joined_after_201_ms": pct(lag),
+        "errors": dict(rec.errors),
+        "closed": dict(rec.closed),
+        **proc,
+    }
+
+
 def _fds(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -807,6 +869,33 @@ async def soak(b: Bench, *, duration: float, step: float) -> dict:
     }
 
 
+def _scrape_histogram(ports: list[int], name: str) -> dict[float, float]:
+    """Cumulative bucket counts of a histogram, summed over the servers' /metrics (public)."""
+    buckets: dict[float, float] = defaultdict(float)
+    for port in ports:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(name + "_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets[float(le)] += float(line.rsplit(" ", 1)[1])
+    return dict(buckets)
+
+
+def histogram_delta(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """n and the bucket bounds holding p50/p99 (ms) of what was observed in between."""
+    if not after:
+        return {"n": 0, "absent": True}
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    n = delta[-1][1]
+    if not n:
+        return {"n": 0}
+    bound = lambda q: next((le for le, c in delta if c >= q * n), float("inf"))  # noqa: E731
+    return {"n": int(n), "p50_le_ms": bound(0.5) * 1000, "p99_le_ms": bound(0.99) * 1000}
+
+
 SCENARIOS = {
     "fanout-light": lambda b, a: fanout(b, 10, 5, duration=a.duration, window=4),
     "fanout-heavy": lambda b, a: fanout(b, 50, 10, duration=a.duration, window=4),
@@ -818,6 +907,7 @@ SCENARIOS = {
     "connect-500": lambda b, a: connect(b, 500, members=10, hold=3.0, limit=a.connect_limit),
     "connect-1000": lambda b, a: connect(b, 1000, members=10, hold=3.0, limit=a.connect_limit),
     "soak": lambda b, a: soak(b, duration=a.duration, step=a.step),
+    "create-burst": lambda b, a: create_burst(b, n_groups=4, size=50, duration=a.duration, limit=a.connect_limit),
 }
 
 
@@ -843,10 +933,13 @@ def main() -> None:
     async def run() -> None:
         b = Bench(args)
         for name in names:
+            lag0 = _scrape_histogram(b.ports, "aiim_publish_lag_seconds")
             try:
                 result = await SCENARIOS[name](b, args)
             except Exception as exc:  # a server that refuses the load is a result too
                 result = {"failed": f"{type(exc).__name__}: {exc}"}
+            # commit-to-PUBLISH lag from the servers' /metrics (absent before issue 21)
+            result["publish_lag"] = histogram_delta(lag0, _scrape_histogram(b.ports, "aiim_publish_lag_seconds"))
             print(json.dumps({"scenario": name, "label": args.label, "ports": args.ports, **result}), flush=True)
             await asyncio.sleep(1.0)
 
