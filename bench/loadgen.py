@@ -510,6 +510,11 @@ async def fanout(
         "delivery_latency_ms": pct(rec.delivery_lat),
         "drain_s": round(drain_s, 2),
         "delivery_p50_ms_per_2s": timeline(rec, t0, 2.0),
+        # a long run (two --step or more): acked/s per step, to show decay
+        "acked_per_s_per_step": [
+            round(sum(1 for at in rec.ack_at if t0 + k * b.args.step <= at < t0 + (k + 1) * b.args.step) / b.args.step, 1)
+            for k in range(int(duration // b.args.step))
+        ],
         "correctness": correctness(rec, groups, clients),
         "errors": dict(rec.errors),
         "closed": dict(rec.closed),
