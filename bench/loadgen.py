@@ -25,6 +25,7 @@ import os
 import resource
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -262,6 +263,8 @@ class Client:
             if isinstance(content, dict) and "ts" in content:
                 self.rec.delivery_lat.append(t - content["ts"])
                 self.rec.delivery_at.append(t)
+        elif event == "member.joined":
+            self.rec.joined_at.setdefault((data["conversation_id"], data["user_id"]), t)
         elif event == "message.stream_chunk":
             view = self.streams.setdefault(data["message_id"], StreamView())
             first, last = data["chunk_index"], data["last_chunk_index"]
@@ -298,6 +301,8 @@ class Recorder:
     delivery_lat: list[float] = field(default_factory=list)
     delivery_at: list[float] = field(default_factory=list)  # receive times, same order
     ack_lat: list[float] = field(default_factory=list)
+    ack_at: list[float] = field(default_factory=list)  # ack receive times (send_msg), for per-minute rates
+    joined_at: dict[tuple[str, str], float] = field(default_factory=dict)  # (conversation, user) -> member.joined receipt
     acked: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     chunk_sent: dict[tuple[str, int], float] = field(default_factory=dict)
     errors: Counter = field(default_factory=Counter)
@@ -441,6 +446,7 @@ async def sender_loop(
         finally:
             sem.release()
         if reply.get("type") == "ack":
+            rec.ack_at.append(now())
             rec.ack_lat.append(now() - t0)
             rec.acked[conv].add(reply["seq"])
         else:
@@ -461,8 +467,10 @@ async def sender_loop(
     return sent
 
 
-async def fanout(b: Bench, n_conv: int, n_members: int, *, duration: float, window: int, interval: float | None = None) -> dict:
-    rec = Recorder()
+async def fanout(
+    b: Bench, n_conv: int, n_members: int, *, duration: float, window: int, interval: float | None = None, rec: Recorder | None = None
+) -> dict:
+    rec = rec or Recorder()
     groups = await b.groups(n_conv, n_members)
     clients, connect_lat, _ = await b.connect_all(rec, groups)
     await asyncio.sleep(0.5)
@@ -502,6 +510,11 @@ async def fanout(b: Bench, n_conv: int, n_members: int, *, duration: float, wind
         "delivery_latency_ms": pct(rec.delivery_lat),
         "drain_s": round(drain_s, 2),
         "delivery_p50_ms_per_2s": timeline(rec, t0, 2.0),
+        # a long run (two --step or more): acked/s per step, to show decay
+        "acked_per_s_per_step": [
+            round(sum(1 for at in rec.ack_at if t0 + k * b.args.step <= at < t0 + (k + 1) * b.args.step) / b.args.step, 1)
+            for k in range(int(duration // b.args.step))
+        ],
         "correctness": correctness(rec, groups, clients),
         "errors": dict(rec.errors),
         "closed": dict(rec.closed),
@@ -713,6 +726,181 @@ async def connect(b: Bench, n: int, *, members: int, hold: float, limit: int) ->
     return result
 
 
+async def create_burst(b: Bench, *, n_groups: int, size: int, duration: float, limit: int) -> dict:
+    """n_groups x size users connected (not subscribed); each group's first user creates
+    conversations with the other size-1 as members, back to back, for `duration` s. Each
+    member.joined reaches the member's connection through its user group: from the creator's
+    201 (sent after the commit) to that receipt is the event's commit-to-socket lag, which a
+    one-PUBLISH-at-a-time publisher stretched under such bursts (issue 21)."""
+    rec = Recorder()
+    users = [[b.user(i, j) for j in range(size)] for i in range(n_groups)]
+    sem = asyncio.Semaphore(limit)
+
+    async def open_one(user: str) -> Client:
+        async with sem:
+            c = Client(user, b.next_port(), rec)
+            await c.open()
+            return c
+
+    clients = await asyncio.gather(*(open_one(u) for group in users for u in group))
+    await asyncio.sleep(1.0)
+    created: list[tuple[str, list[str], float]] = []
+    statuses: Counter = Counter()
+    stats = ProcStats(b.pids)
+    stats.start()
+    t0 = now()
+
+    async def creator(group: list[str]) -> None:
+        http = Http(b.next_port(), mint_token(user_id=group[0], tenant=TENANT, ttl=7200))
+        while now() < t0 + duration:
+            status, body = await http.request("POST", "/api/aiim/conversations", {"type": "group", "member_ids": group[1:]})
+            statuses[status] += 1
+            if status == 201:
+                created.append((body["conversation_id"], group[1:], now()))
+        await http.close()
+
+    await asyncio.gather(*(creator(group) for group in users))
+    elapsed = now() - t0
+    expected = [(conv, u, at) for conv, members, at in created for u in members]
+    deadline = now() + b.args.drain
+    while now() < deadline and any((conv, u) not in rec.joined_at for conv, u, _ in expected):
+        await asyncio.sleep(0.05)
+    proc = stats.stop()
+    lag = [rec.joined_at[(conv, u)] - at for conv, u, at in expected if (conv, u) in rec.joined_at]
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    return {
+        "groups": n_groups,
+        "members": size,
+        "creates": len(created),
+        "creates_per_s": round(len(created) / elapsed, 1),
+        "create_status": dict(statuses),
+        "member_joined_expected": len(expected),
+        "member_joined_missing": len(expected) - len(lag),
+        # negative: the event beat the creator's 201 to the member's socket
+        "member_joined_after_201_ms": pct(lag),
+        "errors": dict(rec.errors),
+        "closed": dict(rec.closed),
+        **proc,
+    }
+
+
+def _fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+async def soak(b: Bench, *, duration: float, step: float) -> dict:
+    """Mixed load for `duration` s: fan-out 10x5 (window 4), 2 REST posters, streams one after
+    another (500 chunks to 5 subscribers each), and connect churn (a fresh member connects,
+    subscribes and leaves every 0.5 s). Per `step` s: fan-out acked/s, server CPU, RSS and open
+    descriptors, to show decay or growth."""
+    rec = Recorder()
+    t0 = now()
+    until = t0 + duration
+    series: list[dict] = []
+
+    async def sampler() -> None:
+        cpu0 = {pid: _cpu_ticks(pid)[0] for pid in b.pids}
+        k = 0
+        while True:
+            await asyncio.sleep(max(0.0, t0 + (k + 1) * step - now()))
+            k += 1
+            acks = sum(1 for at in rec.ack_at if t0 + (k - 1) * step <= at < t0 + k * step)
+            cpu = {pid: _cpu_ticks(pid)[0] for pid in b.pids}
+            series.append(
+                {
+                    "minute": k,
+                    "acked_per_s": round(acks / step, 1),
+                    "cpu_ms_per_ack": round(1000 * sum(cpu[p] - cpu0[p] for p in b.pids) / CLK_TCK / max(1, acks), 3),
+                    "rss_mb": [round(_rss_kb(p) / 1024, 1) for p in b.pids],
+                    "fds": [_fds(p) for p in b.pids],
+                }
+            )
+            cpu0 = cpu
+
+    async def streams() -> list[dict]:
+        out = []
+        while now() < until - 5:
+            out.append(await stream(b, 1, chunks=500, subscribers=5, window=4, duration=until - now()))
+        return out
+
+    async def churn() -> int:
+        ((conv, users),) = await b.groups(1, 1)
+        owner = Http(b.ports[0], mint_token(user_id=users[0], tenant=TENANT, ttl=7200))
+        done = 0
+        while now() < until:
+            user = f"{users[0]}-c{done}"
+            status, _ = await owner.request("POST", f"/api/aiim/conversations/{conv}/members", {"user_ids": [user]})
+            if status not in (200, 201):
+                rec.errors[f"churn_add_{status}"] += 1
+            c = Client(user, b.next_port(), rec)
+            try:
+                await c.open()
+                reply = await c.request({"type": "subscribe", "conversation_id": conv})
+                if reply.get("type") != "subscribed":
+                    rec.errors["churn_subscribe"] += 1
+            except Exception:
+                rec.errors["churn_connect"] += 1
+            await c.close()
+            status, _ = await owner.request("DELETE", f"/api/aiim/conversations/{conv}/members/{user}")
+            if status != 204:
+                rec.errors[f"churn_remove_{status}"] += 1
+            done += 1
+            await asyncio.sleep(0.5)
+        await owner.close()
+        return done
+
+    sample = asyncio.create_task(sampler())
+    fan, rest_r, stream_r, churned = await asyncio.gather(
+        fanout(b, 10, 5, duration=duration, window=4, rec=rec),
+        rest(b, 2, duration=duration, history_s=0),
+        streams(),
+        churn(),
+    )
+    await asyncio.sleep(max(0.0, t0 + len(series) * step + step - now()) if len(series) * step < duration else 0)
+    sample.cancel()
+    first = series[0]["acked_per_s"] if series else 0
+    return {
+        "duration_s": duration,
+        "step_s": step,
+        "series": series,
+        "worst_step_vs_first": round(min(s["acked_per_s"] for s in series) / first, 3) if first else None,
+        "fanout": fan,
+        "rest": {k: rest_r[k] for k in ("posts", "posts_per_s", "post_status", "seq_errors")},
+        "streams": [{k: s.get(k) for k in ("acked_chunks", "chunks_per_s", "correctness")} for s in stream_r],
+        "churn_connections": churned,
+    }
+
+
+def _scrape_histogram(ports: list[int], name: str) -> dict[float, float]:
+    """Cumulative bucket counts of a histogram, summed over the servers' /metrics (public)."""
+    buckets: dict[float, float] = defaultdict(float)
+    for port in ports:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(name + "_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets[float(le)] += float(line.rsplit(" ", 1)[1])
+    return dict(buckets)
+
+
+def histogram_delta(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """n and the bucket bounds holding p50/p99 (ms) of what was observed in between."""
+    if not after:
+        return {"n": 0, "absent": True}
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    n = delta[-1][1]
+    if not n:
+        return {"n": 0}
+    bound = lambda q: next((le for le, c in delta if c >= q * n), float("inf"))  # noqa: E731
+    return {"n": int(n), "p50_le_ms": bound(0.5) * 1000, "p99_le_ms": bound(0.99) * 1000}
+
+
 SCENARIOS = {
     "fanout-light": lambda b, a: fanout(b, 10, 5, duration=a.duration, window=4),
     "fanout-heavy": lambda b, a: fanout(b, 50, 10, duration=a.duration, window=4),
@@ -723,6 +911,8 @@ SCENARIOS = {
     "rest-20": lambda b, a: rest(b, 20, duration=a.duration, history_s=min(a.duration, a.history)),
     "connect-500": lambda b, a: connect(b, 500, members=10, hold=3.0, limit=a.connect_limit),
     "connect-1000": lambda b, a: connect(b, 1000, members=10, hold=3.0, limit=a.connect_limit),
+    "soak": lambda b, a: soak(b, duration=a.duration, step=a.step),
+    "create-burst": lambda b, a: create_burst(b, n_groups=4, size=50, duration=a.duration, limit=a.connect_limit),
 }
 
 
@@ -738,6 +928,7 @@ def main() -> None:
     parser.add_argument("--burst", action="store_true", help="paced senders (sparse) all send at the same instant instead of spread over the interval")
     parser.add_argument("--stream-window", type=int, default=4, help="chunk acks outstanding per stream")
     parser.add_argument("--connect-limit", type=int, default=100, help="handshakes in flight at once")
+    parser.add_argument("--step", type=float, default=60.0, help="soak: seconds per sample of the time series")
     parser.add_argument("--label", default="", help="free text copied into each result line")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -747,10 +938,13 @@ def main() -> None:
     async def run() -> None:
         b = Bench(args)
         for name in names:
+            lag0 = _scrape_histogram(b.ports, "aiim_publish_lag_seconds")
             try:
                 result = await SCENARIOS[name](b, args)
             except Exception as exc:  # a server that refuses the load is a result too
                 result = {"failed": f"{type(exc).__name__}: {exc}"}
+            # commit-to-PUBLISH lag from the servers' /metrics (absent before issue 21)
+            result["publish_lag"] = histogram_delta(lag0, _scrape_histogram(b.ports, "aiim_publish_lag_seconds"))
             print(json.dumps({"scenario": name, "label": args.label, "ports": args.ports, **result}), flush=True)
             await asyncio.sleep(1.0)
 

@@ -82,6 +82,25 @@ def reset_database(backend: str, env: dict[str, str], src: Path, pg_url: str = P
     subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=src, env=env, check=True)
 
 
+_PG_STATS = (
+    "SELECT coalesce(json_agg(t), '[]') FROM (SELECT relname, n_live_tup, n_dead_tup, n_tup_upd, n_tup_hot_upd,"
+    " autovacuum_count, vacuum_count, pg_total_relation_size(relid) AS total_bytes FROM pg_stat_user_tables"
+    " WHERE relname IN ('messaging_conversation', 'messaging_member', 'messaging_message') ORDER BY relname) t"
+)
+
+
+def pg_table_stats(pg_url: str) -> list[dict]:
+    """Dead tuples, HOT updates, vacuums and size of the hot tables after a run (what a soak
+    run is about: bloat shows here before it shows in throughput)."""
+    url = urlparse(pg_url)
+    out = subprocess.run(
+        ["psql", "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres",
+         "-d", url.path.lstrip("/"), "-At", "-c", _PG_STATS],
+        capture_output=True, text=True,
+    )
+    return json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else []
+
+
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -184,6 +203,10 @@ def main() -> None:
                 out.write(line)
                 out.flush()
             lg.wait()
+            if args.backend == "postgres":
+                stats = json.dumps({"pg_stats": pg_table_stats(args.pg_url)})
+                print(stats, flush=True)
+                out.write(stats + "\n")
         if lg.returncode:
             sys.exit(lg.returncode)
     finally:

@@ -16,6 +16,10 @@ def lat(d: dict | None) -> str:
 
 
 def throughput(r: dict) -> str:
+    if "series" in r:  # soak: fan-out acked/s per step
+        return "fan-out acked/s per step " + " ".join(f"{x['acked_per_s']:g}" for x in r["series"]) + f" (worst/first {r['worst_step_vs_first']})"
+    if "creates_per_s" in r:
+        return f"{r['creates_per_s']:g} creates/s, {r['member_joined_expected']} member.joined ({r['member_joined_missing']} missing)"
     if "acked_per_s" in r:
         return f"{r['acked_per_s']:g} acked/s, {r['deliveries_per_s']:g} deliv/s"
     if "chunks_per_s" in r:
@@ -28,6 +32,10 @@ def throughput(r: dict) -> str:
 
 
 def latency(r: dict) -> str:
+    if "series" in r:
+        return latency(r["fanout"])
+    if "member_joined_after_201_ms" in r:
+        return f"member.joined after the 201 {lat(r['member_joined_after_201_ms'])}"
     if "post_latency_ms" in r:
         return f"post {lat(r['post_latency_ms'])}; read {lat(r['history']['latency_ms'])}"
     if "connect_latency_ms" in r:
@@ -36,6 +44,10 @@ def latency(r: dict) -> str:
 
 
 def correctness(r: dict) -> str:
+    if "series" in r:
+        return correctness(r["fanout"])
+    if "member_joined_missing" in r:
+        return f"{r['member_joined_missing']} member.joined missing after the drain"
     c = r.get("correctness")
     if c is None:
         return f"seq errors {r.get('seq_errors', '-')}"
@@ -45,13 +57,15 @@ def correctness(r: dict) -> str:
 
 
 def server(r: dict) -> str:
+    if "server" not in r:
+        r = r["fanout"]
     return ", ".join(f"{s['cpu_pct']:g}% {s['rss_peak_mb']:g} MB" for s in r["server"]) + f" (loadgen {r['loadgen_cpu_pct']:g}%)"
 
 
 def main() -> None:
     for path in sys.argv[1:]:
         lines = [json.loads(line) for line in open(path) if line.startswith("{")]
-        head, rows = lines[0], lines[1:]
+        head, rows = lines[0], [r for r in lines[1:] if "scenario" in r]
         print(f"`{head['command']}`: commit {head['commit']}, {head['date']}, load before {' '.join(head['loadavg_before'])}\n")
         print("| scenario | throughput | latency ms p50 / p95 / p99 / max | correctness | server CPU, peak RSS |")
         print("|---|---|---|---|---|")

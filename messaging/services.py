@@ -7,6 +7,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -74,15 +75,21 @@ def lock_for_member(*, tenant: str, conversation_id: str, user_id: str) -> Conve
 
 
 def _notify_members(tenant: str, conversation: Conversation, event: str, members: list[Member], actor: str) -> None:
-    for member in members:
-        message = events.build(
-            conversation.id,
-            event,
-            {"user_id": member.user_id, "member": member_dict(member), "by": actor},
-            user_id=member.user_id,
+    """One event per member, handed over together after commit (one publish batch)."""
+    batch = [
+        (
+            [events.conversation_group(tenant, conversation.id), events.user_group(tenant, member.user_id)],
+            events.build(
+                conversation.id,
+                event,
+                {"user_id": member.user_id, "member": member_dict(member), "by": actor},
+                user_id=member.user_id,
+            ),
         )
-        groups = [events.conversation_group(tenant, conversation.id), events.user_group(tenant, member.user_id)]
-        events.publish_on_commit(groups, message)
+        for member in members
+    ]
+    if batch:
+        events.publish_all_on_commit(batch)
 
 
 @dataclass(frozen=True)
@@ -251,7 +258,19 @@ def check_message_input(*, type: str, content: Any, metadata: Any, client_msg_id
     check_content_size(content, metadata)
 
 
-_UPDATE_LAST_SEQ = f"UPDATE {Conversation._meta.db_table} SET last_seq = %s, updated_at = %s WHERE id = %s"
+# `updated_at` (indexed: it orders the conversation list) moves forward to the whole second of
+# the latest message, so it changes at most once a second: the other updates of the row leave
+# every indexed column as it was and stay heap-only (HOT) on PostgreSQL (docs/architecture.md,
+# "Hot rows").
+_UPDATE_LAST_SEQ = (
+    f"UPDATE {Conversation._meta.db_table} SET last_seq = %s,"
+    " updated_at = CASE WHEN updated_at < %s THEN %s ELSE updated_at END WHERE id = %s"
+)
+
+
+def activity_time(created_at: datetime) -> datetime:
+    """A message's contribution to its conversation's `updated_at`: its second."""
+    return created_at.replace(microsecond=0)
 
 
 @lru_cache(maxsize=1)
@@ -291,7 +310,8 @@ def _store_messages(conversation_id: str, messages: list[Message]) -> bool:
     _, fields = _insert_sql()
     params = [f.get_db_prep_save(f.pre_save(m, True), connection) for m in messages for f in fields]
     last = messages[-1]
-    update = [last.seq, connection.ops.adapt_datetimefield_value(last.created_at), conversation_id]
+    activity = connection.ops.adapt_datetimefield_value(activity_time(last.created_at))
+    update = [last.seq, activity, activity, conversation_id]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(_store_sql(len(messages)), [*params, *update, len(messages)])
@@ -312,7 +332,7 @@ def insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
             seq = allocator.allocate(conversation_id=conversation.id, floor=floor)
         message = Message(conversation_id=conversation.id, seq=seq, **fields)
         if _store_messages(conversation.id, [message]):
-            conversation.last_seq, conversation.updated_at = seq, message.created_at
+            conversation.last_seq = seq
             return message
         # Last line of defence: the counter handed out a seq that exists. Raise it to the
         # database's maximum (only ever upward) and try again.

@@ -1,6 +1,6 @@
 """channels-redis (and Channels' in-memory layer): replaces each shard's `_do_receiving` through
-`_get_layer` to report a re-subscription; reads the per-channel `channels` queues
-(docs/internals.md, "compat/channels_redis.py").
+`_get_layer` to report a re-subscription; reads the per-channel `channels` queues; publishes
+several group messages in one pipeline per shard (docs/internals.md, "compat/channels_redis.py").
 """
 
 from __future__ import annotations
@@ -64,6 +64,25 @@ class ResubscribingPubSubLayer(RedisPubSubChannelLayer):
                 )
                 shard._recovering = True
         return loop_layer
+
+
+async def group_send_many(loop_layer: Any, items: list[tuple[str, dict]]) -> None:
+    """`group_send` of each (group, message), in order, as one Redis pipeline per shard: one
+    round trip instead of one per PUBLISH. Same channel names and serialization as
+    `RedisPubSubLoopLayer.group_send`; a group's messages keep their order (one shard each).
+    Not under the shard's lock, which only guards its subscriptions (a PUBLISH never needed
+    it: the client's pool gives it its own connection)."""
+    by_shard: dict[Any, list[tuple[str, bytes]]] = {}
+    for group, message in items:
+        channel = loop_layer._get_group_channel_name(group)
+        shard = loop_layer._get_shard(channel)
+        by_shard.setdefault(shard, []).append((channel, loop_layer.channel_layer.serialize(message)))
+    for shard, publishes in by_shard.items():
+        shard._ensure_redis()
+        async with shard._redis.pipeline(transaction=False) as pipe:
+            for channel, data in publishes:
+                pipe.publish(channel, data)
+            await pipe.execute()
 
 
 def local_queues(loop_layer: Any) -> dict[str, asyncio.Queue]:

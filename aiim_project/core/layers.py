@@ -5,7 +5,7 @@ messages: a failed PUBLISH is retried once, and a re-subscription sends `aiim.re
 
 from __future__ import annotations
 
-from aiim_project.compat.channels_redis import ResubscribingPubSubLayer, local_queues
+from aiim_project.compat.channels_redis import ResubscribingPubSubLayer, group_send_many, local_queues
 
 from .errors import dependency_error_types
 
@@ -28,3 +28,12 @@ class RecoveringPubSubChannelLayer(ResubscribingPubSubLayer):
             # A stale pooled connection (Redis restarted) fails once and is dropped; a
             # duplicate, if the first try did reach Redis, is dropped by seq downstream.
             await self._get_layer().group_send(group, message)
+
+    async def group_send_many(self, items: list[tuple[str, dict]]) -> None:
+        """Several `group_send`s in order, one Redis round trip per shard (the publisher's
+        batches: docs/architecture.md, "Runtime details of the shared base"). Retried once
+        like `group_send`."""
+        try:
+            await group_send_many(self._get_layer(), items)
+        except dependency_error_types():
+            await group_send_many(self._get_layer(), items)

@@ -14,6 +14,11 @@ FANOUT_SECONDS = Histogram(
     "From commit to the message.created frame handed to the sockets of a process's subscribers (once per message and process)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+PUBLISH_LAG_SECONDS = Histogram(
+    "aiim_publish_lag_seconds",
+    "From a transaction's commit to its events' PUBLISH to the channel layer completing (once per event)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 SEQ_ALLOC_SECONDS = Histogram(
     "aiim_seq_alloc_seconds",
     "Seq allocation latency",

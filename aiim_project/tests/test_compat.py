@@ -73,6 +73,19 @@ def test_channels_redis_pubsub_layer_has_the_receive_loop_we_replace():
         assert name in source, name
 
 
+def test_channels_redis_pubsub_layer_has_what_group_send_many_uses():
+    """compat.channels_redis.group_send_many publishes as the loop layer's group_send does."""
+    from channels_redis import pubsub
+
+    for name in ("_get_group_channel_name", "_get_shard", "group_send"):
+        assert hasattr(pubsub.RedisPubSubLoopLayer, name), name
+    assert hasattr(pubsub.RedisSingleShardConnection, "_ensure_redis")
+    source = inspect.getsource(pubsub.RedisPubSubLoopLayer.group_send)
+    for name in ("self._get_group_channel_name(group)", "self._get_shard(group_channel)", "self.channel_layer.serialize(message)"):
+        assert name in source, name
+    assert "self._redis.publish(channel, message)" in inspect.getsource(pubsub.RedisSingleShardConnection.publish)
+
+
 def test_channels_in_memory_layer_keeps_a_queue_per_channel():
     from channels.layers import InMemoryChannelLayer
 

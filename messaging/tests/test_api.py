@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import time
+from datetime import timedelta
 
 import jwt
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
@@ -195,6 +197,8 @@ def test_get_conversation(world, api):
 
 def test_list_conversations_most_recent_first_with_cursor(api, make_conversation, send):
     convs = [make_conversation("alice", [f"u{i}"]) for i in range(5)]
+    # Created a minute ago: `updated_at` moves to the second of a message (docs/protocol.md).
+    Conversation.objects.filter(pk__in=[c.pk for c in convs]).update(updated_at=F("updated_at") - timedelta(minutes=1))
     send(convs[0], "u0", "wake up")  # the oldest becomes the most recent
     seen, cursor = [], None
     for _ in range(5):

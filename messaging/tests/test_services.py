@@ -6,7 +6,7 @@ import orjson
 import pytest
 from django.conf import settings
 
-from aiim_project.core import checks
+from aiim_project.core import checks, events
 from aiim_project.core.errors import Forbidden, Invalid, NotFound, TooLarge
 from messaging import services
 from messaging.models import Conversation, Member, Message
@@ -22,10 +22,16 @@ def test_creator_is_always_owner(make_conversation):
     assert set(Member.objects.filter(conversation=conversation).values_list("tenant", flat=True)) == {"default"}
 
 
-def test_create_registers_member_joined_for_the_others(django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks() as callbacks:
-        services.conversation_create(tenant="default", creator="alice", type="group", member_ids=["bob", "carol"])
-    assert len(callbacks) == 2  # bob and carol; the creator needs no notice
+def test_create_registers_member_joined_for_the_others_as_one_batch(django_capture_on_commit_callbacks, monkeypatch):
+    published: list[list] = []
+    monkeypatch.setattr(events, "publish_all_now", published.append)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        conversation, _ = services.conversation_create(tenant="default", creator="alice", type="group", member_ids=["bob", "carol"])
+    # bob and carol (the creator needs no notice), handed over together: one publish batch
+    assert len(callbacks) == 1 and len(published) == 1
+    assert [(groups, m["event"], m["user_id"]) for groups, m in published[0]] == [
+        ([events.conversation_group("default", conversation.id), events.user_group("default", u)], "member.joined", u) for u in ("bob", "carol")
+    ]
 
 
 def test_direct_pair_is_unique_and_a_leaver_rejoins_by_creating_it(django_capture_on_commit_callbacks):
@@ -117,12 +123,13 @@ def test_an_owner_leaving_while_another_owner_stays_promotes_nobody(make_convers
 
 def test_send_stores_and_registers_one_event(make_conversation, django_capture_on_commit_callbacks):
     group = make_conversation("alice", ["bob"])
+    before = group.updated_at
     with django_capture_on_commit_callbacks() as callbacks:
         message, created = services.message_send(tenant="default", sender="bob", conversation_id=group.id, content={"a": 1})
     assert created and message.seq == 1 and message.tenant == "default"
     assert len(callbacks) == 1
     group.refresh_from_db()
-    assert group.last_seq == 1 and group.updated_at == message.created_at
+    assert group.last_seq == 1 and group.updated_at == max(before, services.activity_time(message.created_at))
 
 
 def test_event_frame_is_the_protocol_shape(make_conversation, django_capture_on_commit_callbacks, monkeypatch):
