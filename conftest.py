@@ -13,8 +13,9 @@ from aiim_project.core.auth import mint_token
 from tests.support.daphne import DaphneProcess, daphne_env
 from tests.support.ports import free_port
 
-# Browser fixtures (chromium, tab, dev_server, prod_server) for every test module.
-pytest_plugins = ["tests.support.browser"]
+# Shared fixtures for every test module: the browser (chromium, tab, dev_server, prod_server),
+# a DevTools tab (devtools_page_url), Node with the AI SDK (node), the fake model (fake).
+pytest_plugins = ["tests.support.browser", "tests.support.devtools", "tests.support.node", "tests.support.fake_model"]
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

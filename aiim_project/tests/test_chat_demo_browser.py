@@ -9,7 +9,7 @@ import pytest
 
 from aiim_project.core.auth import mint_token
 from assistants import services as assistant_services
-from assistants.fake_model import FakeModel, Script
+from assistants.fake_model import Script
 from messaging.models import Message
 from tests.support.http import fetch as http
 
@@ -17,12 +17,6 @@ pytestmark = pytest.mark.e2e
 
 BUBBLE = "document.querySelector('.msg.assistant:last-child')"
 
-
-@pytest.fixture
-def fake():
-    server = FakeModel(default=Script(delay=0.005)).start()
-    yield server
-    server.stop()
 
 
 def test_send_watch_the_reply_stream_and_stop(daphne, fake, make_conversation, tab):

@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 
 from aiim_project.core.auth import mint_token
 from aiim_project.http_metrics import UNMATCHED, route_template
-from aiim_project.tests.test_metrics import sample, scrape
 from tests.support.http import fetch
+from tests.support.metrics import sample, scrape
 
 MIDDLEWARE = "aiim_project.http_metrics.HttpMetricsMiddleware"
 

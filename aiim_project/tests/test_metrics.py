@@ -9,26 +9,11 @@ import time
 import orjson
 import pytest
 from channels.db import database_sync_to_async
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
 from tests.support.http import fetch
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
-
-
-def scrape(server) -> str:
-    status, _, text = fetch("GET", f"{server.url}/metrics")
-    assert status == 200
-    return text
+from tests.support.metrics import sample, scrape
 
 
 @pytest.mark.e2e

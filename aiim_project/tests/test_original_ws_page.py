@@ -24,8 +24,8 @@ from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
 from aiim_project.tests.original import original_dir
-from aiim_project.tests.test_ws_test_browser import Page, chromium  # noqa: F401 (fixture)
 from tests.support.daphne import DaphneProcess, daphne_env
+from tests.support.devtools import Page
 
 pytestmark = pytest.mark.e2e
 
@@ -80,13 +80,13 @@ def _events(log: str, event: str) -> list[dict]:
     return [f["data"] for f in _frames(log) if f.get("type") == "event" and f["data"].get("event") == event]
 
 
-def test_the_original_page_works_against_this_service(chromium, server_on_8083, make_conversation):  # noqa: F811
+def test_the_original_page_works_against_this_service(devtools_page_url, server_on_8083, make_conversation):
     conversation = make_conversation("alice", ("bob",))
     token = mint_token(user_id="alice")
     out = "document.getElementById('out').textContent"
 
     async def scenario():
-        async with connect(chromium, max_size=None) as devtools:
+        async with connect(devtools_page_url, max_size=None) as devtools:
             page = Page(devtools)
 
             async def click(handler: str, wait_for: str):

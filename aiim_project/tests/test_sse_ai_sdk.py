@@ -6,30 +6,17 @@ Node or the installed package the test skips, except under CI (.ci/run runs `npm
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from messaging.models import Message
+from tests.support.node import NODE_DIR
 from tests.support.sse import post_chunk
 
 pytestmark = pytest.mark.e2e
 
-NODE_DIR = Path(__file__).resolve().parents[2] / "tests" / "node"
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-
-@pytest.fixture
-def node():
-    binary = shutil.which("node")
-    if binary is None or not (NODE_DIR / "node_modules" / "ai").is_dir():
-        if CI:
-            pytest.fail("node or tests/node/node_modules is missing (.ci/run runs npm ci)")
-        pytest.skip("node or the ai package is not installed (cd tests/node && npm ci)")
-    return binary
 
 
 def read(node: str, url: str, token: str) -> subprocess.Popen:

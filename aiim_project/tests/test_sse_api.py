@@ -4,18 +4,14 @@ answer exactly like missing ones."""
 
 from __future__ import annotations
 
-import jwt
 import pytest
 from rest_framework.test import APIClient
 
 from aiim_project.core.auth import mint_token
 from tests.support.sse import open_sse, ui_parts
+from tests.support.tokens import signed_with_another_key
 
 MISSING = {"detail": "Not found.", "code": "not_found"}
-
-
-def _forged() -> str:
-    return jwt.encode({"sub": "alice", "tenant": "default"}, "not-the-secret-" * 4, algorithm="HS256")
 
 
 @pytest.fixture
@@ -45,11 +41,11 @@ def test_bad_or_missing_token_is_401(world, how, code):
     for path in paths(world):
         query = ""
         if how == "forged":
-            client.credentials(HTTP_AUTHORIZATION=f"Bearer {_forged()}")
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {signed_with_another_key()}")
         elif how == "expired":
             client.credentials(HTTP_AUTHORIZATION=f"Bearer {mint_token(user_id='alice', ttl=-10)}")
         elif how == "forged-query":
-            query = f"?token={_forged()}"
+            query = f"?token={signed_with_another_key()}"
         elif how == "expired-query":
             query = f"?token={mint_token(user_id='alice', ttl=-10)}"
         elif how == "empty-query":

@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
-from aiim_project.tests.test_ws_test_browser import Page, chromium  # noqa: F401 (the fixture)
+from tests.support.devtools import Page
 from tests.support.ports import free_port
 from tests.support.sse import post_message
 
@@ -74,7 +74,7 @@ async def open_page(devtools_url: str, origin: str):
 
 
 def test_event_source_from_an_allowed_origin_resumes_after_the_server_drops_it(
-    chromium, daphne, page_origin, make_conversation  # noqa: F811
+    devtools_page_url, daphne, page_origin, make_conversation
 ):
     allowed = page_origin()
     server = daphne(1, CORS_ALLOWED_ORIGINS=allowed)[0]
@@ -83,7 +83,7 @@ def test_event_source_from_an_allowed_origin_resumes_after_the_server_drops_it(
     url = f"{server.url}/api/aiim/conversations/{conversation.id}/events?token={bob}"
 
     async def scenario():
-        ws, page = await open_page(chromium, allowed)
+        ws, page = await open_page(devtools_page_url, allowed)
         try:
             await page.js(f"start({json.dumps(url)})")
             await page.wait_for("window.subscribed.length === 1")
@@ -118,14 +118,14 @@ def test_event_source_from_an_allowed_origin_resumes_after_the_server_drops_it(
     assert seen["subscribed"][1]["data"]["last_seq"] == 6
 
 
-def test_event_source_from_another_origin_gets_nothing(chromium, daphne, page_origin, make_conversation):  # noqa: F811
+def test_event_source_from_another_origin_gets_nothing(devtools_page_url, daphne, page_origin, make_conversation):
     allowed, other = page_origin(), page_origin()
     server = daphne(1, CORS_ALLOWED_ORIGINS=allowed)[0]
     conversation = make_conversation("alice", ("bob",))
     url = f"{server.url}/api/aiim/conversations/{conversation.id}/events?token={mint_token(user_id='bob')}"
 
     async def scenario():
-        ws, page = await open_page(chromium, other)
+        ws, page = await open_page(devtools_page_url, other)
         try:
             await page.js(f"start({json.dumps(url)})")
             # A CORS failure is fatal for EventSource: it closes (readyState 2) and never retries.

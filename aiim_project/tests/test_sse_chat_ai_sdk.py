@@ -11,23 +11,16 @@ import pytest
 
 from aiim_project.core.auth import mint_token
 from assistants import services as assistant_services
-from assistants.fake_model import FakeModel, Script
+from assistants.fake_model import Script
 from assistants.models import Run
 from messaging.models import Message
 from tests.support.http import fetch as http
-
-from .test_sse_ai_sdk import NODE_DIR, node  # noqa: F401 (the fixture)
+from tests.support.node import NODE_DIR
 
 pytestmark = pytest.mark.e2e
 
 RUNNER_ENV = {"ASSISTANT_RUNNER": "inline", "ASSISTANT_POLL_INTERVAL": "0.05"}
 
-
-@pytest.fixture
-def fake():
-    server = FakeModel(default=Script(delay=0.005)).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

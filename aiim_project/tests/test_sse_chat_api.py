@@ -9,8 +9,7 @@ from rest_framework.test import APIClient
 from aiim_project.core.auth import mint_token
 from assistants import services as assistant_services
 from messaging.models import Message
-
-from .test_sse_api import _forged
+from tests.support.tokens import signed_with_another_key
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +51,7 @@ def call(client: APIClient, method: str, path: str, data: dict | None, query: st
 def test_bad_or_missing_token_is_401(world, how, code):
     client = APIClient()
     if how == "forged":
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {_forged()}")
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {signed_with_another_key()}")
     elif how == "expired":
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {mint_token(user_id='alice', ttl=-10)}")
     for method, path, data in requests(world):
@@ -66,7 +65,7 @@ def test_the_resume_stream_takes_a_query_token_and_the_posts_do_not(world):
     mine = world["mine"].id
     client = APIClient()
     assert client.get(f"/api/aiim/chat/{mine}/stream?token={mint_token(user_id='alice')}").status_code == 204
-    assert client.get(f"/api/aiim/chat/{mine}/stream?token={_forged()}").json()["code"] == "token_invalid"
+    assert client.get(f"/api/aiim/chat/{mine}/stream?token={signed_with_another_key()}").json()["code"] == "token_invalid"
     assert client.get(f"/api/aiim/chat/{mine}/stream?token={mint_token(user_id='alice', ttl=-10)}").json()["code"] == "token_expired"
     response = client.post(f"/api/aiim/chat?token={mint_token(user_id='alice')}", body(mine), format="json")
     assert response.status_code == 401

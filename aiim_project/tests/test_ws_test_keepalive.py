@@ -11,19 +11,19 @@ import pytest
 from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
-from aiim_project.tests.test_ws_test_browser import Page, chromium  # noqa: F401 (fixture)
+from tests.support.devtools import Page
 
 pytestmark = pytest.mark.e2e
 
 PING_INTERVAL, IDLE_TIMEOUT = 0.5, 2.0
 
 
-def test_an_idle_tab_answers_pings_and_stays_connected(chromium, daphne):  # noqa: F811
+def test_an_idle_tab_answers_pings_and_stays_connected(devtools_page_url, daphne):
     server = daphne(1, WS_PING_INTERVAL=str(PING_INTERVAL), WS_IDLE_TIMEOUT=str(IDLE_TIMEOUT))[0]
     log_text = "document.getElementById('log').innerText"
 
     async def scenario():
-        async with connect(chromium, max_size=None) as devtools:
+        async with connect(devtools_page_url, max_size=None) as devtools:
             page = Page(devtools)
             await page.call("Page.navigate", url=f"{server.url}/ws-test")
             await page.wait_for("document.readyState === 'complete' && !!document.getElementById('connect')")

@@ -42,14 +42,6 @@ def make_assistant(db):
     return make
 
 
-@pytest.fixture
-def fake():
-    from assistants.fake_model import FakeModel, Script
-
-    server = FakeModel(default=Script(delay=0.005)).start()
-    yield server
-    server.stop()
-
 
 @pytest.fixture
 async def runner(settings):

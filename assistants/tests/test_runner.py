@@ -4,7 +4,6 @@ the real gateway over the in-process WebSocket client, the real channel layer an
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -13,6 +12,7 @@ from assistants.fake_model import Script
 from assistants.models import Run, RunState
 from messaging.models import Message
 from tests.support.communicator import connect, subscribe
+from tests.support.runs import drain, ended, events_until, run_of, send, states, wait_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,41 +26,16 @@ def setup(make_assistant, make_conversation, fake):
     return database_sync_to_async(make)
 
 
-async def send(comm, conv_id, content, **kw):
-    await comm.send_json_to({"type": "send_msg", "conversation_id": conv_id, "content": content, **kw})
 
 
-async def events_until(comm, done, timeout=10.0):
-    seen = []
-    deadline = time.monotonic() + timeout
-    while True:
-        frame = await comm.receive_json_from(timeout=max(0.1, deadline - time.monotonic()))
-        if frame.get("type") == "event":
-            seen.append(frame["data"])
-            if done(frame["data"]):
-                return seen
 
 
-def ended(data):
-    return data["event"] == "message.updated" and data["message"]["stream"] and data["message"]["stream"]["state"] != "streaming"
 
 
-def states(seen):
-    return [e["state"] for e in seen if e["event"] == "assistant.state"]
 
 
-async def run_of(conv_id) -> Run:
-    return await Run.objects.aget(conversation_id=conv_id)
 
 
-async def wait_run(conv_id, predicate, timeout=10.0) -> Run:
-    deadline = time.monotonic() + timeout
-    while True:
-        runs = [r async for r in Run.objects.filter(conversation_id=conv_id).order_by("created_at")]
-        if runs and predicate(runs):
-            return runs
-        assert time.monotonic() < deadline, [(r.state, r.error_code) for r in runs]
-        await asyncio.sleep(0.05)
 
 
 async def test_direct_message_streams_a_reply(setup, fake, runner):
@@ -91,13 +66,6 @@ async def test_direct_message_streams_a_reply(setup, fake, runner):
     await alice.disconnect()
 
 
-async def drain(comm, wait=0.3):
-    """Event data that arrives within `wait` seconds of quiet (receive_nothing does not
-    cancel the application on timeout, as receive_json_from does)."""
-    frames = []
-    while not await comm.receive_nothing(timeout=wait):
-        frames.append(await comm.receive_json_from())
-    return [f["data"] for f in frames if f.get("type") == "event"]
 
 
 async def test_history_roles_and_next_turn(setup, fake, runner):

@@ -13,8 +13,7 @@ from assistants.fake_model import Script
 from assistants.models import Run, RunState
 from messaging.models import Message
 from tests.support.communicator import connect, subscribe
-
-from .test_runner import drain, ended, events_until, send, states, wait_run
+from tests.support.runs import drain, ended, events_until, send, states, wait_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -230,7 +229,7 @@ async def test_stop_run_frame_tenancy(make_conversation):
     """Another tenant's run id answers exactly like a missing one."""
     from aiim_project.core.errors import NotFound
     from assistants import frames
-    from streaming.tests.conftest import FakeConnection
+    from tests.support.communicator import FakeConnection
 
     mine = await database_sync_to_async(make_conversation)("alice", ["bot"], type="direct")
     theirs = await database_sync_to_async(make_conversation)("alice", ["bot"], type="direct", tenant="other")

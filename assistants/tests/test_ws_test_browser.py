@@ -10,14 +10,14 @@ import pytest
 from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
-from aiim_project.tests.test_ws_test_browser import Page, chromium  # noqa: F401  (the fixture)
 from assistants.fake_model import Script
 from assistants.models import Run
+from tests.support.devtools import Page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def test_ws_test_page_shows_assistant_state_and_stops_a_run(chromium, daphne, fake, make_conversation, make_assistant):  # noqa: F811
+def test_ws_test_page_shows_assistant_state_and_stops_a_run(devtools_page_url, daphne, fake, make_conversation, make_assistant):
     fake.default = Script(text=" ".join(f"w{k}" for k in range(200)), delay=0.1)
     server = daphne(1, ASSISTANT_RUNNER="inline", ASSISTANT_POLL_INTERVAL="0.05")[0]
     make_assistant(base_url=fake.base_url)
@@ -25,7 +25,7 @@ def test_ws_test_page_shows_assistant_state_and_stops_a_run(chromium, daphne, fa
     token = mint_token(user_id="alice")
 
     async def scenario():
-        async with connect(chromium, max_size=None) as devtools:
+        async with connect(devtools_page_url, max_size=None) as devtools:
             page = Page(devtools)
             await page.call("Page.navigate", url=f"{server.url}/ws-test")
             await page.wait_for("document.readyState === 'complete' && !!document.getElementById('stop-run')")

@@ -3,34 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 
 import orjson
 import pytest
 from channels.layers import get_channel_layer
 
 from aiim_project.core import events
-
-
-@dataclass
-class FakeConnection:
-    """What a frame handler uses of the gateway connection."""
-
-    tenant: str = "default"
-    user_id: str = "alice"
-    conn_id: str = "c1"
-    subscribed: list[str] = field(default_factory=list)
-    rate_limit_calls: int = 0
-
-    async def subscribe(self, conversation_id, since_seq):
-        self.subscribed.append(conversation_id)
-        return {"type": "subscribed", "conversation_id": conversation_id, "last_seq": 0}
-
-    async def unsubscribe(self, conversation_id):
-        self.subscribed.remove(conversation_id)
-
-    async def rate_limit(self):
-        self.rate_limit_calls += 1
 
 
 class Listener:

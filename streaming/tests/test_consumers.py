@@ -16,10 +16,8 @@ from aiim_project.core.auth import mint_token
 from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, TenantMismatch
 from messaging.models import Message
 from streaming import frames
-from tests.support.communicator import ask, connect, connect_queued, pipeline, subscribe
+from tests.support.communicator import FakeConnection, ask, connect, connect_queued, pipeline, subscribe
 from tests.support.websocket import ws_recv
-
-from .conftest import FakeConnection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,8 +10,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from aiim_project.core import auth
-
-from .forged_tokens import claims, hs256_with_key, unsigned
+from tests.support.tokens import claims, hs256_with_key, unsigned
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")]
 

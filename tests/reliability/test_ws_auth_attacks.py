@@ -11,9 +11,8 @@ import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from tests.support.tokens import claims, hs256_with_key, unsigned
 from tests.support.websocket import ws_open, ws_recv, ws_request, ws_send
-
-from .forged_tokens import claims, hs256_with_key, unsigned
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")]
 

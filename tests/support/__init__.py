@@ -11,6 +11,11 @@ processes, no mocks):
 - websocket: a WebSocket client over a real socket, for a running Daphne (`ws_open`,
   `ws_send`, `ws_recv`, `ws_until`, `ws_request`)
 - container: the Dockerfile's commands run as a local process (`Container`, ...)
+- browser: headless Chromium with screenshots (fixtures `chromium`, `tab`, `dev_server`,
+  `prod_server`); devtools: a DevTools tab (`devtools_page_url`, `Page`)
+- node: Node with the pinned npm packages (`node`, `NODE_DIR`); sse: reading SSE streams
+- fake_model: the fake OpenAI-compatible model (`fake`); runs: following assistant runs
+- tokens: hand-built and foreign-key tokens; metrics: reading /metrics
 
 Helpers only the reliability suite uses stay in tests/reliability/support.py.
 """

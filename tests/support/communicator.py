@@ -3,6 +3,7 @@ check, JWT middleware, gateway, channel layer) through channels' WebsocketCommun
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 
 from channels.testing import WebsocketCommunicator
@@ -80,3 +81,24 @@ async def pipeline(comm, frames):
     for frame in frames:
         await comm.send_json_to(frame)  # an unbounded queue: never yields to the consumer
     return [await comm.receive_json_from(timeout=10) for _ in frames]
+
+
+@dataclass
+class FakeConnection:
+    """What a frame handler uses of the gateway connection."""
+
+    tenant: str = "default"
+    user_id: str = "alice"
+    conn_id: str = "c1"
+    subscribed: list[str] = field(default_factory=list)
+    rate_limit_calls: int = 0
+
+    async def subscribe(self, conversation_id, since_seq):
+        self.subscribed.append(conversation_id)
+        return {"type": "subscribed", "conversation_id": conversation_id, "last_seq": 0}
+
+    async def unsubscribe(self, conversation_id):
+        self.subscribed.remove(conversation_id)
+
+    async def rate_limit(self):
+        self.rate_limit_calls += 1

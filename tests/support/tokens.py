@@ -28,3 +28,10 @@ def hs256_with_key(claims: dict, key: bytes) -> str:
 def claims(**extra) -> dict:
     now = int(time.time())
     return {"sub": "alice", "tenant": "default", "iat": now, "exp": now + 3600, **extra}
+
+
+def signed_with_another_key(user_id: str = "alice", tenant: str = "default") -> str:
+    """A well-formed token signed with a key that is not JWT_SECRET."""
+    import jwt
+
+    return jwt.encode({"sub": user_id, "tenant": tenant}, "not-the-secret-" * 4, algorithm="HS256")
