@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
-from tests.support.devtools import Page
+from tests.support.devtools import Page, open_ws_test
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +27,7 @@ def test_ws_test_page_drives_a_real_connection(devtools_page_url, daphne, make_c
     async def scenario():
         async with connect(devtools_page_url, max_size=None) as devtools:
             page = Page(devtools)
-            await page.call("Page.navigate", url=f"{server.url}/ws-test")
-            await page.wait_for("document.readyState === 'complete' && !!document.getElementById('connect')")
-            await page.js(f"document.getElementById('token').value = {json.dumps(token)}")
-            await page.js("document.getElementById('connect').click()")
-            await page.wait_for("document.getElementById('status').textContent === 'connected'")
+            await open_ws_test(page, server.url, token)
             await page.js(f"document.getElementById('conversation').value = {json.dumps(conversation.id)}")
             await page.js("document.getElementById('subscribe').click()")
             await page.wait_for("document.getElementById('log').innerText.includes('\"subscribed\"')")

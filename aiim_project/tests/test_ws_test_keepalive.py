@@ -5,13 +5,12 @@ Headless Chromium against a real Daphne with the intervals shortened."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from websockets.asyncio.client import connect
 
 from aiim_project.core.auth import mint_token
-from tests.support.devtools import Page
+from tests.support.devtools import Page, open_ws_test
 
 pytestmark = pytest.mark.e2e
 
@@ -25,11 +24,7 @@ def test_an_idle_tab_answers_pings_and_stays_connected(devtools_page_url, daphne
     async def scenario():
         async with connect(devtools_page_url, max_size=None) as devtools:
             page = Page(devtools)
-            await page.call("Page.navigate", url=f"{server.url}/ws-test")
-            await page.wait_for("document.readyState === 'complete' && !!document.getElementById('connect')")
-            await page.js(f"document.getElementById('token').value = {json.dumps(mint_token(user_id='alice'))}")
-            await page.js("document.getElementById('connect').click()")
-            await page.wait_for("document.getElementById('status').textContent === 'connected'")
+            await open_ws_test(page, server.url, mint_token(user_id='alice'))
             # Nobody touches the tab for twice the idle timeout.
             await asyncio.sleep(2 * IDLE_TIMEOUT)
             return await page.js("document.getElementById('status').textContent"), await page.js(log_text)

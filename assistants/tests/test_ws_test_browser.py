@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from aiim_project.core.auth import mint_token
 from assistants.fake_model import Script
 from assistants.models import Run
-from tests.support.devtools import Page
+from tests.support.devtools import Page, open_ws_test
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -27,12 +27,8 @@ def test_ws_test_page_shows_assistant_state_and_stops_a_run(devtools_page_url, d
     async def scenario():
         async with connect(devtools_page_url, max_size=None) as devtools:
             page = Page(devtools)
-            await page.call("Page.navigate", url=f"{server.url}/ws-test")
-            await page.wait_for("document.readyState === 'complete' && !!document.getElementById('stop-run')")
+            await open_ws_test(page, server.url, token, ready="stop-run")
             assert await page.js("document.getElementById('stop-run').disabled") is True
-            await page.js(f"document.getElementById('token').value = {json.dumps(token)}")
-            await page.js("document.getElementById('connect').click()")
-            await page.wait_for("document.getElementById('status').textContent === 'connected'")
             await page.js(f"document.getElementById('conversation').value = {json.dumps(conversation.id)}")
             await page.js("document.getElementById('subscribe').click()")
             await page.wait_for("document.getElementById('log').innerText.includes('\"subscribed\"')")

@@ -88,3 +88,13 @@ def devtools_page_url(tmp_path):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+async def open_ws_test(page: Page, base_url: str, token: str, *, ready: str = "connect") -> None:
+    """Open /ws-test, paste `token`, press Connect and wait until it says connected. `ready`:
+    the element id whose presence says the page has loaded."""
+    await page.call("Page.navigate", url=f"{base_url}/ws-test")
+    await page.wait_for(f"document.readyState === 'complete' && !!document.getElementById('{ready}')")
+    await page.js(f"document.getElementById('token').value = {json.dumps(token)}")
+    await page.js("document.getElementById('connect').click()")
+    await page.wait_for("document.getElementById('status').textContent === 'connected'")
