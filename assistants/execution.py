@@ -176,9 +176,19 @@ def _end(run: Run, state: str, now, *, error: tuple[str, str] | None = None, fin
 
 
 @transaction.atomic
-def write_chunk(*, run_id: str, owner: str, text: str, end: bool = False, finish_reason: str | None = None, usage: Usage | None = None) -> bool:
-    """Append `text` to the run's reply (the first text creates it); `end` completes the
-    stream and the run. False if the run is no longer this runner's (stopped, interrupted)."""
+def write_chunk(
+    *,
+    run_id: str,
+    owner: str,
+    text: str,
+    end: bool = False,
+    finish_reason: str | None = None,
+    usage: Usage | None = None,
+    reasoning: str = "",
+) -> bool:
+    """Append `text` to the run's reply (the first text creates it, with the model's
+    `reasoning` so far in its metadata); `end` completes the stream and the run. False if
+    the run is no longer this runner's (stopped, interrupted)."""
     run = _mine(run_id, owner)
     if run is None:
         return False
@@ -191,7 +201,7 @@ def write_chunk(*, run_id: str, owner: str, text: str, end: bool = False, finish
             client_msg_id=run.client_msg_id,
             chunk=text,
             stream_end=end,
-            metadata={"run_id": run.id},
+            metadata={"run_id": run.id, **({"reasoning": reasoning} if reasoning else {})},
         )
         if result.started:
             Run.objects.filter(pk=run.pk).update(reply_message_id=result.message.id, first_token_at=now)

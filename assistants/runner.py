@@ -51,6 +51,7 @@ class Progress:
     """One run's reply so far, across attempts."""
 
     buffer: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)  # stored with the reply's first chunk
     text_len: int = 0  # characters stored
     stored: bool = False  # content was stored: no retry any more
     generating: bool = False
@@ -294,6 +295,8 @@ class Runner:
                 if kind == "content":
                     progress.buffer.append(value)
                     content = True
+                elif kind == "reasoning" and not progress.stored:
+                    progress.reasoning.append(value)
                 elif kind == "usage":
                     progress.usage = value
                 elif kind == "finish":
@@ -333,7 +336,8 @@ class Runner:
         progress.buffer.clear()
         progress.last_flush = now
         try:
-            ok = await in_worker(execution.write_chunk)(run_id=run.id, owner=self.owner, text=text)
+            reasoning = "" if progress.stored else "".join(progress.reasoning)
+            ok = await in_worker(execution.write_chunk)(run_id=run.id, owner=self.owner, text=text, reasoning=reasoning)
         except AiimError as exc:  # the reply outgrew MAX_MESSAGE_BYTES, the assistant left, ...
             raise ModelFailure(exc.code, exc.detail, retryable=False) from None
         if not ok:

@@ -64,7 +64,7 @@ def test_ai_sdk_reads_ended_and_failed_streams(daphne, make_conversation, token,
     Message.objects.filter(pk=failed["message_id"]).update(stream_state="failed")
     stopped = post_chunk(server, alice, conversation.id, "stopped", "cut", index=0)
     Message.objects.filter(pk=stopped["message_id"]).update(stream_state="stopped")
-    # The reasoning hook (aiim_project.gateway.sse.message_stream.reasoning_of) and run extras in metadata.
+    # The reasoning an assistant run keeps in the reply's metadata, and the run extras.
     reasoned = post_chunk(server, alice, conversation.id, "reasoned", "answer", index=0, end=True)
     Message.objects.filter(pk=reasoned["message_id"]).update(
         metadata={"reasoning": "first, think", "run_id": "run-1", "usage": {"output_tokens": 3}})

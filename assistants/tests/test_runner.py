@@ -125,6 +125,9 @@ async def test_reasoning_keeps_thinking(setup, fake, runner):
     thinking_at = seen.index(next(e for e in seen if e.get("state") == "thinking"))
     generating_at = seen.index(next(e for e in seen if e.get("state") == "generating"))
     assert generating_at > thinking_at
+    # The reasoning is kept with the reply (the UI message stream sends it before the text).
+    reply = await Message.objects.aget(conversation_id=conv.id, sender_id="bot")
+    assert reply.metadata["reasoning"] == "let me think" and reply.content == "done"
     await alice.disconnect()
 
 

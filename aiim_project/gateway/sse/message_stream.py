@@ -47,9 +47,9 @@ STREAMING = "streaming"
 
 
 def reasoning_of(message: Message) -> str:
-    """HOOK for the assistants run: the reasoning the model sent for this reply, which goes
-    out as reasoning parts before the text. Read from `metadata["reasoning"]` until the run
-    stores it (and its live chunks) where it decides; empty for any other message."""
+    """The reasoning the model sent before this reply's first token (an assistant run keeps
+    it in the reply's `metadata["reasoning"]`): reasoning parts before the text; empty for
+    any other message."""
     value = (message.metadata or {}).get("reasoning") if isinstance(message.metadata, dict) else None
     return value if isinstance(value, str) else ""
 
