@@ -1,7 +1,9 @@
 """The composition root: the one place where the apps are wired together, in this order:
-`frame_table`, `api_urls`, `register_admin`, `websocket_app` (the gateway with the frame table
-and streaming's chunk loader), `application`. Nothing else imports the gateway; the hub starts
-per event loop on first use (docs/architecture.md, "The composition root").
+`frame_table`, `api_urls` (with the gateway's SSE and chat streams), `register_admin`,
+`connect_hooks` (the assistants' trigger on messaging's post-store hook), `websocket_app` (the
+gateway with the frame table and streaming's chunk loader), `application` (with the assistant
+runner's start). Nothing else imports the gateway; the hub starts per event loop on first use
+(docs/architecture.md, "The composition root").
 """
 
 from __future__ import annotations
