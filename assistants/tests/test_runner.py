@@ -4,6 +4,7 @@ the real gateway over the in-process WebSocket client, the real channel layer an
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -138,13 +139,18 @@ async def test_chunks_are_coalesced(setup, fake, runner, settings):
     fake.queue(Script(text=text, delay=0.01))  # ~0.4 s of words
     alice = await connect("alice")
     await subscribe(alice, conv.id)
+    started = time.monotonic()
     await send(alice, conv.id, "q")
     seen = await events_until(alice, ended)
+    elapsed = time.monotonic() - started
     chunks = [e for e in seen if e["event"] == "message.stream_chunk"]
     assert "".join(e["delta"] for e in chunks) == text
-    assert len(chunks) <= 6  # the first token at once, then one chunk per 200 ms window
+    # The first token at once, then at most one chunk per 200 ms window (a loaded machine
+    # stretches the stream, not the window), and far fewer chunks than the 40 words.
+    windows = 2 + int(elapsed / 0.2)
+    assert len(chunks) <= min(windows, 20), (len(chunks), elapsed)
     message = await Message.objects.aget(type="ai")
-    assert message.stream_chunk_count <= 6
+    assert message.stream_chunk_count == len(chunks) or message.stream_chunk_count <= min(windows, 20)
     await alice.disconnect()
 
 
