@@ -15,7 +15,8 @@ from . import ROOT
 
 
 def daphne_env(**extra: str) -> dict[str, str]:
-    """The environment of a test server: this test's database, development mode, no rate limit."""
+    """The environment of a test server: this test's database, development mode, no rate
+    limit, no assistant runner."""
     from .database import database_url
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
@@ -25,6 +26,8 @@ def daphne_env(**extra: str) -> dict[str, str]:
         DEBUG="true",
         RATE_LIMIT_PER_SEC="0",
         LOG_LEVEL="WARNING",
+        # No assistant runner polling the database unless a test asks for one (inline).
+        ASSISTANT_RUNNER="worker",
     )
     env.update({k: str(v) for k, v in extra.items()})
     return env
