@@ -35,7 +35,7 @@ SQLITE_PATH = "/tmp/aiim_bench.sqlite3"
 REDIS_URL = "redis://127.0.0.1:6379/7"
 
 
-def server_env(backend: str, extra: dict[str, str], pg_url: str = PG_URL) -> dict[str, str]:
+def server_env(backend: str, extra: dict[str, str], pg_url: str = PG_URL, sqlite_path: str = SQLITE_PATH) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(
         DJANGO_SETTINGS_MODULE="aiim_project.settings",
@@ -50,7 +50,7 @@ def server_env(backend: str, extra: dict[str, str], pg_url: str = PG_URL) -> dic
     if backend == "postgres":
         env.update(DATABASE_URL=pg_url, REDIS_URL=REDIS_URL, CHANNEL_LAYER_PREFIX="bench")
     else:
-        env.update(DATABASE_URL=f"sqlite:///{SQLITE_PATH}")
+        env.update(DATABASE_URL=f"sqlite:///{sqlite_path}")
     env.update(extra)
     return env
 
@@ -67,7 +67,7 @@ def export(commit: str) -> Path:
     return src
 
 
-def reset_database(backend: str, env: dict[str, str], src: Path, pg_url: str = PG_URL) -> None:
+def reset_database(backend: str, env: dict[str, str], src: Path, pg_url: str = PG_URL, sqlite_path: str = SQLITE_PATH) -> None:
     if backend == "postgres":
         url = urlparse(pg_url)
         where = ["-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres"]
@@ -78,7 +78,7 @@ def reset_database(backend: str, env: dict[str, str], src: Path, pg_url: str = P
         subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "FLUSHDB"], check=True, stdout=subprocess.DEVNULL)
     else:
         for suffix in ("", "-wal", "-shm"):
-            Path(SQLITE_PATH + suffix).unlink(missing_ok=True)
+            Path(sqlite_path + suffix).unlink(missing_ok=True)
     subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=src, env=env, check=True)
 
 
@@ -126,9 +126,11 @@ def main() -> None:
     parser.add_argument("--src", default="", help="serve this directory (a patched export, for an experiment)")
     parser.add_argument("--profile", default="", help="py-spy record the first server into this SVG/speedscope file")
     parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL database for --backend postgres (dropped and recreated)")
+    parser.add_argument("--base-port", type=int, default=BASE_PORT, help="first server port (two runs at once need different ones)")
     args, loadgen_args = parser.parse_known_args()
     extra = dict(item.split("=", 1) for item in args.env)
-    env = server_env(args.backend, extra, args.pg_url)
+    sqlite_path = SQLITE_PATH if args.base_port == BASE_PORT else f"/tmp/aiim_bench_{args.base_port}.sqlite3"
+    env = server_env(args.backend, extra, args.pg_url, sqlite_path)
     if args.src:  # an experiment: a patched copy of a commit, never recorded as that commit
         src = Path(args.src).resolve()
         commit = "experiment:" + src.name
@@ -140,7 +142,7 @@ def main() -> None:
     else:
         commit = subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         src = export(commit)
-    reset_database(args.backend, env, src, args.pg_url)
+    reset_database(args.backend, env, src, args.pg_url, sqlite_path)
     stamp = datetime.datetime.now(datetime.UTC)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
@@ -149,7 +151,7 @@ def main() -> None:
     log_dir.mkdir(exist_ok=True)
 
     procs: list[subprocess.Popen] = []
-    ports = [BASE_PORT + i for i in range(args.procs)]
+    ports = [args.base_port + i for i in range(args.procs)]
     spy = None
     try:
         for port in ports:
