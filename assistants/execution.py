@@ -175,39 +175,64 @@ def _end(run: Run, state: str, now, *, error: tuple[str, str] | None = None, fin
         publish_state(run, "idle")
 
 
+@dataclass(frozen=True)
+class ChunkWrite:
+    """One run's flush: `text` appended to its reply (the first text creates it, with the
+    model's `reasoning` so far in its metadata); `end` completes the stream and the run."""
+
+    run_id: str
+    text: str
+    end: bool = False
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    reasoning: str = ""
+
+
 @transaction.atomic
-def write_chunk(
-    *,
-    run_id: str,
-    owner: str,
-    text: str,
-    end: bool = False,
-    finish_reason: str | None = None,
-    usage: Usage | None = None,
-    reasoning: str = "",
-) -> bool:
-    """Append `text` to the run's reply (the first text creates it, with the model's
-    `reasoning` so far in its metadata); `end` completes the stream and the run. False if
-    the run is no longer this runner's (stopped, interrupted)."""
-    run = _mine(run_id, owner)
+def write_chunks(*, owner: str, writes: list[ChunkWrite]) -> list[bool]:
+    """The flushes of many runs in one transaction (the runner's group commit), in order.
+    False for a run that is no longer this runner's (stopped, interrupted). Any error rolls
+    back all of them: the runner then writes them one by one (`write_chunk`)."""
+    ids = sorted({w.run_id for w in writes})
+    mine = {run.pk: run for run in Run.objects.select_for_update().filter(pk__in=ids, state=RunState.RUNNING, lease_owner=owner).order_by("pk")}
+    out = []
+    for write in writes:
+        run = mine.get(write.run_id)
+        if run is not None:
+            _write(run, write)
+            if write.end:
+                del mine[write.run_id]  # ended: a later write of it in this batch finds it gone
+        out.append(run is not None)
+    return out
+
+
+@transaction.atomic
+def write_chunk(*, owner: str, write: ChunkWrite) -> bool:
+    """One flush on its own (see `write_chunks`)."""
+    run = _mine(write.run_id, owner)
     if run is None:
         return False
+    _write(run, write)
+    return True
+
+
+def _write(run: Run, write: ChunkWrite) -> None:
     now = timezone.now()
-    if text or (end and run.reply_message_id):
+    if write.text or (write.end and run.reply_message_id):
         result = stream_append(
             tenant=run.tenant,
             sender=run.assistant_id,
             conversation_id=run.conversation_id,
             client_msg_id=run.client_msg_id,
-            chunk=text,
-            stream_end=end,
-            metadata={"run_id": run.id, **({"reasoning": reasoning} if reasoning else {})},
+            chunk=write.text,
+            stream_end=write.end,
+            metadata={"run_id": run.id, **({"reasoning": write.reasoning} if write.reasoning else {})},
         )
         if result.started:
             Run.objects.filter(pk=run.pk).update(reply_message_id=result.message.id, first_token_at=now)
-    if end:
-        _end(run, RunState.COMPLETED, now, finish_reason=finish_reason or "stop", usage=usage)
-    return True
+            run.reply_message_id = result.message.id
+    if write.end:
+        _end(run, RunState.COMPLETED, now, finish_reason=write.finish_reason or "stop", usage=write.usage)
 
 
 @transaction.atomic

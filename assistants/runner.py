@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import math
 import os
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,8 @@ from aiim_project.core.db import in_worker
 from aiim_project.core.errors import AiimError
 
 from . import execution, wake
-from .execution import Prepared, RunFailed, Usage
+from .chunk_writer import ChunkWriter
+from .execution import ChunkWrite, Prepared, RunFailed, Usage
 from .models import Run
 from .rendering import state_event
 
@@ -40,6 +43,37 @@ class ModelFailure(Exception):
     def __init__(self, code: str, detail: str, *, retryable: bool):
         super().__init__(detail)
         self.code, self.detail, self.retryable = code, detail, retryable
+
+
+class ModelStreamError(Exception):
+    """An `{"error": ...}` event in the model's stream."""
+
+
+class ModelConnectionLost(Exception):
+    """Reading the model's response failed in the transport (reset, closed early, timeout)."""
+
+
+async def response_lines(response: Any) -> AsyncIterator[str]:
+    try:
+        async for line in response.iter_lines():
+            yield line
+    except Exception as exc:
+        raise ModelConnectionLost(type(exc).__name__) from exc
+
+
+async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The `data` of each server-sent event (multi-line data joined by newlines; comments,
+    `event:` and `id:` fields ignored): what the chat completions stream carries."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+    if data:
+        yield "\n".join(data)
 
 
 class LostRun(Exception):
@@ -69,8 +103,8 @@ def _estimate(progress: Progress) -> Usage:
 
 def _usage(progress: Progress) -> Usage:
     u = progress.usage
-    if u is not None and getattr(u, "total_tokens", None) is not None:
-        return Usage(prompt_tokens=u.prompt_tokens or 0, completion_tokens=u.completion_tokens or 0, estimated=False)
+    if isinstance(u, dict) and u.get("total_tokens") is not None:
+        return Usage(prompt_tokens=u.get("prompt_tokens") or 0, completion_tokens=u.get("completion_tokens") or 0, estimated=False)
     return _estimate(progress)
 
 
@@ -85,6 +119,7 @@ class Runner:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.tasks: dict[str, asyncio.Task] = {}
         self.lost: set[str] = set()
+        self.writer = ChunkWriter(self.owner)
         self._wakeup = asyncio.Event()
         self._clients: dict[tuple[str, str], openai.AsyncOpenAI] = {}
         self._next_reap = 0.0
@@ -189,9 +224,7 @@ class Runner:
         # Completed: the rest of the text, the stream's end and the run's end in one transaction.
         usage, text = _usage(progress), "".join(progress.buffer)
         progress.buffer.clear()
-        if not await in_worker(execution.write_chunk)(
-            run_id=run.id, owner=self.owner, text=text, end=True, finish_reason=progress.finish_reason, usage=usage
-        ):
+        if not await self.writer.write(ChunkWrite(run_id=run.id, text=text, end=True, finish_reason=progress.finish_reason, usage=usage)):
             raise LostRun()
 
     def _client(self, prepared: Prepared) -> openai.AsyncOpenAI:
@@ -212,17 +245,18 @@ class Runner:
         loop = asyncio.get_running_loop()
         started = loop.time()
         first_limit = min(settings.ASSISTANT_FIRST_TOKEN_TIMEOUT, max(0.0, deadline - time.monotonic()))
+        # The raw streaming response of the official client: its transport, auth and status
+        # errors, but our own parse of the events. Its typed chunks cost ~0.1 ms of pydantic
+        # per token, 70% of the server's CPU with 50 runs (docs/assistants.md, "Cost").
+        request = self._client(prepared).chat.completions.with_streaming_response.create(
+            model=prepared.model,
+            messages=prepared.messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body=prepared.params or None,  # passed through as given (temperature, max_tokens, ...)
+        )
         try:
-            stream = await asyncio.wait_for(
-                self._client(prepared).chat.completions.create(
-                    model=prepared.model,
-                    messages=prepared.messages,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    extra_body=prepared.params or None,  # passed through as given (temperature, max_tokens, ...)
-                ),
-                first_limit,
-            )
+            response = await asyncio.wait_for(request.__aenter__(), first_limit)
         except TimeoutError:
             raise ModelFailure("model_timeout", "No response from the model in time.", retryable=True) from None
         except openai.APIStatusError as exc:
@@ -230,31 +264,37 @@ class Runner:
         except openai.APIConnectionError:
             raise ModelFailure("model_unavailable", "The model endpoint cannot be reached.", retryable=True) from None
         queue: asyncio.Queue = asyncio.Queue()
-        reader = loop.create_task(self._read(stream, queue))
+        reader = loop.create_task(self._read(response, queue))
         try:
             await self._consume(run, progress, queue, started, deadline)
         finally:
             reader.cancel()
             # Closing the response closes its connection: the model server sees the client
             # go, and stops generating (a stop, a timeout, a failure).
-            await asyncio.shield(stream.close())
+            await asyncio.shield(response.close())
 
     @staticmethod
-    async def _read(stream: Any, queue: asyncio.Queue) -> None:
+    async def _read(response: Any, queue: asyncio.Queue) -> None:
         try:
-            async for chunk in stream:
-                if getattr(chunk, "usage", None) is not None:
-                    queue.put_nowait(("usage", chunk.usage))
-                for choice in chunk.choices or ():
-                    delta = choice.delta
-                    extra = (delta.model_extra or {}) if delta is not None else {}
-                    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+            async for data in sse_data(response_lines(response)):
+                if data.startswith("[DONE]"):
+                    break
+                chunk = json.loads(data)
+                if not isinstance(chunk, dict):
+                    raise ValueError("a stream event that is not an object")
+                if chunk.get("error"):
+                    raise ModelStreamError(chunk["error"])
+                if chunk.get("usage"):
+                    queue.put_nowait(("usage", chunk["usage"]))
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
                     if reasoning:
                         queue.put_nowait(("reasoning", reasoning))
-                    if delta is not None and delta.content:
-                        queue.put_nowait(("content", delta.content))
-                    if choice.finish_reason:
-                        queue.put_nowait(("finish", choice.finish_reason))
+                    if delta.get("content"):
+                        queue.put_nowait(("content", delta["content"]))
+                    if choice.get("finish_reason"):
+                        queue.put_nowait(("finish", choice["finish_reason"]))
             queue.put_nowait(("end", None))
         except asyncio.CancelledError:
             raise
@@ -318,9 +358,9 @@ class Runner:
     def _stream_failure(exc: Exception, progress: Progress) -> ModelFailure:
         if isinstance(exc, openai.APIStatusError):
             return _status_failure(exc)
-        if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, openai.APIConnectionError | ModelConnectionLost):
             return ModelFailure("model_unavailable", "The connection to the model was lost.", retryable=True)
-        if isinstance(exc, ValueError | openai.APIError):  # JSON that does not parse, an error event
+        if isinstance(exc, ValueError | AttributeError | TypeError | ModelStreamError):  # JSON that does not parse, an error event
             return ModelFailure("model_error", "The model sent a malformed stream.", retryable=True)
         return ModelFailure("model_error", f"The model's stream failed ({type(exc).__name__}).", retryable=True)
 
@@ -337,7 +377,7 @@ class Runner:
         progress.last_flush = now
         try:
             reasoning = "" if progress.stored else "".join(progress.reasoning)
-            ok = await in_worker(execution.write_chunk)(run_id=run.id, owner=self.owner, text=text, reasoning=reasoning)
+            ok = await self.writer.write(ChunkWrite(run_id=run.id, text=text, reasoning=reasoning))
         except AiimError as exc:  # the reply outgrew MAX_MESSAGE_BYTES, the assistant left, ...
             raise ModelFailure(exc.code, exc.detail, retryable=False) from None
         if not ok:
