@@ -163,7 +163,7 @@ def main() -> None:
 
     procs: list[subprocess.Popen] = []
     ports = [args.base_port + i for i in range(args.procs)]
-    spy = nginx = None
+    spy = nginx = lg = None
     groups: list[CpuGroup] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below cleans up
     try:
@@ -244,6 +244,8 @@ def main() -> None:
         if lg.returncode:
             sys.exit(lg.returncode)
     finally:
+        if lg is not None and lg.poll() is None:  # interrupted
+            lg.terminate()
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
