@@ -180,7 +180,7 @@ def main() -> None:
                 )
             )
         for port, proc in zip(ports, procs):
-            wait_port(port, proc)
+            wait_port(port, proc, timeout=30 + 15 * args.procs)  # N start-ups share the server cores
         lg_ports = ports
         if args.capped:
             # Capped once listening (a start-up at 10% of a core takes long); cgroup.procs
