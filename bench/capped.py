@@ -4,7 +4,7 @@ docs/deploy/nginx.conf, so the load generator talks to one port and each process
 CPU share however many cores the machine has. Needs root, cgroup v1 at /sys/fs/cgroup/cpu and
 nginx (Debian: `apt-get install -y nginx`; the system service is never touched).
 
-Cleanup: run.py stops the processes in a `finally`, then `CpuGroup.remove()` and `Nginx.stop()`;
+Cleanup: run.py stops the processes in a `finally`, then `Capped.close()` (nginx, the cgroups);
 a group left over by a killed run is removed by the next run with the same base port (or refused
 while it still holds processes).
 """
@@ -130,6 +130,9 @@ class Nginx:
         if not Path(exe).exists():
             raise RuntimeError("nginx is not installed (Debian: apt-get install -y nginx)")
         self.port = port
+        with socket.socket() as probe:  # else the wait below would see the other listener
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise RuntimeError(f"port {port} is taken: choose another --nginx-port")
         self.dir = Path(f"/tmp/aiim_bench_nginx_{port}")
         self.dir.mkdir(exist_ok=True)
         servers = "\n".join(f"        server 127.0.0.1:{p};" for p in upstreams)
@@ -176,3 +179,46 @@ class Nginx:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class Capped:
+    """The server processes (pid, port) each in a cgroup capped at `quota` of a core, and nginx
+    in front of them on `nginx_port`: what run.py --capped starts, records and removes."""
+
+    def __init__(self, quota: float, nginx_port: int, nginx_cpus: str = "") -> None:
+        self.quota, self.port, self.nginx_cpus = quota, nginx_port, nginx_cpus
+        self.groups: list[CpuGroup] = []
+        self.nginx: Nginx | None = None
+
+    def start(self, servers: list[tuple[int, int]]) -> None:
+        """Cap each (pid, port) and start nginx; what was started is undone by close()."""
+        for pid, port in servers:
+            # Capped once listening (a start-up at 10% of a core takes long); writing the pid
+            # to cgroup.procs moves every thread of the process.
+            self.groups.append(CpuGroup(f"aiim_bench_{port}", self.quota))
+            (self.groups[-1].path / "cgroup.procs").write_text(str(pid))
+        self.nginx = Nginx(self.port, [port for _, port in servers], self.nginx_cpus)
+        self.mark()
+
+    def header(self) -> dict:
+        return {"cpu_quota": self.quota, "period_us": self.groups[0].period_us, "nginx_port": self.port,
+                "nginx_cpus": self.nginx_cpus or "any", "balance": "round-robin"}
+
+    def mark(self) -> None:
+        self._stat0 = [g.stat() for g in self.groups], self.nginx.cpu_s()
+
+    def stats(self) -> dict:
+        """Since mark(): per cgroup the CFS periods, throttled periods and seconds (a group
+        throttled in most periods used its whole quota), and nginx's CPU seconds."""
+        groups0, nginx0 = self._stat0
+        return {
+            "cgroups": [{k: round(v - s0[k], 3) for k, v in g.stat().items()} for g, s0 in zip(self.groups, groups0)],
+            "nginx_cpu_s": round(self.nginx.cpu_s() - nginx0, 2),
+        }
+
+    def close(self) -> None:
+        """Stop nginx, remove the cgroups (after the servers have exited)."""
+        if self.nginx is not None:
+            self.nginx.stop()
+        for group in self.groups:
+            group.remove()

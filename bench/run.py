@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from capped import CpuGroup, Nginx
+from capped import Capped
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
@@ -163,8 +163,7 @@ def main() -> None:
 
     procs: list[subprocess.Popen] = []
     ports = [args.base_port + i for i in range(args.procs)]
-    spy = nginx = lg = None
-    groups: list[CpuGroup] = []
+    spy = capped = lg = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below cleans up
     try:
         for port in ports:
@@ -181,15 +180,10 @@ def main() -> None:
             )
         for port, proc in zip(ports, procs):
             wait_port(port, proc, timeout=30 + 15 * args.procs)  # N start-ups share the server cores
-        lg_ports = ports
         if args.capped:
-            # Capped once listening (a start-up at 10% of a core takes long); cgroup.procs
-            # moves every thread of the process.
-            for port, proc in zip(ports, procs):
-                groups.append(CpuGroup(f"aiim_bench_{port}", args.capped))
-                (groups[-1].path / "cgroup.procs").write_text(str(proc.pid))
-            nginx = Nginx(args.nginx_port or args.base_port + 90, ports, args.nginx_cpus)
-            lg_ports = [nginx.port]
+            capped = Capped(args.capped, args.nginx_port or args.base_port + 90, args.nginx_cpus)
+            capped.start([(p.pid, port) for p, port in zip(procs, ports)])
+        lg_ports = [capped.port] if capped else ports
         if args.profile:
             spy = subprocess.Popen(
                 [
@@ -216,25 +210,22 @@ def main() -> None:
             "backend": args.backend,
             "procs": args.procs,
             "server_env": extra,
-            "capped": {"cpu_quota": args.capped, "period_us": groups[0].period_us, "nginx_port": nginx.port, "nginx_cpus": args.nginx_cpus or "any",
-                       "balance": "round-robin"} if args.capped else None,
+            "capped": capped.header() if capped else None,
             "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
         }
         print(json.dumps(header), flush=True)
         with open(out_path, "w") as out:
             out.write(json.dumps(header) + "\n")
-            cap0 = [g.stat() for g in groups], nginx.cpu_s() if nginx else 0.0
+            if capped:
+                capped.mark()
             lg = subprocess.Popen(cmd, cwd=ROOT, env=lg_env, stdout=subprocess.PIPE, text=True)
             for line in lg.stdout:
                 print(line, end="", flush=True)
                 out.write(line)
                 out.flush()
             lg.wait()
-            if args.capped:  # over the whole loadgen run: a group throttled in most periods used its whole quota
-                stats = json.dumps({"capped_stats": {
-                    "cgroups": [{k: round(v - s0[k], 3) for k, v in g.stat().items()} for g, s0 in zip(groups, cap0[0])],
-                    "nginx_cpu_s": round(nginx.cpu_s() - cap0[1], 2),
-                }})
+            if capped:  # over the whole loadgen run
+                stats = json.dumps({"capped_stats": capped.stats()})
                 print(stats, flush=True)
                 out.write(stats + "\n")
             if args.backend == "postgres":
@@ -257,10 +248,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if nginx is not None:
-            nginx.stop()
-        for group in groups:
-            group.remove()
+        if capped is not None:
+            capped.close()
     print(f"results: {out_path}", file=sys.stderr)
 
 
