@@ -10,6 +10,10 @@ the README says) and `postgres` (database aiim_bench on 127.0.0.1, Redis db 7, c
 layer prefix "bench"; --pg-url names another database, e.g. a private PostgreSQL). The
 database is dropped and recreated before the servers start. Extra server settings:
 --env NAME=VALUE (repeatable), e.g. --env WS_FANOUT_LAG_MS=0.
+
+--capped 0.2: every server process in its own cgroup capped at 20% of a core, behind a
+private nginx on --nginx-port (base port + 90), which is all the loadgen talks to
+(bench/capped.py); this measures horizontal scaling on a machine with few cores.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ import datetime
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
+
+from capped import Capped
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
@@ -127,6 +134,9 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="py-spy record the first server into this SVG/speedscope file")
     parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL database for --backend postgres (dropped and recreated)")
     parser.add_argument("--base-port", type=int, default=BASE_PORT, help="first server port (two runs at once need different ones)")
+    parser.add_argument("--capped", type=float, default=0.0, metavar="FRACTION", help="cap each server at FRACTION of a core (cgroup) and put nginx in front")
+    parser.add_argument("--nginx-port", type=int, default=0, help="with --capped: nginx's port (default base port + 90)")
+    parser.add_argument("--nginx-cpus", default="", help="with --capped: taskset list for nginx (default: unpinned)")
     args, loadgen_args = parser.parse_known_args()
     extra = dict(item.split("=", 1) for item in args.env)
     sqlite_path = SQLITE_PATH if args.base_port == BASE_PORT else f"/tmp/aiim_bench_{args.base_port}.sqlite3"
@@ -146,13 +156,15 @@ def main() -> None:
     stamp = datetime.datetime.now(datetime.UTC)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
-    out_path = out_dir / f"{args.backend}-{args.procs}p-{stamp:%Y%m%dT%H%M%S}{'-' + args.label if args.label else ''}.jsonl"
+    mode = f"-cap{args.capped:g}" if args.capped else ""
+    out_path = out_dir / f"{args.backend}-{args.procs}p{mode}-{stamp:%Y%m%dT%H%M%S}{'-' + args.label if args.label else ''}.jsonl"
     log_dir = Path("/tmp/aiim_bench_logs")
     log_dir.mkdir(exist_ok=True)
 
     procs: list[subprocess.Popen] = []
     ports = [args.base_port + i for i in range(args.procs)]
-    spy = None
+    spy = capped = lg = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below cleans up
     try:
         for port in ports:
             log = open(log_dir / f"daphne-{port}.log", "wb")
@@ -167,7 +179,11 @@ def main() -> None:
                 )
             )
         for port, proc in zip(ports, procs):
-            wait_port(port, proc)
+            wait_port(port, proc, timeout=30 + 15 * args.procs)  # N start-ups share the server cores
+        if args.capped:
+            capped = Capped(args.capped, args.nginx_port or args.base_port + 90, args.nginx_cpus)
+            capped.start([(p.pid, port) for p, port in zip(procs, ports)])
+        lg_ports = [capped.port] if capped else ports
         if args.profile:
             spy = subprocess.Popen(
                 [
@@ -183,7 +199,7 @@ def main() -> None:
             )
         cmd = [
             "taskset", "-c", args.loadgen_cpus, PY, str(ROOT / "bench" / "loadgen.py"),
-            "--ports", ",".join(map(str, ports)), "--pids", ",".join(str(p.pid) for p in procs), "--label", args.label, *loadgen_args,
+            "--ports", ",".join(map(str, lg_ports)), "--metrics-ports", ",".join(map(str, ports)), "--pids", ",".join(str(p.pid) for p in procs), "--label", args.label, *loadgen_args,
         ]
         lg_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         lg_env.update(JWT_SECRET=JWT_SECRET, DEBUG="false", SECRET_KEY="bench-django-secret")
@@ -194,17 +210,24 @@ def main() -> None:
             "backend": args.backend,
             "procs": args.procs,
             "server_env": extra,
+            "capped": capped.header() if capped else None,
             "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
         }
         print(json.dumps(header), flush=True)
         with open(out_path, "w") as out:
             out.write(json.dumps(header) + "\n")
+            if capped:
+                capped.mark()
             lg = subprocess.Popen(cmd, cwd=ROOT, env=lg_env, stdout=subprocess.PIPE, text=True)
             for line in lg.stdout:
                 print(line, end="", flush=True)
                 out.write(line)
                 out.flush()
             lg.wait()
+            if capped:  # over the whole loadgen run
+                stats = json.dumps({"capped_stats": capped.stats()})
+                print(stats, flush=True)
+                out.write(stats + "\n")
             if args.backend == "postgres":
                 stats = json.dumps({"pg_stats": pg_table_stats(args.pg_url)})
                 print(stats, flush=True)
@@ -212,6 +235,8 @@ def main() -> None:
         if lg.returncode:
             sys.exit(lg.returncode)
     finally:
+        if lg is not None and lg.poll() is None:  # interrupted
+            lg.terminate()
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
@@ -222,6 +247,9 @@ def main() -> None:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+        if capped is not None:
+            capped.close()
     print(f"results: {out_path}", file=sys.stderr)
 
 
