@@ -17,9 +17,10 @@ from django.db import connection
 from aiim_project.asgi import application
 from aiim_project.core.frames import FrameSpec
 from aiim_project.core.logs import ContextFilter, conn_id_var
-from aiim_project.gateway import liveness, subscriptions
+from aiim_project.gateway import liveness, reads, subscriptions
 from aiim_project.wiring import frame_table, merge
 from messaging import frames, services
+from messaging.selectors import SnapshotRequest
 from receipts import services as receipt_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -252,14 +253,18 @@ async def test_replayed_and_gap_filled_messages_carry_their_current_status(ws, c
 
 
 @pytest.mark.parametrize("count", [2, 20])
-def test_replay_costs_one_members_query_whatever_its_length(make_conversation, send, django_assert_num_queries, count):
-    c = make_conversation("alice", ("bob",))
-    for _ in range(count):
-        send(c, "alice", "x")
-    # membership and last seq, the messages, the members
-    with django_assert_num_queries(3):
-        last_seq, rows = subscriptions.snapshot(tenant="default", user_id="alice", conversation_id=c.id, since_seq=0, limit=100)
-    assert last_seq == count and len(rows) == count
+def test_a_batch_of_snapshots_costs_four_queries_whatever_its_size(make_conversation, send, django_assert_num_queries, count):
+    convs = [make_conversation("alice", ("bob", "carol")) for _ in range(2)]
+    for c in convs:
+        for _ in range(count):
+            send(c, "alice", "x")
+    asks = [(SnapshotRequest("default", u, c.id, since), 100) for c in convs for u in ("alice", "bob", "carol") for since in (0, 1, None)]
+    # last seqs, memberships, the messages of every replay, the members (for statuses)
+    with django_assert_num_queries(4):
+        got = reads.read_snapshots(asks)
+    for (r, _), snap in zip(asks, got, strict=True):
+        assert snap.last_seq == count
+        assert [row.seq for row in snap.rows] == list(range((count if r.since_seq is None else r.since_seq) + 1, count + 1))
 
 
 async def test_subscribe_with_too_many_missed_is_not_recovered(ws, conv, settings):
