@@ -115,7 +115,7 @@ def application(django_asgi_app):
     """The ASGI application; `django_asgi_app` is Django's own (settings loaded, apps ready)."""
     from channels.routing import ProtocolTypeRouter
 
-    from aiim_project.compat import daphne
+    from aiim_project.compat import autobahn, daphne
     from aiim_project.compat.django import OneHopASGIHandler
     from aiim_project.core import logs
     from aiim_project.gateway import http_streams
@@ -123,6 +123,7 @@ def application(django_asgi_app):
     from assistants.runner import StartRunner
 
     daphne.install()
+    autobahn.lazy_debug_formatting()
     daphne.redact_access_log(logs.redact_query_tokens)
     http_app = PathRouter("/api/aiim/", OneHopASGIHandler(send_stream=http_streams.send_stream), django_asgi_app)
     # Every server process runs queued assistant runs (ASSISTANT_RUNNER=inline), started by

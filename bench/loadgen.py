@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 import urllib.request
@@ -240,6 +241,8 @@ class Client:
                 elif kind == "ping":
                     await self.ws.send('{"type":"pong"}')
                 else:
+                    if kind == "subscribed":  # replayed events must follow it
+                        frame["_events_before"] = len(self.seqs.get(frame["conversation_id"], ()))
                     fut = self.pending.pop(frame.get("req_id"), None)
                     if fut is not None and not fut.done():
                         fut.set_result(frame)
@@ -726,6 +729,159 @@ async def connect(b: Bench, n: int, *, members: int, hold: float, limit: int) ->
     return result
 
 
+def _pg_counters(db: str) -> tuple[int, int] | None:
+    """(transactions committed, rows returned) of a PostgreSQL database, from pg_stat_database
+    (read like /proc: server-side accounting, not the service's API)."""
+    try:
+        out = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", f"select xact_commit, tup_returned from pg_stat_database where datname = '{db}'"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        commits, rows = out.split("|")
+        return int(commits), int(rows)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
+async def reconnect_storm(b: Bench, *, n_conv: int, members: int, history: int, back: int) -> dict:
+    """After a deploy every client reconnects at once: n_conv x members connections, all
+    opened together (no in-flight limit), each subscribing with a since_seq 1..`back` messages
+    behind the `history` messages its conversation already has, so every subscribe replays.
+    Subscribe latency is as in connect_all (subscribe frame sent to `subscribed` received);
+    connect-to-subscribed adds the handshake. Replay correctness: each connection must get
+    exactly since_seq+1..L in order, after `subscribed`, then one live message per conversation."""
+    rec = Recorder()
+    groups = await b.groups(n_conv, members)
+    last: dict[str, int] = {}
+
+    async def fill(conv: str, owner: str) -> None:
+        http = Http(b.next_port(), mint_token(user_id=owner, tenant=TENANT, ttl=7200))
+        for i in range(history):
+            status, body = await http.request("POST", "/api/aiim/messages", {"conversation_id": conv, "client_msg_id": f"h{i}", "content": {"text": f"history {i}"}})
+            if status != 201:
+                raise RuntimeError(f"history post: {status} {body}")
+            last[conv] = body["message"]["seq"]
+        await http.close()
+
+    await asyncio.gather(*(fill(conv, users[0]) for conv, users in groups))
+    await asyncio.sleep(1.0)
+    n = len(b.ports)
+    plan = [
+        (conv, Client(u, b.ports[(i + j) % n], rec), max(0, last[conv] - 1 - j % back))
+        for i, (conv, users) in enumerate(groups)
+        for j, u in enumerate(users)
+    ]
+    connect_lat: list[float] = []
+    sub_lat: list[float] = []
+    total_lat: list[float] = []
+    failures: Counter = Counter()
+    early_events = 0
+    wrong_last_seq = 0
+    ok: list[bool] = [False] * len(plan)
+    start = asyncio.Event()
+
+    async def one(k: int, conv: str, client: Client, since: int) -> None:
+        nonlocal early_events, wrong_last_seq
+        await start.wait()
+        t0 = now()
+        try:
+            connect_lat.append(await client.open())
+            t1 = now()
+            reply = await client.request({"type": "subscribe", "conversation_id": conv, "since_seq": since})
+            t2 = now()
+        except Exception as exc:
+            failures[type(exc).__name__] += 1
+            return
+        if reply.get("type") != "subscribed":
+            failures[f"reply_{reply.get('code', reply.get('type'))}"] += 1
+            return
+        sub_lat.append(t2 - t1)
+        total_lat.append(t2 - t0)
+        early_events += reply.get("_events_before", 0)
+        wrong_last_seq += reply.get("last_seq") != last[conv]
+        ok[k] = True
+
+    pg_db = os.environ.get("BENCH_PG_STAT_DB", "")
+    pg0 = _pg_counters(pg_db) if pg_db else None
+    rss0 = {pid: _rss_kb(pid) for pid in b.pids}
+    stats = ProcStats(b.pids)
+    stats.start()
+    tasks = [asyncio.create_task(one(k, conv, c, since)) for k, (conv, c, since) in enumerate(plan)]
+    await asyncio.sleep(0)
+    t0 = now()
+    start.set()
+    await asyncio.gather(*tasks)
+    setup_s = now() - t0
+    # Every replay must be in before the live message goes out (it would pass otherwise).
+    deadline = now() + b.args.drain
+    while now() < deadline and any(ok[k] and len(c.seqs.get(conv, ())) < last[conv] - since for k, (conv, c, since) in enumerate(plan)):
+        await asyncio.sleep(0.05)
+    replay_s = now() - t0
+    proc = stats.stop()
+    pg1 = None
+    if pg0 is not None:
+        await asyncio.sleep(2.0)  # backends flush their statistics within about a second
+        pg1 = _pg_counters(pg_db)
+    rss1 = {pid: _rss_kb(pid) for pid in b.pids}
+    # One live message per conversation, from a connected member, must reach every connection.
+    live: dict[str, int] = {}
+    for conv, _ in groups:
+        sender = next((c for k, (cv, c, _) in enumerate(plan) if cv == conv and ok[k]), None)
+        if sender is None:
+            continue
+        reply = await sender.request({"type": "send_msg", "conversation_id": conv, "content": {"text": "after the storm", "ts": now()}})
+        if reply.get("type") == "ack":
+            live[conv] = reply["seq"]
+            rec.acked[conv].add(reply["seq"])
+        else:
+            failures[f"live_{reply.get('code')}"] += 1
+    deadline = now() + b.args.drain
+    while now() < deadline and any(ok[k] and live.get(conv) not in c.seqs.get(conv, ()) for k, (conv, c, _) in enumerate(plan)):
+        await asyncio.sleep(0.05)
+    bad = {"missing": 0, "duplicated": 0, "out_of_order": 0, "unexpected": 0, "connections_wrong": 0}
+    for k, (conv, c, since) in enumerate(plan):
+        if not ok[k]:
+            continue
+        expected = [*range(since + 1, last[conv] + 1), *([live[conv]] if conv in live else [])]
+        got = c.seqs.get(conv, [])
+        if got != expected:
+            bad["connections_wrong"] += 1
+            seen = set(got)
+            bad["missing"] += len(set(expected) - seen)
+            bad["duplicated"] += len(got) - len(seen)
+            bad["unexpected"] += len(seen - set(expected))
+            bad["out_of_order"] += sum(1 for a, z in zip(got, got[1:]) if z <= a)
+    result = {
+        "connections": len(plan),
+        "conversations": n_conv,
+        "members": members,
+        "history": history,
+        "replayed": sum(last[conv] - since for k, (conv, _, since) in enumerate(plan) if ok[k]),
+        "subscribed": sum(ok),
+        "failures": dict(failures),
+        "setup_s": round(setup_s, 2),
+        "replays_in_s": round(replay_s, 2),
+        "connect_latency_ms": pct(connect_lat),
+        "subscribe_latency_ms": pct(sub_lat),
+        "connect_to_subscribed_ms": pct(total_lat),
+        "events_before_subscribed": early_events,
+        "wrong_last_seq": wrong_last_seq,
+        "replay_correctness": bad,
+        "live_delivery_latency_ms": pct(rec.delivery_lat),
+        "kb_per_connection": round(sum(rss1[p] - rss0[p] for p in b.pids) / max(1, len(plan)), 1),
+        "errors": dict(rec.errors),
+        "closed": dict(rec.closed),
+        **proc,
+    }
+    if pg0 is not None and pg1 is not None:
+        result["pg_per_subscribe"] = {
+            "transactions": round((pg1[0] - pg0[0]) / max(1, sum(ok)), 2),
+            "rows_returned": round((pg1[1] - pg0[1]) / max(1, sum(ok)), 1),
+        }
+    await asyncio.gather(*(c.close() for _, c, _ in plan), return_exceptions=True)
+    return result
+
+
 async def create_burst(b: Bench, *, n_groups: int, size: int, duration: float, limit: int) -> dict:
     """n_groups x size users connected (not subscribed); each group's first user creates
     conversations with the other size-1 as members, back to back, for `duration` s. Each
@@ -915,6 +1071,7 @@ SCENARIOS = {
     "connect-500": lambda b, a: connect(b, 500, members=10, hold=3.0, limit=a.connect_limit),
     "connect-1000": lambda b, a: connect(b, 1000, members=10, hold=3.0, limit=a.connect_limit),
     "soak": lambda b, a: soak(b, duration=a.duration, step=a.step),
+    "reconnect-storm": lambda b, a: reconnect_storm(b, n_conv=20, members=50, history=10, back=5),
     "create-burst": lambda b, a: create_burst(b, n_groups=4, size=50, duration=a.duration, limit=a.connect_limit),
 }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -12,7 +14,7 @@ from django.db import connection
 from django.db.models import Count, Exists, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
 
 from aiim_project.core.checks import check_access, not_a_member
-from aiim_project.core.errors import Invalid, NotFound
+from aiim_project.core.errors import AiimError, Invalid, NotFound
 
 from .models import Conversation, Member, Message
 
@@ -251,6 +253,93 @@ def subscription_snapshot(
         return last_seq, []
     rows = messages_after(conversation_id=conversation_id, after_seq=since_seq, limit=limit + 1, up_to_seq=last_seq)
     return last_seq, (rows if len(rows) <= limit else None)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    tenant: str
+    user_id: str
+    conversation_id: str
+    since_seq: int | None
+
+
+def subscription_snapshots(requests: Sequence[SnapshotRequest], limit: int) -> list[tuple[int, list[Message] | None] | AiimError]:
+    """`subscription_snapshot` for many subscribers at once (each one's group ALREADY joined), in
+    three queries per tenant plus one for the replays: per request, (L, rows) or the error its
+    own snapshot would raise (another tenant's id is missing). Rows may be shared by requests."""
+    by_tenant: dict[str, list[SnapshotRequest]] = defaultdict(list)
+    for r in requests:
+        by_tenant[r.tenant].append(r)
+    last: dict[tuple[str, str], int] = {}
+    members: set[tuple[str, str, str]] = set()
+    for tenant, rs in by_tenant.items():
+        found = Conversation.objects.filter(tenant=tenant, id__in={r.conversation_id for r in rs}).values_list("id", "last_seq")
+        last.update(((tenant, cid), seq) for cid, seq in found)
+        convs = {r.conversation_id for r in rs if (tenant, r.conversation_id) in last}
+        if convs:
+            pairs = Member.objects.filter(conversation_id__in=convs, user_id__in={r.user_id for r in rs}).values_list("conversation_id", "user_id")
+            members.update((tenant, cid, uid) for cid, uid in pairs)
+    # One range per conversation: from the lowest since_seq of its requests to its L.
+    lowest: dict[tuple[str, str], int] = {}
+    out: list[tuple[int, list[Message] | None] | AiimError] = []
+    for r in requests:
+        key = (r.tenant, r.conversation_id)
+        try:
+            check_access(found=key in last, is_member=(r.tenant, r.conversation_id, r.user_id) in members)
+        except AiimError as exc:
+            out.append(exc)
+            continue
+        out.append((last[key], []))
+        if r.since_seq is not None and r.since_seq < last[key]:
+            lowest[key] = min(r.since_seq, lowest.get(key, r.since_seq))
+    rows = _ranges_below(lowest, last, limit)
+    for i, r in enumerate(requests):
+        res = out[i]
+        if isinstance(res, AiimError) or r.since_seq is None or r.since_seq >= res[0]:
+            continue
+        mine = [m for m in rows[(r.tenant, r.conversation_id)] if m.seq > r.since_seq]
+        out[i] = (res[0], mine if len(mine) <= limit else None)
+    return out
+
+
+def _ranges_below(lowest: dict[tuple[str, str], int], last: dict[tuple[str, str], int], limit: int) -> dict[tuple[str, str], list[Message]]:
+    """Per conversation the newest limit+1 messages in (lowest, L], ascending: every request's
+    rows when it has at most `limit`, and limit+1 of them when it has more. Ranges that cannot
+    hold more than limit+1 rows (seqs are unique) share one query."""
+    rows: dict[tuple[str, str], list[Message]] = defaultdict(list)
+    small = Q()
+    for (tenant, cid), lo in lowest.items():
+        up = last[(tenant, cid)]
+        if up - lo <= limit + 1:
+            small |= Q(conversation_id=cid, seq__gt=lo, seq__lte=up)
+        else:
+            newest = Message.objects.filter(conversation_id=cid, seq__gt=lo, seq__lte=up).order_by("-seq")[: limit + 1]
+            rows[(tenant, cid)] = list(reversed(newest))
+    if small:
+        tenant_of = {cid: tenant for tenant, cid in lowest}
+        for m in Message.objects.filter(small).order_by("conversation_id", "seq"):
+            rows[(tenant_of[m.conversation_id], m.conversation_id)].append(m)
+    return rows
+
+
+def members_by_conversation(conversation_ids: Iterable[str]) -> dict[str, list[Member]]:
+    """`members_of` for several conversations in one query."""
+    out: dict[str, list[Member]] = defaultdict(list)
+    for m in Member.objects.filter(conversation_id__in=set(conversation_ids)).order_by("joined_at", "id"):
+        out[m.conversation_id].append(m)
+    return out
+
+
+def members_among(tenant: str, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (conversation_id, user_id) pairs that are memberships in `tenant`: `is_member` for
+    several at once, one query."""
+    pairs = set(pairs)
+    if not pairs:
+        return set()
+    found = Member.objects.filter(
+        tenant=tenant, conversation_id__in={c for c, _ in pairs}, user_id__in={u for _, u in pairs}
+    ).values_list("conversation_id", "user_id")
+    return pairs & set(found)
 
 
 def message_for_member(*, tenant: str, user_id: str, conversation_id: str, message_id: str) -> Message:

@@ -80,6 +80,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 self._busy -= 1
                 if not self._busy and self._deferred:
                     self._take_deferred()
+        elif message["type"] in ("websocket.connect", "websocket.disconnect"):
+            # Not through Channels' dispatch: its aclose_old_connections() is a hop to the one
+            # thread-sensitive thread per connect, and neither handler reaches the ORM.
+            await getattr(self, message["type"].replace(".", "_"))(message)
         else:
             await super().dispatch(message)
 

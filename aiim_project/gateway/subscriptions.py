@@ -16,11 +16,11 @@ import orjson
 from django.conf import settings
 
 from aiim_project.core import events
-from aiim_project.core.db import in_worker
 from messaging import selectors
 
-from . import delivery
+from . import delivery, reads
 from .hub import FRAMES_OUT_EVENT, Hub, Member, Wire
+from .reads import get_reads
 
 logger = logging.getLogger("aiim.gateway")
 
@@ -31,24 +31,11 @@ RECENT_PERSONAL = 128
 async def load_stored(
     tenant: str, user_id: str, conversation_id: str, after_seq: int, up_to_seq: int, limit: int
 ) -> list[delivery.StoredMessage]:
-    def read() -> list[delivery.StoredMessage]:
-        # Reads are rare (subscribe tail, gaps, resync) and follow lost events: check that
-        # the member.left ending this subscription was not among them.
-        if not selectors.is_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id):
-            raise delivery.SubscriptionRevoked()
-        rows = selectors.messages_after(conversation_id=conversation_id, after_seq=after_seq, limit=limit, up_to_seq=up_to_seq)
-        return delivery.stored_messages(rows, selectors.members_of(conversation_id)) if rows else []
-
-    # Reads need no thread affinity: off the single thread-sensitive executor, they run
-    # beside the sends instead of queueing behind them.
-    return await in_worker(read)()
-
-
-def snapshot(**kw: Any) -> tuple[int, list[delivery.StoredMessage] | None]:
-    last_seq, rows = selectors.subscription_snapshot(**kw)
-    if not rows:
-        return last_seq, rows
-    return last_seq, delivery.stored_messages(rows, selectors.members_of(kw["conversation_id"]))
+    """Reads are rare (subscribe tail, gaps, resync) and follow lost events: they check that the
+    member.left ending this subscription was not among them. Coalesced with the process's
+    other subscriptions' reads (`reads.py`): after a storm of subscribes, their tail checks
+    ask for the same range."""
+    return await get_reads().loads.read(reads.Load(tenant, user_id, conversation_id, after_seq, up_to_seq, limit))
 
 
 @dataclass
@@ -78,13 +65,12 @@ async def open_subscription(
     try:
         # Join BEFORE reading: every seq above the snapshot then reaches the member.
         await hub.join(group, member)
-        last_seq, rows = await in_worker(snapshot)(
-            tenant=tenant,
-            user_id=user_id,
-            conversation_id=conversation_id,
-            since_seq=since_seq,
-            limit=settings.WS_RECOVERY_LIMIT,
+        # One read for every subscribe of the process queued meanwhile (`reads.py`); it
+        # starts after this join, which is all the ordering needs.
+        snap = await get_reads().snapshots.read(
+            (selectors.SnapshotRequest(tenant, user_id, conversation_id, since_seq), settings.WS_RECOVERY_LIMIT)
         )
+        last_seq, rows = snap.last_seq, snap.rows
     except BaseException:
         if leave_on_failure:
             await hub.leave(group, member)

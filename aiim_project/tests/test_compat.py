@@ -33,6 +33,17 @@ def test_autobahn_protocol_has_the_send_state_the_direct_write_reads():
         assert name in source, name
 
 
+def test_autobahn_formats_its_connection_debug_lines_with_the_pformat_we_make_lazy():
+    from autobahn.websocket import protocol
+
+    from aiim_project.compat import autobahn
+
+    source = inspect.getsource(protocol.WebSocketProtocol._connectionMade)
+    assert "pformat(configAttrLog)" in source
+    autobahn.lazy_debug_formatting()
+    assert str(protocol.pformat([("a", 1)])) == "[('a', 1)]"
+
+
 def test_twisted_transport_has_the_buffer_fields_the_gateway_reads():
     from twisted.internet.abstract import FileDescriptor
 

@@ -17,9 +17,11 @@ from django.db import connection
 from aiim_project.asgi import application
 from aiim_project.core.frames import FrameSpec
 from aiim_project.core.logs import ContextFilter, conn_id_var
-from aiim_project.gateway import liveness, subscriptions
+from aiim_project.gateway import liveness, reads, subscriptions
+from aiim_project.gateway.delivery import SubscriptionRevoked
 from aiim_project.wiring import frame_table, merge
 from messaging import frames, services
+from messaging.selectors import SnapshotRequest
 from receipts import services as receipt_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -252,14 +254,18 @@ async def test_replayed_and_gap_filled_messages_carry_their_current_status(ws, c
 
 
 @pytest.mark.parametrize("count", [2, 20])
-def test_replay_costs_one_members_query_whatever_its_length(make_conversation, send, django_assert_num_queries, count):
-    c = make_conversation("alice", ("bob",))
-    for _ in range(count):
-        send(c, "alice", "x")
-    # membership and last seq, the messages, the members
-    with django_assert_num_queries(3):
-        last_seq, rows = subscriptions.snapshot(tenant="default", user_id="alice", conversation_id=c.id, since_seq=0, limit=100)
-    assert last_seq == count and len(rows) == count
+def test_a_batch_of_snapshots_costs_four_queries_whatever_its_size(make_conversation, send, django_assert_num_queries, count):
+    convs = [make_conversation("alice", ("bob", "carol")) for _ in range(2)]
+    for c in convs:
+        for _ in range(count):
+            send(c, "alice", "x")
+    asks = [(SnapshotRequest("default", u, c.id, since), 100) for c in convs for u in ("alice", "bob", "carol") for since in (0, 1, None)]
+    # last seqs, memberships, the messages of every replay, the members (for statuses)
+    with django_assert_num_queries(4):
+        got = reads.read_snapshots(asks)
+    for (r, _), snap in zip(asks, got, strict=True):
+        assert snap.last_seq == count
+        assert [row.seq for row in snap.rows] == list(range((count if r.since_seq is None else r.since_seq) + 1, count + 1))
 
 
 async def test_subscribe_with_too_many_missed_is_not_recovered(ws, conv, settings):
@@ -661,3 +667,107 @@ async def test_member_removed_while_its_event_was_lost_is_cut_off_at_the_next_re
     assert error["type"] == "error" and error["code"] == "forbidden" and error["conversation_id"] == c.id
     await send_db(c.id)
     await bob.receive_nothing(timeout=0.2)
+
+
+# --- subscribes sent together (a reconnect storm) share one read -----------------------
+
+
+async def _frames_until_subscribed(comm) -> tuple[dict, list[dict]]:
+    """The subscribe answer and whatever came before it (must be nothing)."""
+    before = []
+    frame = await recv(comm)
+    while frame["type"] == "event":
+        before.append(frame)
+        frame = await recv(comm)
+    return frame, before
+
+
+async def _seqs(comm, conversation_id: str, until_seq: int) -> list[int]:
+    got: list[int] = []
+    while not got or got[-1] < until_seq:
+        event = data(await recv(comm))
+        if event["event"] == "message.created" and event["conversation_id"] == conversation_id:
+            got.append(event["message"]["seq"])
+    return got
+
+
+async def test_subscribes_sent_together_share_a_read_and_keep_replay_then_live_order(ws, conv):
+    members = [f"u{i}" for i in range(6)]
+    convs = [await conv("alice", members) for _ in range(2)]
+    for c in convs:
+        for i in range(6):
+            await send_db(c.id, content=f"old{i}")
+    conns = [(c, await ws(u), since) for c in convs for u, since in zip(members, (0, 2, 3, 5, 6, 4))]
+    reads_before = reads.get_reads().snapshots.batches
+    for c, comm, since in conns:
+        await comm.send_json_to({"type": "subscribe", "conversation_id": c.id, "since_seq": since})
+    # Live messages commit while the batch is read: each connection still gets its replay,
+    # then every live message, in order and once.
+    live = asyncio.gather(*(send_db(c.id, content="live") for c in convs for _ in range(3)))
+    for c, comm, since in conns:
+        reply, before = await _frames_until_subscribed(comm)
+        assert reply["type"] == "subscribed" and before == [], (reply, before)
+        assert reply["last_seq"] >= 6
+    await live
+    for c, comm, since in conns:
+        assert await _seqs(comm, c.id, 9) == list(range(since + 1, 10))
+    assert reads.get_reads().snapshots.batches - reads_before <= 2  # 12 subscribes
+    for _, comm, _ in conns:
+        await comm.receive_nothing(timeout=0.1)
+
+
+async def test_a_batch_answers_each_subscribe_as_alone_across_tenants(ws, conv):
+    """In one batch: another tenant's conversation is not found like a missing one (the same
+    user id is a member there), a non-member is forbidden, and neither spoils the others."""
+    ours = await conv("alice", ("bob",))
+    theirs = await conv("alice", ("bob",), tenant="acme")
+    await send_db(ours.id)
+    await send_db(theirs.id, tenant="acme")
+    asks = [
+        (await ws("alice"), ours.id, "subscribed"),
+        (await ws("bob"), theirs.id, "not_found"),
+        (await ws("carol"), ours.id, "forbidden"),
+        (await ws("alice", tenant="acme"), theirs.id, "subscribed"),
+        (await ws("carol"), "no-such-conversation", "not_found"),
+        (await ws("bob"), "c\x00", "invalid" if connection.vendor == "postgresql" else "not_found"),
+        (await ws("bob"), ours.id, "subscribed"),
+    ]
+    reads_before = reads.get_reads().snapshots.batches
+    for comm, cid, _ in asks:
+        await comm.send_json_to({"type": "subscribe", "conversation_id": cid, "since_seq": 0, "req_id": "s"})
+    answers = [await recv(comm) for comm, _, _ in asks]
+    assert reads.get_reads().snapshots.batches - reads_before <= 2
+    for (comm, _, expected), answer in zip(asks, answers, strict=True):
+        if expected == "subscribed":
+            assert answer["type"] == "subscribed" and answer["last_seq"] == 1, answer
+            assert data(await recv(comm))["message"]["seq"] == 1
+        else:
+            assert answer["type"] == "error" and answer["code"] == expected, answer
+    # The foreign answer is the missing one's, field for field.
+    foreign, missing = answers[1], answers[4]
+    assert {k: v for k, v in foreign.items() if k != "conversation_id"} == {k: v for k, v in missing.items() if k != "conversation_id"}
+    await send_db(theirs.id, tenant="acme")
+    assert data(await recv(asks[3][0]))["message"]["seq"] == 2
+    for comm, _, _ in asks:
+        await comm.receive_nothing(timeout=0.1)
+
+
+def test_live_subscription_reads_share_a_range_and_check_membership_each(make_conversation, send, django_assert_num_queries):
+    c = make_conversation("alice", ("bob", "carol"))
+    theirs = make_conversation("bob", ("alice",), tenant="acme")
+    for _ in range(3):
+        send(c, "alice", "x")
+    asks = [
+        reads.Load("default", "alice", c.id, 1, 2**62, 500),
+        reads.Load("default", "bob", c.id, 1, 2**62, 500),
+        reads.Load("default", "carol", c.id, 1, 2**62, 500),
+        reads.Load("default", "dave", c.id, 1, 2**62, 500),  # not a member (a lost member.left)
+        reads.Load("default", "alice", theirs.id, 0, 2**62, 500),  # another tenant's id
+        reads.Load("default", "bob", c.id, 0, 2, 500),
+    ]
+    # memberships, two distinct ranges, the members (for statuses)
+    with django_assert_num_queries(4):
+        got = reads.read_loads(asks)
+    assert [[r.seq for r in rows] for rows in got[:3]] == [[2, 3]] * 3
+    assert isinstance(got[3], SubscriptionRevoked) and isinstance(got[4], SubscriptionRevoked)
+    assert [r.seq for r in got[5]] == [1, 2]
