@@ -27,7 +27,10 @@ async def stream_chunk(conn: Connection, frame: dict[str, Any]) -> dict[str, Any
     # parallel (one connection's chunks still come one at a time).
     if write["chunk_index"] not in (None, 0):
         # A chunk with a later index cannot start a stream: no look-up, no rate limit.
-        return _ack(await in_worker(services.stream_append_next)(tenant=conn.tenant, sender=conn.user_id, **ids, **write))
+        result = await in_worker(services.stream_append_next)(tenant=conn.tenant, sender=conn.user_id, **ids, **write, hold_event=True)
+        if result.publish is not None:  # committed: the ack first, then the fan-out work
+            conn.after_reply(result.publish)
+        return _ack(result)
     if not await in_worker(selectors.stream_exists)(tenant=conn.tenant, sender=conn.user_id, **ids):
         await conn.rate_limit()
     return _ack(await in_worker(services.stream_append)(tenant=conn.tenant, sender=conn.user_id, **ids, **write))

@@ -4,7 +4,7 @@ A stream is one `messaging.Message`; storage, events and races: docs/streaming.m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -37,6 +37,9 @@ class ChunkResult:
     chunk_index: int
     applied: bool  # False for a repeat of an index already accepted
     stream_end: bool  # the stream is completed and this chunk was its last
+    # Set only by `stream_append_next(hold_event=True)` when it wrote the chunk: publishes its
+    # event (the caller calls it once, after its answer).
+    publish: Callable[[], None] | None = None
 
 
 def check_stream_ids(conversation_id: Any, client_msg_id: Any) -> None:
@@ -212,12 +215,15 @@ def stream_append_next(
     chunk: str,
     chunk_index: int | None = None,
     stream_end: bool = False,
+    hold_event: bool = False,
 ) -> ChunkResult:
     """`stream_append` for a chunk that cannot start a stream (the WebSocket handler's
     chunks with an index > 0): the next chunk of an open stream is written, checked and
     committed in one statement on PostgreSQL (docs/streaming.md, "One chunk in one
     statement"); anything else (a repeat, an error, the last chunk, SQLite) goes through
-    `stream_append` and gets exactly its answer. The result's message has its text deferred."""
+    `stream_append` and gets exactly its answer. The result's message has its text deferred.
+    `hold_event`: a chunk written in one statement leaves its event to `result.publish`, so
+    the WebSocket ack goes out before the fan-out work."""
     check_stream_ids(conversation_id, client_msg_id)
     applied = None
     if (
@@ -253,11 +259,14 @@ def stream_append_next(
             chunk_index=chunk_index,
             stream_end=stream_end,
         )
-    # Committed (autocommit) unless a caller's transaction holds it: then after that commit.
     groups = [events.conversation_group(applied.tenant, applied.conversation_id)]
-    coalesce.publish_chunk_on_commit(groups, applied, index=chunk_index, chunk=chunk, stream_end=False)
+    publish = partial(coalesce.publish_chunks_now, groups, applied, first=chunk_index, last=chunk_index, delta=chunk, stream_end=False)
+    if not hold_event or connection.in_atomic_block:
+        # Committed (autocommit) unless a caller's transaction holds it: then after that commit.
+        transaction.on_commit(publish, robust=True)
+        publish = None
     transaction.on_commit(STREAM_CHUNKS.inc)
-    return ChunkResult(message=applied, started=False, chunk_index=chunk_index, applied=True, stream_end=False)
+    return ChunkResult(message=applied, started=False, chunk_index=chunk_index, applied=True, stream_end=False, publish=publish)
 
 
 @dataclass(frozen=True)
