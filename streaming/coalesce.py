@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -91,16 +92,17 @@ def publish_chunk_on_commit(groups: list[str], message: Message, *, index: int, 
 def publish_chunks_on_commit(groups: list[str], message: Message, *, first: int, last: int, delta: str, stream_end: bool) -> None:
     """One event for chunks first..last committed in one transaction (`delta` their text in
     order), merged with the stream's pending batch if coalescing is on."""
+    transaction.on_commit(partial(publish_chunks_now, groups, message, first=first, last=last, delta=delta, stream_end=stream_end), robust=True)
+
+
+def publish_chunks_now(groups: list[str], message: Message, *, first: int, last: int, delta: str, stream_end: bool) -> None:
+    """`publish_chunks_on_commit` for chunks already committed."""
     window = settings.STREAM_COALESCE_MS / 1000
-
-    def hand_over() -> None:
-        loop = server_loop()
-        if window <= 0 or loop is None:
-            events.publish_now(groups, chunk_event(message, first=first, last=last, delta=delta, stream_end=stream_end))
-            return
-        loop.call_soon_threadsafe(_add, groups, message, first, last, delta, stream_end, window)
-
-    transaction.on_commit(hand_over, robust=True)
+    loop = server_loop()
+    if window <= 0 or loop is None:
+        events.publish_now(groups, chunk_event(message, first=first, last=last, delta=delta, stream_end=stream_end))
+        return
+    loop.call_soon_threadsafe(_add, groups, message, first, last, delta, stream_end, window)
 
 
 def publish_stream_event_on_commit(groups: list[str], message_id: str, event: dict) -> None:

@@ -21,23 +21,19 @@ async def stream_chunk(conn: Connection, frame: dict[str, Any]) -> dict[str, Any
     check_tenant(conn.tenant, frame.get("tenant_id"))
     ids = {"conversation_id": frame["conversation_id"], "client_msg_id": frame["client_msg_id"]}
     services.check_stream_ids(**ids)  # before the look-up: PostgreSQL refuses NUL in a query
-    # A chunk with a later index cannot start a stream, so it needs no look-up.
-    if frame.get("chunk_index") in (None, 0) and not await in_worker(selectors.stream_exists)(
-        tenant=conn.tenant, sender=conn.user_id, **ids
-    ):
-        await conn.rate_limit()
     reaper.ensure_running()
+    write = {"chunk": frame.get("chunk"), "chunk_index": frame.get("chunk_index"), "stream_end": frame.get("stream_end", False)}
     # On a worker thread, like send_msg: streams of different connections write in
     # parallel (one connection's chunks still come one at a time).
-    result = await in_worker(services.stream_append)(
-        tenant=conn.tenant,
-        sender=conn.user_id,
-        **ids,
-        chunk=frame.get("chunk"),
-        chunk_index=frame.get("chunk_index"),
-        stream_end=frame.get("stream_end", False),
-    )
-    return _ack(result)
+    if write["chunk_index"] not in (None, 0):
+        # A chunk with a later index cannot start a stream: no look-up, no rate limit.
+        result = await in_worker(services.stream_append_next)(tenant=conn.tenant, sender=conn.user_id, **ids, **write, hold_event=True)
+        if result.publish is not None:  # committed: the ack first, then the fan-out work
+            conn.after_reply(result.publish)
+        return _ack(result)
+    if not await in_worker(selectors.stream_exists)(tenant=conn.tenant, sender=conn.user_id, **ids):
+        await conn.rate_limit()
+    return _ack(await in_worker(services.stream_append)(tenant=conn.tenant, sender=conn.user_id, **ids, **write))
 
 
 def _ack(result: services.ChunkResult) -> dict[str, Any]:

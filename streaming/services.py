@@ -4,14 +4,14 @@ A stream is one `messaging.Message`; storage, events and races: docs/streaming.m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from aiim_project.core import events
@@ -21,7 +21,7 @@ from aiim_project.core.metrics import STREAM_CHUNKS
 from messaging.models import Message, MessageType, StreamState
 from messaging.rendering import StatusView, message_dict
 from messaging.selectors import conversation_for_member, members_of
-from messaging.services import check_content_size, insert_with_seq, lock_for_member, publish_message_created
+from messaging.services import check_content_size, encoded_size, insert_with_seq, lock_for_member, publish_message_created
 
 from . import coalesce, selectors, storage
 
@@ -37,6 +37,9 @@ class ChunkResult:
     chunk_index: int
     applied: bool  # False for a repeat of an index already accepted
     stream_end: bool  # the stream is completed and this chunk was its last
+    # Set only by `stream_append_next(hold_event=True)` when it wrote the chunk: publishes its
+    # event (the caller calls it once, after its answer).
+    publish: Callable[[], None] | None = None
 
 
 def check_stream_ids(conversation_id: Any, client_msg_id: Any) -> None:
@@ -201,6 +204,69 @@ def stream_append(
             return ChunkResult(message=message, started=False, chunk_index=index, applied=True, stream_end=stream_end)
     # Only reachable if the row changed under a lock, which the lock forbids.
     raise Conflict("The stream changed while this chunk was written; retry.")
+
+
+def stream_append_next(
+    *,
+    tenant: str,
+    sender: str,
+    conversation_id: str,
+    client_msg_id: str,
+    chunk: str,
+    chunk_index: int | None = None,
+    stream_end: bool = False,
+    hold_event: bool = False,
+) -> ChunkResult:
+    """`stream_append` for a chunk that cannot start a stream (the WebSocket handler's
+    chunks with an index > 0): the next chunk of an open stream is written, checked and
+    committed in one statement on PostgreSQL (docs/streaming.md, "One chunk in one
+    statement"); anything else (a repeat, an error, the last chunk, SQLite) goes through
+    `stream_append` and gets exactly its answer. The result's message has its text deferred.
+    `hold_event`: a chunk written in one statement leaves its event to `result.publish`, so
+    the WebSocket ack goes out before the fan-out work."""
+    check_stream_ids(conversation_id, client_msg_id)
+    applied = None
+    if (
+        connection.vendor == "postgresql"
+        and stream_end is False
+        and isinstance(chunk, str)
+        and type(chunk_index) is int
+        and chunk_index > 0
+    ):
+        try:
+            size = encoded_size(chunk) - 2  # without the quotes: the stored text's have them
+        except Invalid:  # a NUL character: refused by stream_append
+            size = None
+        if size is not None:
+            applied = storage.append_next(
+                tenant=tenant,
+                conversation_id=conversation_id,
+                sender=sender,
+                client_msg_id=client_msg_id,
+                chunk=chunk,
+                chunk_size=size,
+                index=chunk_index,
+                max_bytes=settings.MAX_MESSAGE_BYTES,
+                now=timezone.now(),
+            )
+    if applied is None:
+        return stream_append(
+            tenant=tenant,
+            sender=sender,
+            conversation_id=conversation_id,
+            client_msg_id=client_msg_id,
+            chunk=chunk,
+            chunk_index=chunk_index,
+            stream_end=stream_end,
+        )
+    groups = [events.conversation_group(applied.tenant, applied.conversation_id)]
+    publish = partial(coalesce.publish_chunks_now, groups, applied, first=chunk_index, last=chunk_index, delta=chunk, stream_end=False)
+    if not hold_event or connection.in_atomic_block:
+        # Committed (autocommit) unless a caller's transaction holds it: then after that commit.
+        transaction.on_commit(publish, robust=True)
+        publish = None
+    transaction.on_commit(STREAM_CHUNKS.inc)
+    return ChunkResult(message=applied, started=False, chunk_index=chunk_index, applied=True, stream_end=False, publish=publish)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,56 @@ def _append_sql(rows: int) -> str:
     )
 
 
+# What the one-statement append returns, in the model's field order: every field but the
+# text and the metadata (left deferred: the text grows with each chunk).
+_NEXT_FIELDS = [f for f in Message._meta.concrete_fields if f.attname not in ("content", "metadata")]
+
+
+@cache
+def _append_next_sql(with_index: bool) -> str:
+    """PostgreSQL: the whole chunk in one autocommit statement: the stream found by its ids,
+    membership, state, index and the stored text's JSON size checked in the WHERE; the text
+    appended in the database; the chunk row inserted only if the row was updated."""
+    m, member, c = _q(Message._meta.db_table), _q(Member._meta.db_table), _q(StreamChunk._meta.db_table)
+    content, count = _q("content"), _q("stream_chunk_count")
+    returning = ", ".join(f"m.{_q(f.column)}" for f in _NEXT_FIELDS)
+    return (
+        f"WITH u AS (UPDATE {m} AS m SET {content} = to_jsonb((m.{content} #>> '{{}}') || %s::text),"
+        f" {count} = m.{count} + 1, {_q('stream_updated_at')} = %s"
+        f" WHERE m.{_q('tenant')} = %s AND m.{_q('conversation_id')} = %s AND m.{_q('sender_id')} = %s"
+        f" AND m.{_q('client_msg_id')} = %s AND m.{_q('stream_state')} = %s"
+        + (f" AND m.{count} = %s" if with_index else "")
+        + f" AND jsonb_typeof(m.{content}) = 'string' AND octet_length(m.{content}::text) + %s <= %s"
+        f" AND EXISTS(SELECT 1 FROM {member} WHERE {member}.{_q('conversation_id')} = m.{_q('conversation_id')}"
+        f" AND {member}.{_q('user_id')} = %s)"
+        f" RETURNING {returning}),"
+        f" c AS (INSERT INTO {c} ({_q('message_id')}, {_q('index')}, {_q('text')})"
+        f" SELECT u.{_q('id')}, u.{count} - 1, %s FROM u)"
+        f" SELECT * FROM u"
+    )
+
+
+def append_next(
+    *, tenant: str, conversation_id: str, sender: str, client_msg_id: str, chunk: str, chunk_size: int, index: int | None,
+    max_bytes: int, now: datetime,
+) -> Message | None:
+    """PostgreSQL only: append `chunk` (JSON size `chunk_size` without its quotes) to the
+    caller's open stream at `index` (None: the next one) in one statement, committed on its
+    own outside a transaction; the updated stream (content deferred), or None if any check
+    failed and nothing was written."""
+    updated_at = Message._meta.get_field("stream_updated_at").get_db_prep_value(now, connection)
+    params = [chunk, updated_at, tenant, conversation_id, sender, client_msg_id, StreamState.STREAMING]
+    if index is not None:
+        params.append(index)
+    params += [chunk_size, max_bytes, sender, chunk]
+    with connection.cursor() as cursor:
+        cursor.execute(_append_next_sql(index is not None), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Message.from_db(connection.alias, [f.attname for f in _NEXT_FIELDS], row)
+
+
 def append_chunk(*, message_id: str, index: int, chunk: str, text: str, state: str, now: datetime) -> bool:
     """Store chunk `index` if the stream is still open at exactly that index."""
     return append_chunks(message_id=message_id, first=index, chunks=[chunk], text=text, state=state, now=now)

@@ -22,6 +22,10 @@ class Connection(Protocol):
 
     def is_subscribed(self, conversation_id: str) -> bool: ...
 
+    def after_reply(self, step: Callable[[], object]) -> None:
+        """Call `step` (a function; an awaitable it returns is awaited) once the reply of the
+        frame being handled has been sent; not called if the handler raises."""
+
     async def rate_limit(self) -> None:
         """Count one write against RATE_LIMIT_PER_SEC, raising RateLimited when over it: for
         a frame that counts only sometimes (a stream's first chunk), where

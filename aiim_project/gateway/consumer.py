@@ -7,11 +7,12 @@ runs, subscriptions and the hub are their own modules (docs/gateway.md, "Modules
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -265,7 +266,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if reply is not None:
             await self.reply(frame, reply)
         for step in after:
-            await step()
+            done = step()
+            if inspect.isawaitable(done):
+                await done
 
     async def reply(self, frame: dict, reply: dict) -> None:
         if isinstance(frame.get("req_id"), str):
@@ -289,6 +292,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     # -- the frame handlers' Connection (aiim_project.core.frames) ----------------------
 
+    def after_reply(self, step: Callable[[], object]) -> None:
+        self._after_reply.append(step)
+
     def is_subscribed(self, conversation_id: str) -> bool:
         return self.subscriptions.is_subscribed(conversation_id)
 
@@ -298,7 +304,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def subscribe(self, conversation_id: str, since_seq: int | None) -> dict[str, Any]:
         reply, start = await self.subscriptions.subscribe(conversation_id, since_seq)
         # Order on the wire: `subscribed` first, then the replay, then live events.
-        self._after_reply.append(start)
+        self.after_reply(start)
         return reply
 
     async def unsubscribe(self, conversation_id: str) -> None:

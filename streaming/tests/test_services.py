@@ -760,3 +760,110 @@ async def test_late_joiner_reconstructs_the_text_of_a_stream_written_in_runs(mak
     assert (text, next_chunk) == ("".join(parts), len(parts))
     loaded = await chunk_gap_loader(snapshot.id, 0)
     assert orjson.loads(loaded["frame"])["data"]["delta"] == "".join(parts)
+
+
+# --- one chunk in one statement: stream_append_next (the WebSocket handler's later chunks) ---
+
+
+def append_next(conv, chunk, sender="alice", cmid="s1", tenant="default", **kw):
+    return services.stream_append_next(
+        tenant=tenant, sender=sender, conversation_id=conv.id, client_msg_id=cmid, chunk=chunk, **kw
+    )
+
+
+def next_at_a_time(conv, items, cmid, **kw):
+    got = []
+    for item in items:
+        try:
+            got.append(outcome(append_next(conv, cmid=cmid, **item, **kw)))
+        except (Conflict, Invalid, TooLarge, Forbidden, NotFound) as exc:
+            got.append(outcome(exc))
+    return got
+
+
+def test_the_one_statement_path_answers_every_chunk_exactly_as_stream_append(make_conversation, settings):
+    """Random chunks (repeats, gaps, bad input, ends, chunks after the end, and text whose
+    JSON escapes decide whether it fits MAX_MESSAGE_BYTES): the same answers and the same
+    stream as stream_append, chunk by chunk."""
+    settings.MAX_MESSAGE_BYTES = 90
+    rng = random.Random()
+    seed = rng.randrange(10**6)
+    rng.seed(seed)
+    conv = make_conversation()
+    for trial in range(30):
+        a, b = f"a{trial}", f"b{trial}"
+        append(conv, "start", cmid=a)
+        append(conv, "start", cmid=b)
+        items, nxt = [], 1
+        for _ in range(rng.randint(2, 25)):
+            kind = rng.random()
+            item = {"chunk": rng.choice(["x", "", "é好", '"q"', "\\", "\n\t", "\x01\x1f", "z" * rng.randint(1, 12)])}
+            if kind < 0.7:
+                item["chunk_index"] = nxt
+                nxt += 1
+            elif kind < 0.78:
+                nxt += 1  # chunk_index omitted: the next one
+            elif kind < 0.86:
+                item["chunk_index"] = rng.randint(0, nxt + 2)  # a repeat, or ahead
+            elif kind < 0.9:
+                item["chunk"] = rng.choice([7, None, "nul\x00"])
+            elif kind < 0.95:
+                item["stream_end"] = True
+            else:
+                item["chunk_index"], item["stream_end"] = rng.choice([(True, False), (1.0, False), (nxt, "yes")])
+            items.append(item)
+        expected = one_at_a_time(conv, items, a)
+        assert next_at_a_time(conv, items, b) == expected, (seed, trial, items)
+        assert stream_state(b)[:3] == stream_state(a)[:3], (seed, trial, items)
+        assert [c[1] for c in stream_state(b)[3]] == [c[1] for c in stream_state(a)[3]]
+
+
+def test_the_size_limit_counts_json_escapes_on_the_one_statement_path(make_conversation, settings):
+    """The database measures the stored text's JSON exactly as check_content_size does."""
+    settings.MAX_MESSAGE_BYTES = 40
+    conv = make_conversation()
+    append(conv, '"\n')  # stored as "\"\n" (quoted and escaped: 6 bytes)
+    append_next(conv, "\x01" * 4, chunk_index=1)  # 4 x \u0001: 30 bytes in all
+    with pytest.raises(TooLarge):
+        append_next(conv, "é" * 6, chunk_index=2)  # 12 more bytes: 42
+    assert append_next(conv, "é" * 5, chunk_index=2).applied  # 40: exactly the limit
+    with pytest.raises(TooLarge):
+        append_next(conv, "x", chunk_index=3)
+    assert (row().content, row().stream_chunk_count) == ('"\n' + "\x01" * 4 + "é" * 5, 3)
+
+
+@pytest.mark.parametrize("who", ["other_tenant", "non_member", "removed", "other_sender"])
+def test_the_one_statement_path_refuses_as_stream_append_does(make_conversation, who):
+    from messaging.services import member_remove
+
+    conv = make_conversation(others=("bob",))
+    append(conv, "a")
+    kw = {"chunk_index": 1}
+    if who == "other_tenant":
+        kw["tenant"] = "acme"
+    elif who == "non_member":
+        kw["sender"] = "mallory"
+    elif who == "removed":
+        member_remove(tenant="default", conversation_id=conv.id, actor="alice", user_id="alice")
+    else:
+        kw["sender"] = "bob"
+    with pytest.raises((NotFound, Forbidden)) as slow:
+        append(conv, "b", **kw)
+    with pytest.raises(type(slow.value)) as fast:
+        append_next(conv, "b", **kw)
+    assert fast.value.detail == slow.value.detail
+    assert (row().content, row().stream_chunk_count) == ("a", 1)
+
+
+def test_a_next_chunk_is_one_statement_on_postgresql(make_conversation, django_assert_num_queries):
+    conv = make_conversation()
+    append(conv, "a")
+    # PostgreSQL: one statement; elsewhere stream_append (SAVEPOINT, SELECT, UPDATE, INSERT, RELEASE).
+    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 5):
+        result = append_next(conv, "b", chunk_index=1)
+    stored = row()
+    assert (result.chunk_index, result.applied, result.started, result.stream_end) == (1, True, False, False)
+    for name in ("id", "tenant", "conversation_id", "seq", "sender_id", "type", "client_msg_id", "created_at", "stream_state"):
+        assert getattr(result.message, name) == getattr(stored, name), name
+    assert (result.message.stream_chunk_count, result.message.content) == (2, "ab")  # the text is read when asked for
+    assert list(StreamChunk.objects.filter(message=stored).order_by("index").values_list("index", "text")) == [(0, "a"), (1, "b")]

@@ -92,6 +92,11 @@ class FakeConnection:
     conn_id: str = "c1"
     subscribed: list[str] = field(default_factory=list)
     rate_limit_calls: int = 0
+    # What a handler asked to run after its reply (`after_reply`), for the test to run.
+    after_steps: list = field(default_factory=list)
+
+    def after_reply(self, step):
+        self.after_steps.append(step)
 
     async def subscribe(self, conversation_id, since_seq):
         self.subscribed.append(conversation_id)
