@@ -66,19 +66,26 @@ def _headers(err: AiimError) -> dict[str, str]:
 
 
 def rest_exception_handler(exc: Exception, context) -> Response | None:
+    if isinstance(exc, drf.APIException) and (as_aiim_error(exc) or _from_drf(exc)) is None:
+        return Response({"detail": str(exc.detail), "code": exc.default_code}, status=exc.status_code)
+    status, body, headers = error_parts(exc, where=type(context.get("view")).__name__)
+    return Response(body, status=status, headers=headers)
+
+
+def error_parts(exc: Exception, *, where: str) -> tuple[int, dict, dict[str, str]]:
+    """(status, body, headers) of the API's answer to `exc`; counted in aiim_errors_total.
+    The REST views' exception handler and the direct lane (aiim_project.rest_direct) share it."""
     err = as_aiim_error(exc) or _from_drf(exc)
     if err is None:
-        if isinstance(exc, drf.APIException):
-            return Response({"detail": str(exc.detail), "code": exc.default_code}, status=exc.status_code)
-        logger.exception("unhandled error in %s", type(context.get("view")).__name__)
+        logger.exception("unhandled error in %s", where)
         err = ServerError()
     elif isinstance(err, Unavailable) and err is not exc:
         logger.warning("dependency unavailable: %s", type(exc).__name__)
     ERRORS.labels(code=err.code, via="rest").inc()
-    response = Response(error_body(err), status=err.status, headers=_headers(err))
+    headers = _headers(err)
     if err.status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="aiim"'
-    return response
+        headers["WWW-Authenticate"] = 'Bearer realm="aiim"'
+    return err.status, error_body(err), headers
 
 
 def json_404(request, exception=None):

@@ -23,8 +23,24 @@ _QUIET_PATHS = ("/health", "/health/live", "/metrics")
 
 
 def request_id_for(request) -> str:
-    given = request.headers.get(HEADER, "")
+    return request_id_from(request.headers.get(HEADER, ""))
+
+
+def request_id_from(given: str) -> str:
     return given if _VALID_ID.match(given) else uuid.uuid4().hex
+
+
+def log_request(method: str, path: str, status: int, started: float) -> None:
+    """The one `aiim.request` line per request (also written by aiim_project.rest_direct)."""
+    # The path only: a query string may carry a token (`?token=` on the WebSocket URL).
+    logger.log(
+        logging.DEBUG if path in _QUIET_PATHS else logging.INFO,
+        "%s %s %s",
+        method,
+        path,
+        status,
+        extra={"method": method, "path": path, "status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+    )
 
 
 class RequestIdMiddleware:
@@ -62,17 +78,4 @@ class RequestIdMiddleware:
 
     def _finish(self, request, response, started: float) -> None:
         response[HEADER] = request.request_id
-        # The path only: a query string may carry a token (`?token=` on the WebSocket URL).
-        logger.log(
-            logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
-            "%s %s %s",
-            request.method,
-            request.path,
-            response.status_code,
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
+        log_request(request.method, request.path, response.status_code, started)

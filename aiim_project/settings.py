@@ -103,6 +103,9 @@ LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
 HEALTH_CHECK_TIMEOUT: float = env.float("HEALTH_CHECK_TIMEOUT", default=1.0)
 # Threads serving REST requests, one per request in flight (aiim_project.compat.django).
 HTTP_THREADS: int = env.int("HTTP_THREADS", default=10)
+# POST /api/aiim/messages without Django's request cycle when the request is plain
+# (aiim_project.rest_direct); 0 sends every request through the middleware chain.
+REST_DIRECT_POST: bool = env.bool("REST_DIRECT_POST", default=True)
 # Server-Sent Events streams (aiim_project.gateway.sse): a comment line after this many idle seconds keeps
 # proxies from closing the connection and finds clients that have gone.
 SSE_HEARTBEAT_SECONDS: float = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)

@@ -120,12 +120,15 @@ def application(django_asgi_app):
     from aiim_project.core import logs
     from aiim_project.gateway import http_streams
     from aiim_project.path_router import PathRouter
+    from aiim_project.rest_direct import DirectPost
     from assistants.runner import StartRunner
 
     daphne.install()
     autobahn.lazy_debug_formatting()
     daphne.redact_access_log(logs.redact_query_tokens)
-    http_app = PathRouter("/api/aiim/", OneHopASGIHandler(send_stream=http_streams.send_stream), django_asgi_app)
+    # POST /messages takes the direct lane when it can (aiim_project.rest_direct).
+    api = OneHopASGIHandler(send_stream=http_streams.send_stream)
+    http_app = PathRouter("/api/aiim/", DirectPost(api), django_asgi_app)
     # Every server process runs queued assistant runs (ASSISTANT_RUNNER=inline), started by
     # its first call: Daphne offers no start-up hook inside its loop.
     return StartRunner(ProtocolTypeRouter({"http": http_app, "websocket": websocket_app()}))

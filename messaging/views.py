@@ -118,21 +118,28 @@ class MessageSendView(APIView):
     def post(self, request: Request) -> Response:
         data = parse_message_send(request.data)
         check_tenant(request.user.tenant, data.get("tenant_id"))
-        message, created = services.message_send(
-            tenant=request.user.tenant,
-            sender=request.user.user_id,
-            conversation_id=data["conversation_id"],
-            content=data["content"],
-            type=data["type"],
-            client_msg_id=data["client_msg_id"],
-            reply_to=data["reply_to"],
-            metadata=data["metadata"],
-        )
-        if created:
-            MESSAGES_CREATED.labels(via="rest").inc()
-        status_view = StatusView(selectors.members_of(message.conversation_id)) if not created else None
-        body = {"message": message_dict(message, status_view.status(message) if status_view else "sent")}
-        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        body, code = post_message(request.user, data)
+        return Response(body, status=code)
+
+
+def post_message(user, data: dict) -> tuple[dict, int]:
+    """The send of `POST /messages` after parsing: (body, status). Shared with the direct lane
+    (aiim_project.rest_direct), so both answer alike."""
+    message, created = services.message_send(
+        tenant=user.tenant,
+        sender=user.user_id,
+        conversation_id=data["conversation_id"],
+        content=data["content"],
+        type=data["type"],
+        client_msg_id=data["client_msg_id"],
+        reply_to=data["reply_to"],
+        metadata=data["metadata"],
+    )
+    if created:
+        MESSAGES_CREATED.labels(via="rest").inc()
+    status_view = StatusView(selectors.members_of(message.conversation_id)) if not created else None
+    body = {"message": message_dict(message, status_view.status(message) if status_view else "sent")}
+    return body, status.HTTP_201_CREATED if created else status.HTTP_200_OK
 
 
 class MessageHistoryView(APIView):

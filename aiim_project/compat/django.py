@@ -46,12 +46,13 @@ class OneHopASGIHandler(ASGIHandler):
         self._middleware_chain = handler
 
     @cached_property
-    def _executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> ThreadPoolExecutor:
+        """The API's request threads (HTTP_THREADS)."""
         return ThreadPoolExecutor(max_workers=settings.HTTP_THREADS, thread_name_prefix="aiim-http")
 
     @cached_property
     def _serve_async(self):
-        return sync_to_async(self._serve, thread_sensitive=False, executor=self._executor)
+        return sync_to_async(self._serve, thread_sensitive=False, executor=self.executor)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -93,7 +94,7 @@ class OneHopASGIHandler(ASGIHandler):
         else:
             await self.send_response(response, send)
         if response.streaming:
-            await sync_to_async(response.close, thread_sensitive=False, executor=self._executor)()
+            await sync_to_async(response.close, thread_sensitive=False, executor=self.executor)()
 
 
 def sync_only(cls: type) -> type:

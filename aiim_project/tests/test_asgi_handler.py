@@ -15,7 +15,8 @@ from django.db import connection
 
 from aiim_project import asgi, wiring
 from aiim_project.compat.django import OneHopASGIHandler
-from aiim_project.core.db import in_worker  # hands its thread's connection back after each call
+from aiim_project.core.db import in_worker
+from aiim_project.rest_direct import DirectPost  # hands its thread's connection back after each call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,7 +54,9 @@ def seen():
 
 def test_api_requests_take_the_one_hop_handler_and_the_rest_django_s():
     http_app = wiring.http_app_of(asgi.application)
-    assert isinstance(http_app.fast, OneHopASGIHandler)
+    # In front of it, the direct lane of POST /messages (aiim_project.rest_direct).
+    assert isinstance(http_app.fast, DirectPost)
+    assert isinstance(http_app.fast.app, OneHopASGIHandler)
     assert type(http_app.default) is ASGIHandler
     assert http_app.prefix == "/api/aiim/"
 

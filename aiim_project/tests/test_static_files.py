@@ -36,7 +36,7 @@ def test_whitenoise_runs_only_in_django_s_full_chain():
 
     assert static(settings.MIDDLEWARE) == ["aiim_project.static_files.StaticFilesMiddleware"]
     assert static(settings.API_MIDDLEWARE) == []
-    handler = wiring.http_app_of(asgi.application).fast
+    handler = wiring.http_app_of(asgi.application).fast.app
     handler.load_middleware()
     chain, seen = handler._middleware_chain, []
     while chain is not None:  # convert_exception_to_response wrappers keep __wrapped__
