@@ -20,7 +20,7 @@ from django.utils import timezone
 from aiim_project.core import events
 from aiim_project.core.errors import AiimError
 from messaging.models import StreamState
-from streaming.services import stream_abort, stream_append
+from streaming.services import NextChunk, stream_abort, stream_append, streams_append_next
 
 from . import crypto, selectors
 from .models import ACTIVE_STATES, Assistant, Run, RunState
@@ -195,15 +195,47 @@ def write_chunks(*, owner: str, writes: list[ChunkWrite]) -> list[bool]:
     back all of them: the runner then writes them one by one (`write_chunk`)."""
     ids = sorted({w.run_id for w in writes})
     mine = {run.pk: run for run in Run.objects.select_for_update().filter(pk__in=ids, state=RunState.RUNNING, lease_owner=owner).order_by("pk")}
+    done = _append_texts(mine, writes)
     out = []
-    for write in writes:
+    for k, write in enumerate(writes):
         run = mine.get(write.run_id)
-        if run is not None:
+        if run is not None and k not in done:
             _write(run, write)
             if write.end:
                 del mine[write.run_id]  # ended: a later write of it in this batch finds it gone
         out.append(run is not None)
     return out
+
+
+def _append_texts(mine: dict[str, Run], writes: list[ChunkWrite]) -> set[int]:
+    """The common case in one statement for all runs (docs/assistants.md, "Cost"): each
+    started reply's leading plain text writes in this batch, joined into one chunk. The
+    positions in `writes` done; the others (a start, an end, a refused append) go through
+    `_write` in order after them."""
+    leading: dict[str, list[int]] = {}
+    closed: set[str] = set()
+    for k, write in enumerate(writes):
+        run = mine.get(write.run_id)
+        if run is None or write.run_id in closed:
+            continue
+        if run.reply_message_id and write.text and not write.end:
+            leading.setdefault(write.run_id, []).append(k)
+        else:
+            closed.add(write.run_id)
+    if not leading:
+        return set()
+    run_ids = list(leading)
+    chunks = [
+        NextChunk(
+            tenant=mine[run_id].tenant,
+            sender=mine[run_id].assistant_id,
+            message_id=mine[run_id].reply_message_id,
+            chunk="".join(writes[k].text for k in leading[run_id]),
+        )
+        for run_id in run_ids
+    ]
+    applied = streams_append_next(chunks=chunks)
+    return {k for run_id, ok in zip(run_ids, applied, strict=True) if ok for k in leading[run_id]}
 
 
 @transaction.atomic

@@ -130,6 +130,8 @@ class FakeModel:
         # The client hanging up ends the read below; the stream is then cancelled and recorded.
         stream = asyncio.ensure_future(self._stream(writer, request, script))
         hangup = asyncio.ensure_future(reader.read(1))
+        # A reset connection fails both: the read's error is expected, not worth a log line.
+        hangup.add_done_callback(lambda task: task.cancelled() or task.exception())
         done, _ = await asyncio.wait({stream, hangup}, return_when=asyncio.FIRST_COMPLETED)
         if stream in done:
             hangup.cancel()

@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aiim_project.settings")
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'bench_assistants.sqlite3'}")
+# The server runs as in production (DEBUG off); the harness mints its tokens with the same secret.
+os.environ["JWT_SECRET"] = "bench-assistants-secret-0123456789-0123456789"
 
 import django
 
@@ -133,7 +135,7 @@ async def aiim_ttft(ws_url: str, samples: int) -> list[float]:
     return out
 
 
-async def fanout(ws_url: str, pid: int, runs: int, subscribers: int, words: int) -> dict:
+async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: int, words: int) -> dict:
     convs = []
     for r in range(runs):
         conversation, _ = await asyncio.to_thread(
@@ -183,10 +185,12 @@ async def fanout(ws_url: str, pid: int, runs: int, subscribers: int, words: int)
     readers = [asyncio.create_task(read(ws)) for _, ws in clients]
     senders = [ws for r, ws in clients if ws is clients[r * subscribers][1]]
     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    own0, model0 = cpu_seconds(os.getpid()), cpu_seconds(model_pid)
     for r, ws in enumerate(senders):
         await ws.send(json.dumps({"type": "send_msg", "conversation_id": convs[r], "content": "go"}))
     await asyncio.wait_for(asyncio.gather(*readers), 300)
     elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    own, model = cpu_seconds(os.getpid()) - own0, cpu_seconds(model_pid) - model0
     for _, ws in clients:
         await ws.close()
     tokens = runs * words
@@ -198,6 +202,8 @@ async def fanout(ws_url: str, pid: int, runs: int, subscribers: int, words: int)
         "chunk_delivery_ms": pct(latencies),
         **problems,
         "server_cpu_s_per_1000_tokens": round(1000 * cpu / tokens, 3),
+        # the machine is shared by all three: a saturated harness or fake shows up as delay too
+        "cpu_share_of_elapsed": {"server": round(cpu / elapsed, 2), "harness": round(own / elapsed, 2), "fake_model": round(model / elapsed, 2)},
     }
 
 
@@ -215,10 +221,10 @@ def main() -> None:
         [sys.executable, "manage.py", "fake_model", "--port", str(model_port), "--delay", str(1 / args.rate), "--words", str(args.words)],
         cwd=ROOT, stdout=subprocess.DEVNULL,
     )
-    env = {**os.environ, "RATE_LIMIT_PER_SEC": "0", "LOG_LEVEL": "WARNING", "DEBUG": "true", "ASSISTANT_RUNNER": "inline",
+    env = {**os.environ, "RATE_LIMIT_PER_SEC": "0", "LOG_LEVEL": "WARNING", "DEBUG": "false", "SECRET_KEY": "bench-assistants-django-secret", "ASSISTANT_RUNNER": "inline",
            "WS_IDLE_TIMEOUT": "600"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aiim_project.asgi:application"], cwd=ROOT, env=env
+        [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), "aiim_project.asgi:application"], cwd=ROOT, env=env
     )
     try:
         wait_listening(model_port)
@@ -235,7 +241,7 @@ def main() -> None:
             "ttft_added_p50_ms": round(p50_through - p50_direct, 2),
             "database": django.db.connection.vendor,
         }))
-        print(json.dumps(asyncio.run(fanout(ws_url, server.pid, args.runs, args.subscribers, args.words))))
+        print(json.dumps(asyncio.run(fanout(ws_url, server.pid, model.pid, args.runs, args.subscribers, args.words))))
     finally:
         for proc in (server, model):
             proc.terminate()

@@ -270,6 +270,48 @@ def stream_append_next(
 
 
 @dataclass(frozen=True)
+class NextChunk:
+    """The next chunk of the sender's open stream `message_id` (`streams_append_next`)."""
+
+    tenant: str
+    sender: str
+    message_id: str
+    chunk: str
+
+
+def streams_append_next(*, chunks: Sequence[NextChunk]) -> list[bool]:
+    """The next chunk of many open streams in one statement (PostgreSQL; the assistants'
+    group commit), inside the caller's transaction, events after its commit. True where
+    `stream_append` would have taken the chunk as that stream's next one with nothing more
+    to do; False (always on SQLite) leaves that chunk to the caller's `stream_append`, which
+    gives the exact answer (ended, no longer a member, too large). Message ids are distinct."""
+    if connection.vendor != "postgresql" or not chunks:
+        return [False] * len(chunks)
+    appends = []
+    for item in chunks:
+        try:
+            size = encoded_size(item.chunk) - 2  # without the quotes: the stored text's have them
+        except Invalid:  # a NUL character: stream_append refuses it
+            continue
+        if item.chunk:
+            appends.append((item.message_id, item.tenant, item.sender, item.chunk, size))
+    if not appends:
+        return [False] * len(chunks)
+    applied = {
+        message.id: message
+        for message in storage.append_next_many(appends=appends, max_bytes=settings.MAX_MESSAGE_BYTES, now=timezone.now())
+    }
+    for item in chunks:
+        message = applied.get(item.message_id)
+        if message is not None:
+            index = message.stream_chunk_count - 1
+            groups = [events.conversation_group(message.tenant, message.conversation_id)]
+            coalesce.publish_chunks_on_commit(groups, message, first=index, last=index, delta=item.chunk, stream_end=False)
+            transaction.on_commit(STREAM_CHUNKS.inc)
+    return [item.message_id in applied for item in chunks]
+
+
+@dataclass(frozen=True)
 class ChunkInput:
     """One chunk of a run, as the client sent it (checked by the service)."""
 

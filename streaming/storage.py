@@ -121,6 +121,41 @@ def append_next(
     return Message.from_db(connection.alias, [f.attname for f in _NEXT_FIELDS], row)
 
 
+@cache
+def _append_next_many_sql(rows: int) -> str:
+    """PostgreSQL: `_append_next_sql` for many streams (distinct ids) in one statement."""
+    m, member, c = _q(Message._meta.db_table), _q(Member._meta.db_table), _q(StreamChunk._meta.db_table)
+    content, count = _q("content"), _q("stream_chunk_count")
+    returning = ", ".join(f"m.{_q(f.column)}" for f in _NEXT_FIELDS)
+    values = ", ".join(["(%s, %s, %s, %s::text, %s::int)"] * rows)
+    return (
+        f"WITH v(id, tenant, sender, chunk, size) AS (VALUES {values}),"
+        f" u AS (UPDATE {m} AS m SET {content} = to_jsonb((m.{content} #>> '{{}}') || v.chunk),"
+        f" {count} = m.{count} + 1, {_q('stream_updated_at')} = %s FROM v"
+        f" WHERE m.{_q('id')} = v.id AND m.{_q('tenant')} = v.tenant AND m.{_q('sender_id')} = v.sender"
+        f" AND m.{_q('stream_state')} = %s"
+        f" AND jsonb_typeof(m.{content}) = 'string' AND octet_length(m.{content}::text) + v.size <= %s"
+        f" AND EXISTS(SELECT 1 FROM {member} WHERE {member}.{_q('conversation_id')} = m.{_q('conversation_id')}"
+        f" AND {member}.{_q('user_id')} = v.sender)"
+        f" RETURNING {returning}, v.chunk AS appended_chunk),"
+        f" c AS (INSERT INTO {c} ({_q('message_id')}, {_q('index')}, {_q('text')})"
+        f" SELECT u.{_q('id')}, u.{count} - 1, u.appended_chunk FROM u)"
+        f" SELECT * FROM u"
+    )
+
+
+def append_next_many(*, appends: list[tuple[str, str, str, str, int]], max_bytes: int, now: datetime) -> list[Message]:
+    """PostgreSQL only: `append_next` without an index for many streams at once, each
+    (message_id, tenant, sender, chunk, chunk_size) with a distinct message id, inside the
+    caller's transaction. The streams that took their chunk (content deferred), in no order."""
+    updated_at = Message._meta.get_field("stream_updated_at").get_db_prep_value(now, connection)
+    params = [value for append in appends for value in append] + [updated_at, StreamState.STREAMING, max_bytes]
+    names = [f.attname for f in _NEXT_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(_append_next_many_sql(len(appends)), params)
+        return [Message.from_db(connection.alias, names, row[:-1]) for row in cursor.fetchall()]
+
+
 def append_chunk(*, message_id: str, index: int, chunk: str, text: str, state: str, now: datetime) -> bool:
     """Store chunk `index` if the stream is still open at exactly that index."""
     return append_chunks(message_id=message_id, first=index, chunks=[chunk], text=text, state=state, now=now)

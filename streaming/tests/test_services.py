@@ -867,3 +867,102 @@ def test_a_next_chunk_is_one_statement_on_postgresql(make_conversation, django_a
         assert getattr(result.message, name) == getattr(stored, name), name
     assert (result.message.stream_chunk_count, result.message.content) == (2, "ab")  # the text is read when asked for
     assert list(StreamChunk.objects.filter(message=stored).order_by("index").values_list("index", "text")) == [(0, "a"), (1, "b")]
+
+
+# --- many streams' next chunks in one statement: streams_append_next (the assistants' group commit) ---
+
+
+def next_chunks(*items):
+    """items: (conversation, client_msg_id, chunk[, sender, tenant])."""
+    chunks = []
+    for conv, cmid, chunk, *rest in items:
+        sender, tenant = (rest + ["alice", "default"][len(rest):])[:2]
+        message = Message.objects.filter(conversation=conv, client_msg_id=cmid).first()
+        chunks.append(services.NextChunk(tenant=tenant, sender=sender, message_id=message.id if message else "missing", chunk=chunk))
+    return chunks
+
+
+def next_many(*items):
+    return services.streams_append_next(chunks=next_chunks(*items))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite leaves every chunk to stream_append (tested below)")
+def test_many_streams_take_their_next_chunk_in_one_statement(make_conversation, django_assert_num_queries):
+    conv, other = make_conversation(), make_conversation()
+    append(conv, "a", cmid="s1")
+    append(conv, "x", cmid="s2")
+    append(other, "é", cmid="s3")
+    chunks = next_chunks((conv, "s1", "b"), (conv, "s2", 'y"\n'), (other, "s3", "好"))
+    with django_assert_num_queries(1):
+        applied = services.streams_append_next(chunks=chunks)
+    assert applied == [True, True, True]
+    assert [(m.content, m.stream_chunk_count) for m in Message.objects.order_by("client_msg_id")] == [
+        ("ab", 2), ('xy"\n', 2), ("é好", 2)
+    ]
+    assert list(StreamChunk.objects.filter(message__client_msg_id="s2").values_list("index", "text")) == [(0, "x"), (1, 'y"\n')]
+
+
+@pytest.mark.parametrize("why", ["ended", "non_member", "removed", "other_tenant", "other_sender", "too_large", "nul", "missing"])
+def test_a_chunk_many_cannot_take_is_left_to_stream_append_and_writes_nothing(make_conversation, settings, why):
+    """One refused chunk does not stop the others; on SQLite every chunk is refused."""
+    from messaging.services import member_remove
+
+    settings.MAX_MESSAGE_BYTES = 40
+    conv = make_conversation(others=("bob",))
+    append(conv, "a", cmid="ok")
+    append(conv, "a", cmid="s1")
+    item = [conv, "s1", "b"]
+    if why == "ended":
+        append(conv, "", cmid="s1", stream_end=True)
+    elif why == "non_member":
+        item += ["mallory"]
+    elif why == "removed":
+        item += ["alice"]
+    elif why == "other_tenant":
+        item += ["alice", "acme"]
+    elif why == "other_sender":
+        item += ["bob"]
+    elif why == "too_large":
+        item[2] = "z" * 40
+    elif why == "nul":
+        item[2] = "b\x00"
+    else:
+        item[1] = "nope"
+    before = stream_state("s1")
+    if why == "removed":
+        append(conv, "a", cmid="bobs", sender="bob")
+        member_remove(tenant="default", conversation_id=conv.id, actor="alice", user_id="alice")
+        applied = next_many(tuple(item), (conv, "bobs", "c", "bob"))
+        expected = [False, connection.vendor == "postgresql"]
+    else:
+        applied = next_many(tuple(item), (conv, "ok", "c"))
+        expected = [False, connection.vendor == "postgresql"]
+    assert applied == expected
+    assert stream_state("s1") == before
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only: SQLite leaves the chunks to stream_append")
+async def test_many_streams_publish_each_chunk_after_commit(make_conversation, listen):
+    conv = await database_sync_to_async(make_conversation)()
+    await database_sync_to_async(append)(conv, "Hel", cmid="s1")
+    await database_sync_to_async(append)(conv, "Wor", cmid="s2")
+    listener = await listen(conv.id)
+
+    def rolled_back():
+        from django.db import transaction
+
+        with pytest.raises(RuntimeError), transaction.atomic():
+            assert next_many((conv, "s1", "NO"), (conv, "s2", "PE")) == [True, True]
+            raise RuntimeError
+
+    await database_sync_to_async(rolled_back)()
+    with pytest.raises(asyncio.TimeoutError):
+        await listener.next(timeout=0.3)  # nothing of the rolled-back statement
+    assert await database_sync_to_async(next_many)((conv, "s1", "lo"), (conv, "s2", "ld")) == [True, True]
+    got = sorted([await listener.next(), await listener.next()], key=lambda e: e["data"]["stream_id"])
+    assert [(e["event"], e["data"]["stream_id"], e["chunk_index"], e["data"]["delta"]) for e in got] == [
+        ("message.stream_chunk", "s1", 1, "lo"),
+        ("message.stream_chunk", "s2", 1, "ld"),
+    ]
+    assert [m.content for m in await database_sync_to_async(list)(Message.objects.order_by("client_msg_id"))] == ["Hello", "World"]
