@@ -91,9 +91,25 @@ class FakeModel:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
+        if self._loop is None:
+            return
+
+        async def shutdown() -> None:
+            # Open connections end here, on their own loop, not later in the garbage collector
+            # (which would log their teardown as an ignored exception from any thread).
+            await self.close()
+            handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+        finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+            if not self._thread.is_alive():
+                self._loop.close()
 
     # -- HTTP ---------------------------------------------------------------------------
 

@@ -135,7 +135,7 @@ async def aiim_ttft(ws_url: str, samples: int) -> list[float]:
     return out
 
 
-async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: int, words: int) -> dict:
+async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: int, words: int, rate: float) -> dict:
     convs = []
     for r in range(runs):
         conversation, _ = await asyncio.to_thread(
@@ -154,6 +154,9 @@ async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: 
             assert json.loads(await ws.recv())["type"] == "subscribed"
             clients.append((r, ws))
     latencies: list[float] = []
+    # The words after the first second: the burst of 50 replies starting at once is over.
+    steady: list[float] = []
+    steady_from = int(rate)
     problems = {"missing": 0, "out_of_order": 0, "duplicate": 0}
 
     async def read(ws) -> None:
@@ -178,6 +181,8 @@ async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: 
                         problems["out_of_order" if k > expected + 1 else "missing"] += 1
                     expected = max(expected, k + 1)
                     latencies.append((now - float(sent)) * 1000)
+                    if k >= steady_from:
+                        steady.append(latencies[-1])
             elif data.get("event") == "message.updated":
                 problems["missing"] += max(0, words - expected)
                 return
@@ -200,6 +205,7 @@ async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: 
         "tokens": tokens,
         "elapsed_s": round(elapsed, 2),
         "chunk_delivery_ms": pct(latencies),
+        "chunk_delivery_after_first_second_ms": pct(steady),
         **problems,
         "server_cpu_s_per_1000_tokens": round(1000 * cpu / tokens, 3),
         # the machine is shared by all three: a saturated harness or fake shows up as delay too
@@ -241,7 +247,7 @@ def main() -> None:
             "ttft_added_p50_ms": round(p50_through - p50_direct, 2),
             "database": django.db.connection.vendor,
         }))
-        print(json.dumps(asyncio.run(fanout(ws_url, server.pid, model.pid, args.runs, args.subscribers, args.words))))
+        print(json.dumps(asyncio.run(fanout(ws_url, server.pid, model.pid, args.runs, args.subscribers, args.words, args.rate))))
     finally:
         for proc in (server, model):
             proc.terminate()
