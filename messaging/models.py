@@ -125,8 +125,11 @@ class Message(models.Model):
             # Unread counts (messages after a read cursor not sent by the reader) are an
             # index-only range scan on this: no message row is read.
             models.Index(fields=["conversation", "seq", "sender_id"], name="message_unread"),
+            # Keyed on a column no chunk changes, so a chunk's update stays heap-only (HOT)
+            # on PostgreSQL: keyed on stream_updated_at, every chunk rewrote every index of
+            # the table (docs/streaming.md, "Storage and durability").
             models.Index(
-                fields=["stream_updated_at"],
+                fields=["created_at"],
                 condition=models.Q(stream_state="streaming"),
                 name="message_open_streams",
             ),

@@ -71,3 +71,27 @@ def test_sends_within_a_second_are_heap_only_updates(make_conversation):
     services.message_send_run(tenant="default", sender="alice", conversation_id=group.id, items=[services.SendInput(content="r")] * 3)
     upd, hot = _updates("messaging_conversation")
     assert (upd - upd0, hot - hot0) == (6, 6)
+
+
+@postgres_only
+def test_a_streams_chunks_are_heap_only_updates_of_its_message(make_conversation):
+    """No index of the message table keys on what a chunk changes (text, chunk count,
+    stream_updated_at), and its pages keep room (migration 0005): every chunk's update of the
+    message row is heap-only, through each write path."""
+    from streaming import services as streams
+
+    group = make_conversation("alice", ["bob"])
+    ids = {"tenant": "default", "sender": "alice", "conversation_id": group.id, "client_msg_id": "s1"}
+    streams.stream_append(**ids, chunk="a")  # the start inserts the row
+    upd0, hot0 = _updates("messaging_message")
+    for i in range(1, 4):
+        streams.stream_append(**ids, chunk=f"b{i}")
+    for i in range(4, 7):
+        streams.stream_append_next(**ids, chunk=f"c{i}", chunk_index=i)
+    message_id = streams.stream_append(**ids, chunk="d").message.id
+    assert streams.streams_append_next(chunks=[streams.NextChunk(tenant="default", sender="alice", message_id=message_id, chunk="e")]) == [True]
+    upd, hot = _updates("messaging_message")
+    assert (upd - upd0, hot - hot0) == (8, 8)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'messaging_message'")
+        assert cursor.fetchone()[0] == ["fillfactor=90"]
