@@ -13,7 +13,7 @@ from assistants.fake_model import Script
 from assistants.models import Run, RunState
 from messaging.models import Message
 from tests.support.communicator import connect, subscribe
-from tests.support.runs import drain, ended, events_until, run_of, send, states, wait_run
+from tests.support.runs import drain, ended, events_until, reply_text, run_of, send, states, wait_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -61,9 +61,8 @@ async def test_direct_message_streams_a_reply(setup, fake, runner):
     body = fake.requests[-1].body
     assert body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "name": "alice", "content": "hello bot"}]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True} and body["model"] == "fake-1"
-    # the chunk events rebuild the same text
-    deltas = "".join(e["delta"] for e in seen if e["event"] == "message.stream_chunk")
-    assert deltas == "You said: hello bot"
+    # the events rebuild the same text
+    assert reply_text(seen) == "You said: hello bot"
     await alice.disconnect()
 
 
@@ -144,7 +143,7 @@ async def test_chunks_are_coalesced(setup, fake, runner, settings):
     seen = await events_until(alice, ended)
     elapsed = time.monotonic() - started
     chunks = [e for e in seen if e["event"] == "message.stream_chunk"]
-    assert "".join(e["delta"] for e in chunks) == text
+    assert reply_text(seen) == text
     # The first token at once, then at most one chunk per 200 ms window (a loaded machine
     # stretches the stream, not the window), and far fewer chunks than the 40 words.
     windows = 2 + int(elapsed / 0.2)

@@ -945,9 +945,11 @@ def test_a_chunk_many_cannot_take_is_left_to_stream_append_and_writes_nothing(ma
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only: SQLite leaves the chunks to stream_append")
 async def test_many_streams_publish_each_chunk_after_commit(make_conversation, listen):
     conv = await database_sync_to_async(make_conversation)()
+    listener = await listen(conv.id)
     await database_sync_to_async(append)(conv, "Hel", cmid="s1")
     await database_sync_to_async(append)(conv, "Wor", cmid="s2")
-    listener = await listen(conv.id)
+    # Both streams' message.created and first chunk: the listener's subscription is live.
+    assert [(await listener.next())["event"] for _ in range(4)] == ["message.created", "message.stream_chunk"] * 2
 
     def rolled_back():
         from django.db import transaction

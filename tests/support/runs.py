@@ -24,6 +24,20 @@ async def events_until(comm, done, timeout=10.0):
                 return seen
 
 
+def reply_text(seen) -> str:
+    """The assistant's reply as a client rebuilds it from the events: the `message.created`
+    text, then the chunks after the chunk count it carried, each exactly once, in order.
+    (A subscription whose tail read found the reply already started gets it that way: the
+    row's text so far in `message.created`, the live chunks after it.)"""
+    created = next(e["message"] for e in seen if e["event"] == "message.created" and e["message"]["type"] == "ai")
+    text, expected = created["content"] or "", created["stream"]["chunk_count"]
+    for e in seen:
+        if e["event"] == "message.stream_chunk" and e["message_id"] == created["message_id"]:
+            assert e["chunk_index"] == expected, (e["chunk_index"], expected)
+            text, expected = text + e["delta"], e["last_chunk_index"] + 1
+    return text
+
+
 def ended(data):
     return data["event"] == "message.updated" and data["message"]["stream"] and data["message"]["stream"]["state"] != "streaming"
 
