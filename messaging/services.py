@@ -355,10 +355,11 @@ def _lock_for_send_sql() -> str:
     )
 
 
-def _lock_for_send(*, tenant: str, conversation_id: str, sender: str, client_msg_id: str | None) -> tuple[Conversation, str | None]:
-    """`lock_for_member` for a send, as fixed SQL (it runs on every message, and compiling
-    the ORM query cost more CPU than the round trip): (the conversation with the fields the
-    send path uses, the id of the sender's earlier message with this client_msg_id)."""
+def lock_for_send(*, tenant: str, conversation_id: str, sender: str, client_msg_id: str | None) -> tuple[Conversation, str | None]:
+    """`lock_for_member` for a send, as fixed SQL (it runs on every message and every stream
+    start, and compiling the ORM query cost more CPU than the round trip): (the conversation
+    with the fields the send path uses, the id of the sender's earlier message with this
+    client_msg_id)."""
     with connection.cursor() as cursor:
         cursor.execute(_lock_for_send_sql(), [sender, sender, client_msg_id, tenant, conversation_id])
         row = cursor.fetchone()
@@ -461,7 +462,7 @@ def _send_run(
     plan = _plan_send_run(items)
     if not plan:
         return []
-    conversation, _ = _lock_for_send(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=None)
+    conversation, _ = lock_for_send(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=None)
     ids = [item.client_msg_id for item in plan if item.client_msg_id is not None]
     if ids:
         taken = _client_ids_taken(conversation_id=conversation.id, sender=sender, client_msg_ids=ids)
@@ -515,7 +516,7 @@ def message_send(
     A repeat of (conversation, sender, client_msg_id) returns the original, created=False; a
     rejected message consumes no seq (docs/architecture.md, "The send path")."""
     check_message_input(type=type, content=content, metadata=metadata, client_msg_id=client_msg_id, reply_to=reply_to)
-    conversation, existing_id = _lock_for_send(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id)
+    conversation, existing_id = lock_for_send(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id)
     if existing_id is not None:
         return Message.objects.get(pk=existing_id), False
     if reply_to is not None and not Message.objects.filter(conversation_id=conversation.id, id=reply_to).exists():

@@ -15,13 +15,13 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from aiim_project.core import events
-from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_access, check_id, not_a_member
+from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_id, not_a_member
 from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from aiim_project.core.metrics import STREAM_CHUNKS
-from messaging.models import Conversation, Message, MessageType, StreamState
+from messaging.models import Message, MessageType, StreamState
 from messaging.rendering import StatusView, message_dict
 from messaging.selectors import conversation_for_member, members_of
-from messaging.services import check_content_size, encoded_size, insert_with_seq, publish_message_created
+from messaging.services import check_content_size, encoded_size, insert_with_seq, lock_for_send, publish_message_created
 
 from . import coalesce, selectors, storage
 
@@ -78,11 +78,7 @@ def _refuse_other_senders_stream(conversation_id: str, sender: str, client_msg_i
         .exists()
     )
     if taken:
-        raise _other_senders_stream()
-
-
-def _other_senders_stream() -> Forbidden:
-    return Forbidden("Only the stream's sender may write to it.")
+        raise Forbidden("Only the stream's sender may write to it.")
 
 
 def _publish_updated(message: Message, statuses: StatusView) -> None:
@@ -132,16 +128,13 @@ def _start(
 ) -> ChunkResult | None:
     """Create the stream with its first chunk; None if another request created it first."""
     check_content_size(chunk)  # before the seq is allocated: a refused chunk consumes none
-    # Locking, authorizing and both id checks in one statement: with many assistant replies
-    # starting at once, the ORM's version of these four queries was most of a start's CPU.
-    found = storage.lock_for_start(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id)
-    check_access(found=found is not None, is_member=found is not None and found[1])
-    last_seq, _, taken_by_sender, taken_by_other = found
-    if taken_by_sender:
+    # The send path's locking statement: lock, authorize and find the sender's message with
+    # this id in one round trip (with many assistant replies starting at once, the ORM's
+    # version was most of a start's CPU).
+    conversation, taken = lock_for_send(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id)
+    if taken is not None:
         return None
-    if taken_by_other:
-        raise _other_senders_stream()
-    conversation = Conversation(id=conversation_id, tenant=tenant, last_seq=last_seq)
+    _refuse_other_senders_stream(conversation.id, sender, client_msg_id)
     if chunk_index not in (None, 0):
         raise Conflict("A stream starts at chunk_index 0.", expected_chunk_index=0)
     message = insert_with_seq(

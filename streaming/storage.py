@@ -9,7 +9,7 @@ from functools import cache
 
 from django.db import connection
 
-from messaging.models import Conversation, Member, Message, StreamState
+from messaging.models import Member, Message, StreamState
 
 from .models import StreamChunk
 
@@ -40,33 +40,6 @@ def find_stream(*, tenant: str, conversation_id: str, sender: str, client_msg_id
         Message.objects.raw(_find_sql(connection.vendor, lock), [sender, tenant, conversation_id, sender, client_msg_id])
     )
     return rows[0] if rows else None
-
-
-@cache
-def _lock_for_start_sql(vendor: str) -> str:
-    c, member, m = _q(Conversation._meta.db_table), _q(Member._meta.db_table), _q(Message._meta.db_table)
-    lock = " FOR UPDATE OF c" if connection.features.has_select_for_update_of else ""
-    return (
-        f"SELECT c.{_q('last_seq')},"
-        f" EXISTS(SELECT 1 FROM {member} p WHERE p.{_q('conversation_id')} = c.{_q('id')} AND p.{_q('user_id')} = %s),"
-        f" EXISTS(SELECT 1 FROM {m} x WHERE x.{_q('conversation_id')} = c.{_q('id')}"
-        f" AND x.{_q('sender_id')} = %s AND x.{_q('client_msg_id')} = %s),"
-        f" EXISTS(SELECT 1 FROM {m} y WHERE y.{_q('conversation_id')} = c.{_q('id')} AND y.{_q('client_msg_id')} = %s"
-        f" AND y.{_q('stream_state')} IS NOT NULL AND y.{_q('sender_id')} <> %s)"
-        f" FROM {c} c WHERE c.{_q('tenant')} = %s AND c.{_q('id')} = %s{lock}"
-    )
-
-
-def lock_for_start(*, tenant: str, conversation_id: str, sender: str, client_msg_id: str) -> tuple[int, bool, bool, bool] | None:
-    """What starting a stream checks, in the one statement that locks the conversation row:
-    (last_seq, sender is a member, sender has a message named client_msg_id, another
-    sender has a stream named so), or None if the tenant has no such conversation."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _lock_for_start_sql(connection.vendor), [sender, sender, client_msg_id, client_msg_id, sender, tenant, conversation_id]
-        )
-        row = cursor.fetchone()
-    return None if row is None else (row[0], bool(row[1]), bool(row[2]), bool(row[3]))
 
 
 @cache
