@@ -76,64 +76,20 @@ def _append_sql(rows: int) -> str:
 _NEXT_FIELDS = [f for f in Message._meta.concrete_fields if f.attname not in ("content", "metadata")]
 
 
-@cache
-def _append_next_sql(with_index: bool) -> str:
-    """PostgreSQL: the whole chunk in one autocommit statement: the stream found by its ids,
-    membership, state, index and the stored text's JSON size checked in the WHERE; the text
-    appended in the database; the chunk row inserted only if the row was updated."""
+def _append_next_of_values(columns: str, values: str, match: str) -> str:
+    """PostgreSQL: the whole chunk in one statement, for each row of `VALUES values` (named
+    `columns`, among them chunk, size and sender) appended to the stream `match` finds:
+    membership, state and the stored text's JSON size checked in the WHERE; the text appended
+    in the database; the chunk row inserted only if the row was updated. Then the
+    `%s` parameters: stream_updated_at, the open state, the size limit."""
     m, member, c = _q(Message._meta.db_table), _q(Member._meta.db_table), _q(StreamChunk._meta.db_table)
     content, count = _q("content"), _q("stream_chunk_count")
     returning = ", ".join(f"m.{_q(f.column)}" for f in _NEXT_FIELDS)
     return (
-        f"WITH u AS (UPDATE {m} AS m SET {content} = to_jsonb((m.{content} #>> '{{}}') || %s::text),"
-        f" {count} = m.{count} + 1, {_q('stream_updated_at')} = %s"
-        f" WHERE m.{_q('tenant')} = %s AND m.{_q('conversation_id')} = %s AND m.{_q('sender_id')} = %s"
-        f" AND m.{_q('client_msg_id')} = %s AND m.{_q('stream_state')} = %s"
-        + (f" AND m.{count} = %s" if with_index else "")
-        + f" AND jsonb_typeof(m.{content}) = 'string' AND octet_length(m.{content}::text) + %s <= %s"
-        f" AND EXISTS(SELECT 1 FROM {member} WHERE {member}.{_q('conversation_id')} = m.{_q('conversation_id')}"
-        f" AND {member}.{_q('user_id')} = %s)"
-        f" RETURNING {returning}),"
-        f" c AS (INSERT INTO {c} ({_q('message_id')}, {_q('index')}, {_q('text')})"
-        f" SELECT u.{_q('id')}, u.{count} - 1, %s FROM u)"
-        f" SELECT * FROM u"
-    )
-
-
-def append_next(
-    *, tenant: str, conversation_id: str, sender: str, client_msg_id: str, chunk: str, chunk_size: int, index: int | None,
-    max_bytes: int, now: datetime,
-) -> Message | None:
-    """PostgreSQL only: append `chunk` (JSON size `chunk_size` without its quotes) to the
-    caller's open stream at `index` (None: the next one) in one statement, committed on its
-    own outside a transaction; the updated stream (content deferred), or None if any check
-    failed and nothing was written."""
-    updated_at = Message._meta.get_field("stream_updated_at").get_db_prep_value(now, connection)
-    params = [chunk, updated_at, tenant, conversation_id, sender, client_msg_id, StreamState.STREAMING]
-    if index is not None:
-        params.append(index)
-    params += [chunk_size, max_bytes, sender, chunk]
-    with connection.cursor() as cursor:
-        cursor.execute(_append_next_sql(index is not None), params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    return Message.from_db(connection.alias, [f.attname for f in _NEXT_FIELDS], row)
-
-
-@cache
-def _append_next_many_sql(rows: int) -> str:
-    """PostgreSQL: `_append_next_sql` for many streams (distinct ids) in one statement."""
-    m, member, c = _q(Message._meta.db_table), _q(Member._meta.db_table), _q(StreamChunk._meta.db_table)
-    content, count = _q("content"), _q("stream_chunk_count")
-    returning = ", ".join(f"m.{_q(f.column)}" for f in _NEXT_FIELDS)
-    values = ", ".join(["(%s, %s, %s, %s::text, %s::int)"] * rows)
-    return (
-        f"WITH v(id, tenant, sender, chunk, size) AS (VALUES {values}),"
+        f"WITH v({columns}) AS (VALUES {values}),"
         f" u AS (UPDATE {m} AS m SET {content} = to_jsonb((m.{content} #>> '{{}}') || v.chunk),"
         f" {count} = m.{count} + 1, {_q('stream_updated_at')} = %s FROM v"
-        f" WHERE m.{_q('id')} = v.id AND m.{_q('tenant')} = v.tenant AND m.{_q('sender_id')} = v.sender"
-        f" AND m.{_q('stream_state')} = %s"
+        f" WHERE {match} AND m.{_q('stream_state')} = %s"
         f" AND jsonb_typeof(m.{content}) = 'string' AND octet_length(m.{content}::text) + v.size <= %s"
         f" AND EXISTS(SELECT 1 FROM {member} WHERE {member}.{_q('conversation_id')} = m.{_q('conversation_id')}"
         f" AND {member}.{_q('user_id')} = v.sender)"
@@ -144,16 +100,67 @@ def _append_next_many_sql(rows: int) -> str:
     )
 
 
+@cache
+def _append_next_sql(with_index: bool) -> str:
+    """The caller's stream found by its ids (and at `index`, if given)."""
+    match = (
+        f"m.{_q('tenant')} = v.tenant AND m.{_q('conversation_id')} = v.conversation_id"
+        f" AND m.{_q('sender_id')} = v.sender AND m.{_q('client_msg_id')} = v.client_msg_id"
+    )
+    if with_index:
+        return _append_next_of_values(
+            "tenant, conversation_id, sender, client_msg_id, chunk, size, index",
+            "(%s, %s, %s, %s, %s::text, %s::int, %s::int)",
+            match + f" AND m.{_q('stream_chunk_count')} = v.index",
+        )
+    return _append_next_of_values(
+        "tenant, conversation_id, sender, client_msg_id, chunk, size", "(%s, %s, %s, %s, %s::text, %s::int)", match
+    )
+
+
+def _next_params(values: list, now: datetime, max_bytes: int) -> list:
+    updated_at = Message._meta.get_field("stream_updated_at").get_db_prep_value(now, connection)
+    return [*values, updated_at, StreamState.STREAMING, max_bytes]
+
+
+def _next_rows(rows: list[tuple]) -> list[Message]:
+    names = [f.attname for f in _NEXT_FIELDS]
+    return [Message.from_db(connection.alias, names, row[:-1]) for row in rows]  # without appended_chunk
+
+
+def append_next(
+    *, tenant: str, conversation_id: str, sender: str, client_msg_id: str, chunk: str, chunk_size: int, index: int | None,
+    max_bytes: int, now: datetime,
+) -> Message | None:
+    """PostgreSQL only: append `chunk` (JSON size `chunk_size` without its quotes) to the
+    caller's open stream at `index` (None: the next one) in one statement, committed on its
+    own outside a transaction; the updated stream (content deferred), or None if any check
+    failed and nothing was written."""
+    values = [tenant, conversation_id, sender, client_msg_id, chunk, chunk_size] + ([] if index is None else [index])
+    with connection.cursor() as cursor:
+        cursor.execute(_append_next_sql(index is not None), _next_params(values, now, max_bytes))
+        rows = _next_rows(cursor.fetchall())
+    return rows[0] if rows else None
+
+
+@cache
+def _append_next_many_sql(rows: int) -> str:
+    """Many streams (distinct ids) in one statement, each found by its id."""
+    return _append_next_of_values(
+        "id, tenant, sender, chunk, size",
+        ", ".join(["(%s, %s, %s, %s::text, %s::int)"] * rows),
+        f"m.{_q('id')} = v.id AND m.{_q('tenant')} = v.tenant AND m.{_q('sender_id')} = v.sender",
+    )
+
+
 def append_next_many(*, appends: list[tuple[str, str, str, str, int]], max_bytes: int, now: datetime) -> list[Message]:
     """PostgreSQL only: `append_next` without an index for many streams at once, each
     (message_id, tenant, sender, chunk, chunk_size) with a distinct message id, inside the
     caller's transaction. The streams that took their chunk (content deferred), in no order."""
-    updated_at = Message._meta.get_field("stream_updated_at").get_db_prep_value(now, connection)
-    params = [value for append in appends for value in append] + [updated_at, StreamState.STREAMING, max_bytes]
-    names = [f.attname for f in _NEXT_FIELDS]
+    values = [value for append in appends for value in append]
     with connection.cursor() as cursor:
-        cursor.execute(_append_next_many_sql(len(appends)), params)
-        return [Message.from_db(connection.alias, names, row[:-1]) for row in cursor.fetchall()]
+        cursor.execute(_append_next_many_sql(len(appends)), _next_params(values, now, max_bytes))
+        return _next_rows(cursor.fetchall())
 
 
 def append_chunk(*, message_id: str, index: int, chunk: str, text: str, state: str, now: datetime) -> bool:
