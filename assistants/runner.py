@@ -238,8 +238,8 @@ class Runner:
                 api_key=prepared.api_key or "unused",  # servers without keys (Ollama) ignore it
                 max_retries=0,  # retried here, and only before the first token
                 timeout=settings.ASSISTANT_MAX_DURATION,
-                # aiohttp's C parser reads the token stream for half the CPU of the default
-                # transport (docs/assistants.md, "Cost").
+                # aiohttp's C parser reads the per-token stream for less CPU than httpcore's
+                # pure-Python one (docs/assistants.md, "Cost").
                 http_client=openai.DefaultAioHttpClient(),
             )
         return client
