@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 
 from aiim_project.core import events, ratelimit
 from aiim_project.core.auth import mint_token
@@ -21,6 +20,7 @@ from aiim_project.gateway import runs as run_taking
 from messaging import services
 from messaging.models import Message
 from tests.support.communicator import ask, connect, connect_queued, pipeline, subscribe
+from tests.support.layer import LayerListener
 from tests.support.websocket import ws_recv
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,14 +64,7 @@ async def rows(conv_id):
 
 
 async def listen(conv_id, tenant="default"):
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(events.conversation_group(tenant, conv_id), channel)
-
-    async def next_event(timeout=5.0):
-        return await asyncio.wait_for(layer.receive(channel), timeout)
-
-    return next_event
+    return (await LayerListener.join(events.conversation_group(tenant, conv_id))).next
 
 
 async def created_events(comm, n, timeout=10):

@@ -11,7 +11,6 @@ import threading
 import orjson
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -20,6 +19,7 @@ from aiim_project.core.errors import AiimError, Conflict, Forbidden, NotFound
 from messaging import seq, services
 from messaging.models import Conversation, Message
 from messaging.services import SendInput
+from tests.support.layer import LayerListener
 
 pytestmark = pytest.mark.django_db
 
@@ -340,12 +340,10 @@ def test_one_message_created_per_message_after_commit_in_seq_order(make_conversa
 @pytest.mark.django_db(transaction=True)
 async def test_a_subscriber_gets_each_message_of_a_run_once_in_seq_order_and_none_of_a_rollback(make_conversation):
     conv = await database_sync_to_async(make_conversation)("alice", ["bob"])
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(events.conversation_group("default", conv.id), channel)
+    listener = await LayerListener.join(events.conversation_group("default", conv.id))
 
     async def next_event(timeout=5.0):
-        message = await asyncio.wait_for(layer.receive(channel), timeout)
+        message = await listener.next(timeout)
         return message["event"], message["seq"], orjson.loads(message["frame"])["data"]["message"]["content"]
 
     def rolled_back():

@@ -4,7 +4,6 @@ import threading
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.db import connection
 
 from aiim_project.core import events
@@ -12,6 +11,7 @@ from aiim_project.core.errors import Forbidden, Invalid, NotFound
 from messaging.models import Member, Message
 from receipts.models import CursorKind, CursorMove
 from receipts.services import cursor_advance
+from tests.support.layer import LayerListener
 
 pytestmark = pytest.mark.django_db
 
@@ -134,26 +134,18 @@ def test_bad_conversation_id_is_invalid(db, conversation_id):
 # --- events, through the real channel layer ---------------------------------------------
 
 
-async def _listen(*groups):
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    for group in groups:
-        await layer.group_add(group, channel)
-    return layer, channel
-
-
-async def _next_event(layer, channel, timeout=2.0):
+async def _next_event(listener: LayerListener, timeout=2.0):
     """The next receipt event: the set-up's own events (message.created of the messages sent
     before listening) may still be on their way from the publisher."""
     while True:
-        event = await asyncio.wait_for(layer.receive(channel), timeout)
+        event = await listener.next(timeout)
         if event["event"] != "message.created":
             return event
 
 
-async def _nothing_more(layer, channel):
+async def _nothing_more(listener: LayerListener):
     with pytest.raises(asyncio.TimeoutError):
-        await _next_event(layer, channel, 0.3)
+        await _next_event(listener, 0.3)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -161,13 +153,13 @@ async def test_read_event_reaches_conversation_and_readers_devices_once_per_upda
     conv = await database_sync_to_async(make_conversation)()
     for _ in range(3):
         await database_sync_to_async(send)(conv)
-    room, room_ch = await _listen(events.conversation_group("default", conv.id))
-    mine, mine_ch = await _listen(events.user_group("default", "bob"))
+    room = await LayerListener.join(events.conversation_group("default", conv.id))
+    mine = await LayerListener.join(events.user_group("default", "bob"))
 
     await database_sync_to_async(advance)(conv, "bob", CursorKind.READ, seq=3)
 
-    for layer, channel in ((room, room_ch), (mine, mine_ch)):
-        event = await _next_event(layer, channel)
+    for listener in (room, mine):
+        event = await _next_event(listener)
         assert (event["event"], event["seq"], event["user_id"]) == ("receipt.read", None, "bob")
         assert json.loads(event["frame"])["data"] == {
             "event": "receipt.read",
@@ -176,23 +168,23 @@ async def test_read_event_reaches_conversation_and_readers_devices_once_per_upda
             "last_read_seq": 3,
             "unread_count": 0,
         }
-        await _nothing_more(layer, channel)
+        await _nothing_more(listener)
 
     # A no-op (the cursor is already there) publishes nothing.
     await database_sync_to_async(advance)(conv, "bob", CursorKind.READ, seq=2)
-    await _nothing_more(room, room_ch)
+    await _nothing_more(room)
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_delivered_event_goes_to_the_conversation_only(make_conversation, send):
     conv = await database_sync_to_async(make_conversation)()
     first = await database_sync_to_async(send)(conv)
-    room, room_ch = await _listen(events.conversation_group("default", conv.id))
-    mine, mine_ch = await _listen(events.user_group("default", "bob"))
+    room = await LayerListener.join(events.conversation_group("default", conv.id))
+    mine = await LayerListener.join(events.user_group("default", "bob"))
 
     await database_sync_to_async(advance)(conv, "bob", CursorKind.DELIVERED, message_id=first.id)
 
-    event = await _next_event(room, room_ch)
+    event = await _next_event(room)
     assert json.loads(event["frame"])["data"] == {
         "event": "receipt.delivered",
         "conversation_id": conv.id,
@@ -201,7 +193,7 @@ async def test_delivered_event_goes_to_the_conversation_only(make_conversation, 
         "seq": 1,  # the original AIIM's name for it
         "message_id": first.id,
     }
-    await _nothing_more(mine, mine_ch)
+    await _nothing_more(mine)
 
 
 # --- concurrency (PostgreSQL: real row locks between real connections) --------------------

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 import pytest
-from channels.layers import get_channel_layer
 
 from aiim_project.core import events
+from tests.support.layer import LayerListener
 
 
-class Listener:
+class Listener(LayerListener):
     """A channel on the real channel layer that joined a conversation's group."""
 
-    def __init__(self, layer, channel: str):
-        self.layer, self.channel = layer, channel
-
     async def next(self, timeout: float = 5.0) -> dict:
-        message = await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+        message = await super().next(timeout)
         message["data"] = orjson.loads(message["frame"])["data"]
         return message
 
@@ -34,9 +29,6 @@ class Listener:
 @pytest.fixture
 def listen():
     async def join(conversation_id: str, tenant: str = "default") -> Listener:
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await layer.group_add(events.conversation_group(tenant, conversation_id), channel)
-        return Listener(layer, channel)
+        return await Listener.join(events.conversation_group(tenant, conversation_id))
 
     return join

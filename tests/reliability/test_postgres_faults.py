@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from channels.layers import get_channel_layer
 
 from aiim_project.core import events
 from messaging.models import Conversation, Message
 from tests.support.http import ahttp
+from tests.support.layer import LayerListener
 from tests.support.websocket import ws_open, ws_request, ws_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
@@ -58,17 +58,15 @@ async def sender(user, servers, token, conversation_id, phases: dict[str, Phase]
 async def listen(group: str, seen: list[dict], stop: asyncio.Event):
     """Subscribes to the conversation's group on the real channel layer, as the gateway
     does, and records every event published."""
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(group, channel)
+    listener = await LayerListener.join(group)
     try:
         while not stop.is_set():
             try:
-                seen.append(await asyncio.wait_for(layer.receive(channel), 0.5))
+                seen.append(await listener.next(0.5))
             except TimeoutError:
                 continue
     finally:
-        await layer.group_discard(group, channel)
+        await listener.leave()
 
 
 def test_database_cut_and_restored_under_load(daphne, pg_proxy, make_conversation, token):

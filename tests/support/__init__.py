@@ -4,6 +4,7 @@ processes, no mocks):
 - ports: `free_port`
 - database: `database_url` (the test database, for a child process)
 - redis_server: `RedisServer`, a throwaway redis-server a test may kill and restart
+- layer: `LayerListener`, a channel on the real channel layer whose timed-out waits lose nothing
 - daphne: `DaphneProcess`, a real Daphne server (the `daphne` fixture in conftest.py starts them)
 - http: `http` / `ahttp` (a `Reply`) and `fetch` (a (status, headers, body) tuple)
 - communicator: in-process WebSocket clients (`connect`, `ask`, `subscribe`,
