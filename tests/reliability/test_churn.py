@@ -1,7 +1,7 @@
 """Connect / subscribe / disconnect churn leaves nothing behind: no growth in server memory,
 open sockets, live-connection gauge, channel-layer subscriptions or presence entries.
 
-The suite measures 1,000 cycles (concurrency 50) after a warm-up round of as many;
+The suite measures two rounds of 1,000 cycles (concurrency 50) after a warm-up round of as many;
 `bench/churn.py` runs the 5,000-cycle soak."""
 
 from __future__ import annotations
@@ -40,23 +40,28 @@ def test_connect_subscribe_disconnect_churn_leaves_nothing_behind(daphne, make_c
 
     async def scenario():
         # The first round grows the process to its working size (thread pools, database
-        # pool, allocator arenas: about 10 MB at concurrency 50); the second must not.
-        warm = await churn(server, tokens, ids, CYCLES)
-        await asyncio.sleep(1.0)
-        before = rss_kb(server.pid), open_sockets(server.pid)
+        # pool, allocator arenas: about 10 MB at concurrency 50). A pool may still open a few
+        # more connections later (a one-off step of a few MB), so two rounds are measured: a
+        # leak grows both, a pool's last step only one.
         failures = await churn(server, tokens, ids, CYCLES)
+        samples = []
+        for _ in range(2):
+            await asyncio.sleep(1.0)
+            samples.append((rss_kb(server.pid), open_sockets(server.pid)))
+            failures += await churn(server, tokens, ids, CYCLES)
         await asyncio.sleep(1.0)
-        after = rss_kb(server.pid), open_sockets(server.pid)
-        return warm + failures, before, after
+        samples.append((rss_kb(server.pid), open_sockets(server.pid)))
+        return failures, samples
 
-    failures, (rss_before, sockets_before), (rss_after, sockets_after) = asyncio.run(scenario())
-    growth_mb = (rss_after - rss_before) / 1024
-    print(f"churn: {CYCLES} cycles; RSS +{growth_mb:.1f} MB; sockets {sockets_before} -> {sockets_after}")
+    failures, samples = asyncio.run(scenario())
+    growth_mb = [(after[0] - before[0]) / 1024 for before, after in zip(samples, samples[1:])]
+    sockets = [n for _, n in samples]
+    print(f"churn: 2 x {CYCLES} cycles; RSS +{growth_mb[0]:.1f} MB, +{growth_mb[1]:.1f} MB; sockets {sockets}")
     assert not failures, failures[:5]
-    assert growth_mb < 4, growth_mb
+    assert min(growth_mb) < 4, growth_mb
     # The database and Redis pools may still grow towards the peak concurrency (50); a leak
     # of one socket per cycle would be 1,000.
-    assert sockets_after <= sockets_before + 50
+    assert sockets[-1] <= sockets[0] + 50
     assert metric_value(server.url, "aiim_ws_connections") == 0
     if settings.REDIS_URL:
         # One pub/sub channel stays: the server process's hub (aiim_project/gateway/hub.py);
