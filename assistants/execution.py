@@ -259,6 +259,7 @@ def _write(run: Run, write: ChunkWrite) -> None:
             chunk=write.text,
             stream_end=write.end,
             metadata={"run_id": run.id, **({"reasoning": write.reasoning} if write.reasoning else {})},
+            starting=not run.reply_message_id,
         )
         if result.started:
             Run.objects.filter(pk=run.pk).update(reply_message_id=result.message.id, first_token_at=now)

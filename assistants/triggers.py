@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from aiim_project.core import events
 from messaging.models import Conversation, ConversationType, Member, Message
@@ -53,31 +54,47 @@ def mentions(message: Message, assistant_id: str) -> bool:
     return bool(text) and re.search(rf"@{re.escape(assistant_id)}(?![\w.-])", text) is not None
 
 
-def should_reply(assistant: Assistant, conversation_type: str, message: Message) -> bool:
-    if assistant.reply_in == ReplyIn.ALWAYS or conversation_type == ConversationType.DIRECT:
+def should_reply(assistant_id: str, reply_in: str, conversation_type: str, message: Message) -> bool:
+    if reply_in == ReplyIn.ALWAYS or conversation_type == ConversationType.DIRECT:
         return True
-    return mentions(message, assistant.assistant_id)
+    return mentions(message, assistant_id)
+
+
+@lru_cache(maxsize=64)
+def _assistants_sql(senders: int) -> str:
+    """The tenant's assistants that are members here or among the senders, with their
+    membership and the conversation's type: one fixed statement on every send of a tenant
+    with assistants (the ORM's three queries were a fifth of the send transaction)."""
+    a, m, c = Assistant._meta.db_table, Member._meta.db_table, Conversation._meta.db_table
+    return (
+        "SELECT a.assistant_id, a.reply_in,"
+        f" EXISTS (SELECT 1 FROM {m} x WHERE x.conversation_id = %s AND x.user_id = a.assistant_id),"
+        f" (SELECT c.type FROM {c} c WHERE c.id = %s)"
+        f" FROM {a} a WHERE a.tenant = %s AND (a.assistant_id IN (SELECT y.user_id FROM {m} y WHERE y.conversation_id = %s)"
+        f" OR a.assistant_id IN ({', '.join(['%s'] * senders)}))"
+    )
 
 
 def messages_stored(tenant: str, messages: Sequence[Message]) -> None:
     if not messages or not _tenant_has_assistants(tenant):
         return
     conversation_id = messages[0].conversation_id
-    members = Member.objects.filter(conversation_id=conversation_id).values("user_id")
-    assistants = list(Assistant.objects.filter(tenant=tenant, assistant_id__in=members))
-    if not assistants:
+    senders = sorted({m.sender_id for m in messages})
+    with connection.cursor() as cursor:
+        cursor.execute(_assistants_sql(len(senders)), [conversation_id, conversation_id, tenant, conversation_id, *senders])
+        rows = cursor.fetchall()
+    members = [(assistant_id, reply_in) for assistant_id, reply_in, is_member, _ in rows if is_member]
+    if not members:
         return
-    ids = {a.assistant_id for a in assistants}
-    senders = {m.sender_id for m in messages} - ids
-    if senders:  # an assistant of the tenant that is not in this conversation is still not a human
-        senders -= set(Assistant.objects.filter(tenant=tenant, assistant_id__in=senders).values_list("assistant_id", flat=True))
-    conversation_type = Conversation.objects.filter(pk=conversation_id).values_list("type", flat=True).first()
+    conversation_type = rows[0][3]
+    # An assistant of the tenant that is not in this conversation is still not a human.
+    humans = set(senders) - {assistant_id for assistant_id, *_ in rows}
     runs = [
-        Run(tenant=tenant, assistant_id=a.assistant_id, conversation_id=conversation_id, trigger_message_id=m.id)
+        Run(tenant=tenant, assistant_id=assistant_id, conversation_id=conversation_id, trigger_message_id=m.id)
         for m in messages
-        if m.sender_id in senders
-        for a in assistants
-        if should_reply(a, conversation_type, m)
+        if m.sender_id in humans
+        for assistant_id, reply_in in members
+        if should_reply(assistant_id, reply_in, conversation_type, m)
     ]
     if not runs:
         return

@@ -343,16 +343,31 @@ def insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
     raise Conflict("Could not allocate a sequence number; retry.")
 
 
-@lru_cache(maxsize=1)
-def _lock_for_send_sql() -> str:
+@lru_cache(maxsize=2)
+def _lock_for_send_sql(others_stream: bool) -> str:
     lock = " FOR UPDATE OF c" if connection.features.has_select_for_update_of else ""
+    others = (
+        f", EXISTS (SELECT 1 FROM {Message._meta.db_table} y WHERE y.conversation_id = c.id AND y.client_msg_id = %s"
+        "   AND y.sender_id <> %s AND y.stream_state IS NOT NULL)"
+        if others_stream
+        else ""
+    )
     return (
         "SELECT c.last_seq,"
         f" EXISTS (SELECT 1 FROM {Member._meta.db_table} m WHERE m.conversation_id = c.id AND m.user_id = %s),"
         f" (SELECT x.id FROM {Message._meta.db_table} x"
-        "   WHERE x.conversation_id = c.id AND x.sender_id = %s AND x.client_msg_id = %s)"
+        f"   WHERE x.conversation_id = c.id AND x.sender_id = %s AND x.client_msg_id = %s){others}"
         f" FROM {Conversation._meta.db_table} c WHERE c.tenant = %s AND c.id = %s{lock}"
     )
+
+
+def _lock(*, tenant: str, conversation_id: str, sender: str, client_msg_id: str | None, others_stream: bool) -> tuple:
+    params = [sender, sender, client_msg_id, *([client_msg_id, sender] if others_stream else []), tenant, conversation_id]
+    with connection.cursor() as cursor:
+        cursor.execute(_lock_for_send_sql(others_stream), params)
+        row = cursor.fetchone()
+    check_access(found=row is not None, is_member=row is not None and row[1])
+    return (Conversation(id=conversation_id, tenant=tenant, last_seq=row[0]), *row[2:])
 
 
 def lock_for_send(*, tenant: str, conversation_id: str, sender: str, client_msg_id: str | None) -> tuple[Conversation, str | None]:
@@ -360,12 +375,14 @@ def lock_for_send(*, tenant: str, conversation_id: str, sender: str, client_msg_
     start, and compiling the ORM query cost more CPU than the round trip): (the conversation
     with the fields the send path uses, the id of the sender's earlier message with this
     client_msg_id)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_lock_for_send_sql(), [sender, sender, client_msg_id, tenant, conversation_id])
-        row = cursor.fetchone()
-    check_access(found=row is not None, is_member=row is not None and row[1])
-    last_seq, _, existing_id = row
-    return Conversation(id=conversation_id, tenant=tenant, last_seq=last_seq), existing_id
+    return _lock(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id, others_stream=False)
+
+
+def lock_for_stream_start(*, tenant: str, conversation_id: str, sender: str, client_msg_id: str) -> tuple[Conversation, str | None, bool]:
+    """`lock_for_send` for a stream's first chunk, in the same one statement: also whether
+    another sender has a stream named client_msg_id here (a stream id names one stream per
+    conversation)."""
+    return _lock(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id, others_stream=True)
 
 
 def message_created_event(tenant: str, message: Message) -> tuple[list[str], dict]:

@@ -21,7 +21,7 @@ from aiim_project.core.metrics import STREAM_CHUNKS
 from messaging.models import Message, MessageType, StreamState
 from messaging.rendering import StatusView, message_dict
 from messaging.selectors import conversation_for_member, members_of
-from messaging.services import check_content_size, encoded_size, insert_with_seq, lock_for_send, publish_message_created
+from messaging.services import check_content_size, encoded_size, insert_with_seq, lock_for_stream_start, publish_message_created
 
 from . import coalesce, selectors, storage
 
@@ -131,10 +131,13 @@ def _start(
     # The send path's locking statement: lock, authorize and find the sender's message with
     # this id in one round trip (with many assistant replies starting at once, the ORM's
     # version was most of a start's CPU).
-    conversation, taken = lock_for_send(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id)
+    conversation, taken, others = lock_for_stream_start(
+        tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id
+    )
     if taken is not None:
         return None
-    _refuse_other_senders_stream(conversation.id, sender, client_msg_id)
+    if others:  # a stream id names one stream per conversation: only its sender writes to it
+        raise Forbidden("Only the stream's sender may write to it.")
     if chunk_index not in (None, 0):
         raise Conflict("A stream starts at chunk_index 0.", expected_chunk_index=0)
     message = insert_with_seq(
@@ -164,9 +167,12 @@ def stream_append(
     chunk_index: int | None = None,
     stream_end: bool = False,
     metadata: dict | None = None,
+    starting: bool = False,
 ) -> ChunkResult:
     """Accept one chunk of the caller's stream `client_msg_id`, starting it if it is new
     (with `metadata`, which only a starting chunk uses: the assistants app's `run_id`).
+    `starting`: the caller expects no such stream yet, so the start is tried first (its
+    locking statement also finds an existing one); the answer is the same either way.
 
     `chunk_index` defaults to the next one. A repeat of an accepted index is acknowledged
     again and changes nothing (even after the stream ended: it is a retry, not new text);
@@ -175,22 +181,28 @@ def stream_append(
     check_stream_ids(conversation_id, client_msg_id)
     _check_chunk(chunk, chunk_index, stream_end)
     now = timezone.now()
+    start = partial(
+        _start,
+        tenant=tenant,
+        sender=sender,
+        conversation_id=conversation_id,
+        client_msg_id=client_msg_id,
+        chunk=chunk,
+        chunk_index=chunk_index,
+        stream_end=stream_end,
+        now=now,
+        metadata=metadata,
+    )
+    if starting or chunk_index == 0:
+        started = start()
+        if started is not None:
+            return started
     for attempt in range(3):
         message = _own_stream(
             tenant=tenant, sender=sender, conversation_id=conversation_id, client_msg_id=client_msg_id, lock=attempt > 0
         )
         if message is None:
-            started = _start(
-                tenant=tenant,
-                sender=sender,
-                conversation_id=conversation_id,
-                client_msg_id=client_msg_id,
-                chunk=chunk,
-                chunk_index=chunk_index,
-                stream_end=stream_end,
-                now=now,
-                metadata=metadata,
-            )
+            started = start()
             if started is not None:
                 return started
             continue
