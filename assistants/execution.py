@@ -196,15 +196,23 @@ def write_chunks(*, owner: str, writes: list[ChunkWrite]) -> list[bool]:
     ids = sorted({w.run_id for w in writes})
     mine = {run.pk: run for run in Run.objects.select_for_update().filter(pk__in=ids, state=RunState.RUNNING, lease_owner=owner).order_by("pk")}
     done = _append_texts(mine, writes)
-    out = []
+    out, started = [], []
     for k, write in enumerate(writes):
         run = mine.get(write.run_id)
         if run is not None and k not in done:
-            _write(run, write)
+            _write(run, write, started)
             if write.end:
                 del mine[write.run_id]  # ended: a later write of it in this batch finds it gone
         out.append(run is not None)
+    _record_starts(started)
     return out
+
+
+def _record_starts(started: list[Run]) -> None:
+    """The replies started in this transaction, on their runs: one statement for all (50
+    replies that start together were 50 UPDATEs in one group commit)."""
+    if started:
+        Run.objects.bulk_update(started, ["reply_message_id", "first_token_at"])
 
 
 def _append_texts(mine: dict[str, Run], writes: list[ChunkWrite]) -> set[int]:
@@ -244,11 +252,14 @@ def write_chunk(*, owner: str, write: ChunkWrite) -> bool:
     run = _mine(write.run_id, owner)
     if run is None:
         return False
-    _write(run, write)
+    started: list[Run] = []
+    _write(run, write, started)
+    _record_starts(started)
     return True
 
 
-def _write(run: Run, write: ChunkWrite) -> None:
+def _write(run: Run, write: ChunkWrite, started: list[Run]) -> None:
+    """`started` collects the runs whose reply this write created (`_record_starts`)."""
     now = timezone.now()
     if write.text or (write.end and run.reply_message_id):
         result = stream_append(
@@ -260,10 +271,11 @@ def _write(run: Run, write: ChunkWrite) -> None:
             stream_end=write.end,
             metadata={"run_id": run.id, **({"reasoning": write.reasoning} if write.reasoning else {})},
             starting=not run.reply_message_id,
+            savepoint=False,  # both callers roll their whole transaction back on any error
         )
         if result.started:
-            Run.objects.filter(pk=run.pk).update(reply_message_id=result.message.id, first_token_at=now)
-            run.reply_message_id = result.message.id
+            run.reply_message_id, run.first_token_at = result.message.id, now
+            started.append(run)
     if write.end:
         _end(run, RunState.COMPLETED, now, finish_reason=write.finish_reason or "stop", usage=write.usage)
 

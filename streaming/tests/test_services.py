@@ -21,6 +21,9 @@ pytestmark = pytest.mark.django_db
 
 # On PostgreSQL the UPDATE and the chunk rows' INSERT are one statement.
 WRITE_FOLDED = 1 if connection.vendor == "postgresql" else 0
+# A start: the locking statement, the INSERT with its seq and the first chunk (two statements
+# each on SQLite), inside a SAVEPOINT/RELEASE pair in the test's transaction.
+START_QUERIES = 5 if connection.vendor == "postgresql" else 7
 
 
 def append(conv, chunk, sender="alice", cmid="s1", tenant="default", **kw):
@@ -968,3 +971,37 @@ async def test_many_streams_publish_each_chunk_after_commit(make_conversation, l
         ("message.stream_chunk", "s2", 1, "ld"),
     ]
     assert [m.content for m in await database_sync_to_async(list)(Message.objects.order_by("client_msg_id"))] == ["Hello", "World"]
+
+
+@pytest.mark.parametrize("starting", [False, True])
+def test_a_start_takes_one_locking_statement_before_its_writes(make_conversation, django_assert_num_queries, starting):
+    conv = make_conversation()
+    # Without `starting`: the stream's look-up first. Then the locking statement (which also
+    # finds the sender's stream and another sender's), the INSERT with the seq, the first
+    # chunk; SAVEPOINT/RELEASE inside the test's transaction.
+    with django_assert_num_queries(START_QUERIES + (0 if starting else 1)):
+        result = append(conv, "a", starting=starting)
+    assert result.started and row().content == "a"
+
+
+@pytest.mark.parametrize("existing", ["mine", "bobs"])
+def test_starting_answers_exactly_as_the_ordinary_path(make_conversation, existing):
+    conv = make_conversation(others=("bob",))
+    append(conv, "first", sender="alice" if existing == "mine" else "bob")
+    if existing == "mine":
+        result = append(conv, " second", starting=True)
+        assert (result.started, result.chunk_index, row().content) == (False, 1, "first second")
+    else:
+        with pytest.raises(Forbidden):
+            append(conv, "hijack", starting=True)
+        assert Message.objects.count() == 1
+
+
+def test_without_a_savepoint_a_refused_start_leaves_the_callers_transaction_to_roll_back(make_conversation):
+    from django.db import transaction
+
+    conv = make_conversation(others=("bob",))
+    append(conv, "bobs", sender="bob")
+    with pytest.raises(Forbidden), transaction.atomic():
+        append(conv, "hijack", starting=True, savepoint=False)
+    assert Message.objects.count() == 1
