@@ -181,7 +181,11 @@ def stream_append(
     an index beyond the next one, or any new chunk for an ended stream, is a 409.
     """
     with transaction.atomic(savepoint=savepoint):
-        return _append(
+        check_stream_ids(conversation_id, client_msg_id)
+        _check_chunk(chunk, chunk_index, stream_end)
+        now = timezone.now()
+        start = partial(
+            _start,
             tenant=tenant,
             sender=sender,
             conversation_id=conversation_id,
@@ -189,64 +193,35 @@ def stream_append(
             chunk=chunk,
             chunk_index=chunk_index,
             stream_end=stream_end,
+            now=now,
             metadata=metadata,
-            starting=starting,
         )
-
-
-def _append(
-    *,
-    tenant: str,
-    sender: str,
-    conversation_id: str,
-    client_msg_id: str,
-    chunk: Any,
-    chunk_index: Any,
-    stream_end: Any,
-    metadata: dict | None,
-    starting: bool,
-) -> ChunkResult:
-    check_stream_ids(conversation_id, client_msg_id)
-    _check_chunk(chunk, chunk_index, stream_end)
-    now = timezone.now()
-    start = partial(
-        _start,
-        tenant=tenant,
-        sender=sender,
-        conversation_id=conversation_id,
-        client_msg_id=client_msg_id,
-        chunk=chunk,
-        chunk_index=chunk_index,
-        stream_end=stream_end,
-        now=now,
-        metadata=metadata,
-    )
-    if starting or chunk_index == 0:
-        started = start()
-        if started is not None:
-            return started
-    for attempt in range(3):
-        message = _own_stream(
-            tenant=tenant, sender=sender, conversation_id=conversation_id, client_msg_id=client_msg_id, lock=attempt > 0
-        )
-        if message is None:
+        if starting or chunk_index == 0:
             started = start()
             if started is not None:
                 return started
-            continue
-        expected = message.stream_chunk_count
-        index = expected if chunk_index is None else chunk_index
-        if index < expected:
-            ended_here = message.stream_state == StreamState.COMPLETED and index == expected - 1
-            return ChunkResult(message=message, started=False, chunk_index=index, applied=False, stream_end=ended_here)
-        if message.stream_state != StreamState.STREAMING:
-            raise Conflict(f"The stream has ended ({message.stream_state}).", stream_state=message.stream_state)
-        if index > expected:
-            raise Conflict(f"chunk_index {index} is ahead; the next expected is {expected}.", expected_chunk_index=expected)
-        if _apply(message, index=index, chunk=chunk, stream_end=stream_end, now=now):
-            return ChunkResult(message=message, started=False, chunk_index=index, applied=True, stream_end=stream_end)
-    # Only reachable if the row changed under a lock, which the lock forbids.
-    raise Conflict("The stream changed while this chunk was written; retry.")
+        for attempt in range(3):
+            message = _own_stream(
+                tenant=tenant, sender=sender, conversation_id=conversation_id, client_msg_id=client_msg_id, lock=attempt > 0
+            )
+            if message is None:
+                started = start()
+                if started is not None:
+                    return started
+                continue
+            expected = message.stream_chunk_count
+            index = expected if chunk_index is None else chunk_index
+            if index < expected:
+                ended_here = message.stream_state == StreamState.COMPLETED and index == expected - 1
+                return ChunkResult(message=message, started=False, chunk_index=index, applied=False, stream_end=ended_here)
+            if message.stream_state != StreamState.STREAMING:
+                raise Conflict(f"The stream has ended ({message.stream_state}).", stream_state=message.stream_state)
+            if index > expected:
+                raise Conflict(f"chunk_index {index} is ahead; the next expected is {expected}.", expected_chunk_index=expected)
+            if _apply(message, index=index, chunk=chunk, stream_end=stream_end, now=now):
+                return ChunkResult(message=message, started=False, chunk_index=index, applied=True, stream_end=stream_end)
+        # Only reachable if the row changed under a lock, which the lock forbids.
+        raise Conflict("The stream changed while this chunk was written; retry.")
 
 
 def stream_append_next(
