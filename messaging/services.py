@@ -379,9 +379,9 @@ def lock_for_send(*, tenant: str, conversation_id: str, sender: str, client_msg_
 
 
 def lock_for_stream_start(*, tenant: str, conversation_id: str, sender: str, client_msg_id: str) -> tuple[Conversation, str | None, bool]:
-    """`lock_for_send` for a stream's first chunk, in the same one statement: also whether
-    another sender has a stream named client_msg_id here (a stream id names one stream per
-    conversation)."""
+    """`lock_for_send` for a stream's start (or an abort that finds no stream), in the same one
+    statement: also whether another sender has a stream named client_msg_id here (a stream id
+    names one stream per conversation)."""
     return _lock(tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id, others_stream=True)
 
 

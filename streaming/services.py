@@ -18,9 +18,9 @@ from aiim_project.core import events
 from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_id, not_a_member
 from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from aiim_project.core.metrics import STREAM_CHUNKS
-from messaging.models import Message, MessageType, StreamState
+from messaging.models import Conversation, Message, MessageType, StreamState
 from messaging.rendering import StatusView, message_dict
-from messaging.selectors import conversation_for_member, members_of
+from messaging.selectors import members_of
 from messaging.services import check_content_size, encoded_size, insert_with_seq, lock_for_stream_start, publish_message_created
 
 from . import coalesce, selectors, storage
@@ -70,15 +70,16 @@ def _own_stream(*, tenant: str, sender: str, conversation_id: str, client_msg_id
     return message
 
 
-def _refuse_other_senders_stream(conversation_id: str, sender: str, client_msg_id: str) -> None:
-    """A stream id names one stream per conversation: only its sender writes to it."""
-    taken = (
-        Message.objects.filter(conversation_id=conversation_id, client_msg_id=client_msg_id, stream_state__isnull=False)
-        .exclude(sender_id=sender)
-        .exists()
+def _lock_for_stream(*, tenant: str, sender: str, conversation_id: str, client_msg_id: str) -> tuple[Conversation, str | None]:
+    """Lock and authorize the sender as the send path does, in its one statement: (the
+    conversation, the id of the sender's message named client_msg_id). A stream id names one
+    stream per conversation: another sender's stream of that name is a 403."""
+    conversation, taken, others = lock_for_stream_start(
+        tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id
     )
-    if taken:
+    if others:
         raise Forbidden("Only the stream's sender may write to it.")
+    return conversation, taken
 
 
 def _publish_updated(message: Message, statuses: StatusView) -> None:
@@ -128,16 +129,11 @@ def _start(
 ) -> ChunkResult | None:
     """Create the stream with its first chunk; None if another request created it first."""
     check_content_size(chunk)  # before the seq is allocated: a refused chunk consumes none
-    # The send path's locking statement: lock, authorize and find the sender's message with
-    # this id in one round trip (with many assistant replies starting at once, the ORM's
-    # version was most of a start's CPU).
-    conversation, taken, others = lock_for_stream_start(
-        tenant=tenant, conversation_id=conversation_id, sender=sender, client_msg_id=client_msg_id
-    )
+    # One round trip (with many assistant replies starting at once, the ORM's version was
+    # most of a start's CPU).
+    conversation, taken = _lock_for_stream(tenant=tenant, sender=sender, conversation_id=conversation_id, client_msg_id=client_msg_id)
     if taken is not None:
         return None
-    if others:  # a stream id names one stream per conversation: only its sender writes to it
-        raise Forbidden("Only the stream's sender may write to it.")
     if chunk_index not in (None, 0):
         raise Conflict("A stream starts at chunk_index 0.", expected_chunk_index=0)
     message = insert_with_seq(
@@ -446,8 +442,7 @@ def stream_abort(
     check_stream_ids(conversation_id, client_msg_id)
     message = _own_stream(tenant=tenant, sender=sender, conversation_id=conversation_id, client_msg_id=client_msg_id, lock=True)
     if message is None:
-        conversation_for_member(tenant=tenant, user_id=sender, conversation_id=conversation_id)
-        _refuse_other_senders_stream(conversation_id, sender, client_msg_id)
+        _lock_for_stream(tenant=tenant, sender=sender, conversation_id=conversation_id, client_msg_id=client_msg_id)
         raise NotFound("Stream not found.")
     if message.stream_state != StreamState.STREAMING:
         raise Conflict(f"The stream has ended ({message.stream_state}).", stream_state=message.stream_state)
