@@ -1,6 +1,7 @@
 """channels-redis (and Channels' in-memory layer): replaces each shard's `_do_receiving` through
 `_get_layer` to report a re-subscription; reads the per-channel `channels` queues; publishes
-several group messages in one pipeline per shard (docs/internals.md, "compat/channels_redis.py").
+several group messages in one pipeline per shard; adds and discards several groups with one
+SUBSCRIBE / UNSUBSCRIBE per shard (docs/internals.md, "compat/channels_redis.py").
 """
 
 from __future__ import annotations
@@ -83,6 +84,49 @@ async def group_send_many(loop_layer: Any, items: list[tuple[str, dict]]) -> Non
             for channel, data in publishes:
                 pipe.publish(channel, data)
             await pipe.execute()
+
+
+async def group_add_many(loop_layer: Any, groups: list[str], channel: str) -> None:
+    """`group_add(group, channel)` for each group, with one SUBSCRIBE per shard: the layer's
+    `group_add` takes the shard's lock for one channel at a time, so a storm of joins became a
+    chain of lock hand-overs, one turn of the busy event loop each (bench/RESULTS.md, issue 21)."""
+    if channel not in loop_layer.channels:
+        raise RuntimeError(f"group_add_many: channel {channel!r} is not a channel of this process")
+    by_shard: dict[Any, list[str]] = {}
+    for group in groups:
+        group_channel = loop_layer._get_group_channel_name(group)
+        loop_layer.groups.setdefault(group_channel, set()).add(channel)
+        by_shard.setdefault(loop_layer._get_shard(group_channel), []).append(group_channel)
+    for shard, names in by_shard.items():
+        async with shard._lock:
+            new = list(dict.fromkeys(n for n in names if n not in shard._subscribed_to))
+            if new:
+                shard._ensure_redis()
+                shard._ensure_receiver()
+                await shard._pubsub.subscribe(*new)
+                shard._subscribed_to.update(new)
+
+
+async def group_discard_many(loop_layer: Any, groups: list[str], channel: str) -> None:
+    """`group_discard(group, channel)` for each group, with one UNSUBSCRIBE per shard."""
+    by_shard: dict[Any, list[str]] = {}
+    for group in groups:
+        group_channel = loop_layer._get_group_channel_name(group)
+        members = loop_layer.groups.get(group_channel)
+        if not members or channel not in members:
+            continue
+        members.discard(channel)
+        if not members:
+            del loop_layer.groups[group_channel]
+            by_shard.setdefault(loop_layer._get_shard(group_channel), []).append(group_channel)
+    for shard, names in by_shard.items():
+        async with shard._lock:
+            gone = list(dict.fromkeys(n for n in names if n in shard._subscribed_to))
+            if gone:
+                shard._ensure_redis()
+                shard._ensure_receiver()
+                await shard._pubsub.unsubscribe(*gone)
+                shard._subscribed_to.difference_update(gone)
 
 
 def local_queues(loop_layer: Any) -> dict[str, asyncio.Queue]:

@@ -5,7 +5,13 @@ messages: a failed PUBLISH is retried once, and a re-subscription sends `aiim.re
 
 from __future__ import annotations
 
-from aiim_project.compat.channels_redis import ResubscribingPubSubLayer, group_send_many, local_queues
+from aiim_project.compat.channels_redis import (
+    ResubscribingPubSubLayer,
+    group_add_many,
+    group_discard_many,
+    group_send_many,
+    local_queues,
+)
 
 from .errors import dependency_error_types
 
@@ -37,3 +43,10 @@ class RecoveringPubSubChannelLayer(ResubscribingPubSubLayer):
             await group_send_many(self._get_layer(), items)
         except dependency_error_types():
             await group_send_many(self._get_layer(), items)
+
+    async def group_add_many(self, groups: list[str], channel: str) -> None:
+        """`group_add` of each group, one SUBSCRIBE per shard (the hub's batched joins)."""
+        await group_add_many(self._get_layer(), groups, channel)
+
+    async def group_discard_many(self, groups: list[str], channel: str) -> None:
+        await group_discard_many(self._get_layer(), groups, channel)

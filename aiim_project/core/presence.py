@@ -4,6 +4,7 @@ connection in a Redis sorted set (or in process), renewed by frames (docs/gatewa
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import UTC, datetime
@@ -11,6 +12,8 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 from . import redis as aiim_redis
+from .batches import Batcher
+from .per_loop import PerLoop
 
 _SEEN_TTL = 30 * 86400
 MAX_LOOKUP = 200
@@ -44,37 +47,70 @@ def _iso(ts: float | None) -> str | None:
 
 
 async def renew(*, tenant: str, user_id: str, conn_id: str) -> None:
-    now = time.time()
-    client = aiim_redis.async_client()
-    if client is None:
-        with _lock:
-            _leases.setdefault((tenant, user_id), {})[conn_id] = now + _ttl()
-            _seen[(tenant, user_id)] = now
-        return
-    key = _key(tenant, user_id)
-    pipe = client.pipeline(transaction=False)
-    pipe.zadd(key, {conn_id: now + _ttl()})
-    pipe.zremrangebyscore(key, "-inf", now)
-    pipe.expire(key, int(_ttl()) + 1)
-    pipe.set(_seen_key(tenant, user_id), now, ex=_SEEN_TTL)
-    await pipe.execute()
+    await _write(_RENEW, tenant, user_id, conn_id)
+
+
+def renew_soon(*, tenant: str, user_id: str, conn_id: str) -> asyncio.Future:
+    """`renew`, queued now without waiting for it: a release queued later is written after it."""
+    return _write(_RENEW, tenant, user_id, conn_id)
 
 
 async def release(*, tenant: str, user_id: str, conn_id: str) -> None:
-    now = time.time()
-    client = aiim_redis.async_client()
-    if client is None:
-        with _lock:
+    await _write(_RELEASE, tenant, user_id, conn_id)
+
+
+_RENEW, _RELEASE = "renew", "release"
+# Bounds one pipeline; more wait for the next.
+MAX_WRITES = 500
+
+
+def _write(kind: str, tenant: str, user_id: str, conn_id: str) -> asyncio.Future:
+    if aiim_redis.async_client() is None:
+        _write_local(kind, tenant, user_id, conn_id, time.time())
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+    # Coalesced with the process's other lease writes: after a deploy, a thousand connects
+    # renew at once, and one pipeline serves them all in one round trip (and on one of the
+    # pool's connections instead of a new one each).
+    return _writes.get().submit((kind, tenant, user_id, conn_id))
+
+
+def _write_local(kind: str, tenant: str, user_id: str, conn_id: str, now: float) -> None:
+    with _lock:
+        if kind == _RENEW:
+            _leases.setdefault((tenant, user_id), {})[conn_id] = now + _ttl()
+        else:
             leases = _leases.get((tenant, user_id), {})
             leases.pop(conn_id, None)
             if not leases:
                 _leases.pop((tenant, user_id), None)
-            _seen[(tenant, user_id)] = now
-        return
-    pipe = client.pipeline(transaction=False)
-    pipe.zrem(_key(tenant, user_id), conn_id)
-    pipe.set(_seen_key(tenant, user_id), now, ex=_SEEN_TTL)
+        _seen[(tenant, user_id)] = now
+
+
+async def _write_batch(writes: list[tuple[str, str, str, str]]) -> list[None]:
+    """One pipeline for the batch, in the order the writes were asked for."""
+    now = time.time()
+    pipe = aiim_redis.async_client().pipeline(transaction=False)
+    for kind, tenant, user_id, conn_id in writes:
+        key = _key(tenant, user_id)
+        if kind == _RENEW:
+            pipe.zadd(key, {conn_id: now + _ttl()})
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.expire(key, int(_ttl()) + 1)
+        else:
+            pipe.zrem(key, conn_id)
+        pipe.set(_seen_key(tenant, user_id), now, ex=_SEEN_TTL)
     await pipe.execute()
+    return [None] * len(writes)
+
+
+_writes: PerLoop[Batcher[tuple[str, str, str, str]]] = PerLoop(lambda loop: Batcher(_write_batch, MAX_WRITES))
+
+
+def writes() -> Batcher | None:
+    """This loop's lease writer (None without Redis: leases are written in process, at once)."""
+    return _writes.get() if aiim_redis.async_client() is not None else None
 
 
 def lookup(*, tenant: str, user_ids: list[str]) -> list[dict]:

@@ -109,10 +109,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         # tasks and worker threads it starts inherit it.
         self.conn_id = uuid.uuid4().hex
         conn_id_var.set(self.conn_id)
-        await self.accept(self.scope.get("accept_subprotocol"))
-        self._accepted = True
         principal = self.scope.get("principal")
         if principal is None or (principal.expires_at is not None and principal.expires_at <= time.time()):
+            await self._accept()
             err = self.scope.get("auth_error")
             logger.info("ws auth refused: %s", err.code if err else "token_expired")
             await self.close(CLOSE_UNAUTHORIZED)
@@ -135,8 +134,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             if as_aiim_error(exc) is None:
                 raise
             logger.warning("ws connect: channel layer unavailable: %s", type(exc).__name__)
+            await self._accept()
             await self.close(CLOSE_SERVER_ERROR)
             return
+        await self._accept()
         self.principal = principal
         WS_CONNECTIONS.inc()
         self.liveness = Liveness(
@@ -148,8 +149,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             close=self._close,
             closing=lambda: self._closing,
         )
-        await self.liveness.start()
+        self.liveness.start()
         self._watchdog = asyncio.create_task(self.liveness.watch())
+
+    async def _accept(self) -> None:
+        await self.accept(self.scope.get("accept_subprotocol"))
+        self._accepted = True
 
     async def disconnect(self, code: int) -> None:
         if self.principal is None:
@@ -202,7 +207,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.flow_control()
         if not self.open:
             return
-        await self.touch()
+        self.touch()
         frame: Any = None
         try:
             frame = parsing.decode(message)
@@ -230,8 +235,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         else:
             await self.handle(frame, spec, admitted=True)
 
-    async def touch(self) -> None:
-        await self.liveness.touch()
+    def touch(self) -> None:
+        self.liveness.touch()
 
     def flow_control(self) -> None:
         self.socket.flow_control(self.runs.held)

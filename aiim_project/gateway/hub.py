@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
@@ -24,6 +25,7 @@ logger = logging.getLogger("aiim.gateway.hub")
 
 RETRY_PAUSE = 0.2
 FRAMES_OUT_EVENT = WS_FRAMES_OUT.labels("event")
+ADD, DISCARD = "add", "discard"
 
 
 class Member(Protocol):
@@ -63,7 +65,9 @@ class Hub:
         self.channel: str | None = None
         self._members: dict[str, set[Member]] = {}
         self._in_layer: set[str] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._adding: dict[str, asyncio.Future] = {}  # group -> its add in flight
+        self._changes: deque[tuple[str, str, asyncio.Future]] = deque()  # (ADD | DISCARD, group, done)
+        self._applier: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
         self._start_lock = asyncio.Lock()
 
@@ -88,26 +92,21 @@ class Hub:
         self._members.setdefault(group, set()).add(member)
         if group in self._in_layer:
             return
-        async with self._locks.setdefault(group, asyncio.Lock()):
-            if group in self._in_layer:
-                return
-            try:
-                await self.layer.group_add(group, self.channel)
-            except BaseException:
-                self._forget(group, member)
-                raise
-            self._in_layer.add(group)
+        added = self._adding.get(group)
+        if added is None:
+            added = self._adding[group] = self._change(ADD, group)
+        try:
+            await asyncio.shield(added)
+        except BaseException:
+            self._forget(group, member)
+            raise
 
     async def leave(self, group: str, member: Member) -> None:
         self._forget(group, member)
         if group not in self._in_layer or self._members.get(group):
             return
-        async with self._locks.setdefault(group, asyncio.Lock()):
-            if group in self._in_layer and not self._members.get(group):
-                self._in_layer.discard(group)
-                await self.layer.group_discard(group, self.channel)
-            if not self._members.get(group) and group not in self._in_layer:
-                self._locks.pop(group, None)
+        self._in_layer.discard(group)
+        await asyncio.shield(self._change(DISCARD, group))
 
     def leave_soon(self, group: str, member: Member) -> None:
         """Stop handing `member` events of `group` now; tell the layer in the background."""
@@ -121,6 +120,73 @@ class Hub:
             members.discard(member)
             if not members:
                 del self._members[group]
+
+    # -- the layer's group membership, changed in batches ---------------------------------
+    # A storm of connects and subscribes joins hundreds of groups at once; one SUBSCRIBE per
+    # shard for all that queued meanwhile, instead of one lock hand-over and one command
+    # each (docs/gateway.md, "Fan-out: one hub per process").
+
+    def _change(self, kind: str, group: str) -> asyncio.Future:
+        done = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_retrieve)
+        self._changes.append((kind, group, done))
+        if self._applier is None:
+            # Started on a later turn of the loop: the changes queued in this one share it.
+            self._applier = asyncio.create_task(self._apply_changes())
+        return done
+
+    async def _apply_changes(self) -> None:
+        changes: list[tuple[str, str, asyncio.Future]] = []
+        try:
+            while self._changes:
+                # Runs of one kind, in order: an add and a discard of one group never swap.
+                kind, changes = self._changes[0][0], []
+                while self._changes and self._changes[0][0] == kind:
+                    changes.append(self._changes.popleft())
+                groups = list(dict.fromkeys(group for _, group, _ in changes))
+                try:
+                    await (self._layer_add(groups) if kind == ADD else self._layer_discard(groups))
+                except Exception as exc:
+                    logger.warning("hub group %s failed: %s", kind, type(exc).__name__)
+                    self._settle(kind, changes, exc)
+                else:
+                    self._settle(kind, changes, None)
+        except BaseException:  # cancelled with the loop: nobody waits forever
+            gone = ConnectionError("hub stopped")
+            self._settle(ADD, [c for c in [*changes, *self._changes] if c[0] == ADD], gone)
+            self._settle(DISCARD, [c for c in [*changes, *self._changes] if c[0] == DISCARD], gone)
+            self._changes.clear()
+            raise
+        finally:
+            self._applier = None
+
+    def _settle(self, kind: str, changes: list[tuple[str, str, asyncio.Future]], error: Exception | None) -> None:
+        for _, group, done in changes:
+            if kind == ADD:
+                self._adding.pop(group, None)
+                if error is None:
+                    self._in_layer.add(group)
+                    if not self._members.get(group):  # everyone left while it was added
+                        self._in_layer.discard(group)
+                        self._change(DISCARD, group)
+            if not done.done():
+                done.set_result(None) if error is None else done.set_exception(error)
+
+    async def _layer_add(self, groups: list[str]) -> None:
+        add_many = getattr(self.layer, "group_add_many", None)
+        if add_many is not None:
+            await add_many(groups, self.channel)
+            return
+        for group in groups:
+            await self.layer.group_add(group, self.channel)
+
+    async def _layer_discard(self, groups: list[str]) -> None:
+        discard_many = getattr(self.layer, "group_discard_many", None)
+        if discard_many is not None:
+            await discard_many(groups, self.channel)
+            return
+        for group in groups:
+            await self.layer.group_discard(group, self.channel)
 
     async def _receive_loop(self) -> None:
         while True:
@@ -176,6 +242,12 @@ class Hub:
     def _resync(self) -> None:
         for member in {m for members in self._members.values() for m in members}:
             member.hub_resync()
+
+
+def _retrieve(done: asyncio.Future) -> None:
+    """A change nobody awaits (a discard after everyone left) fails quietly: it was logged."""
+    if not done.cancelled():
+        done.exception()
 
 
 def _log_failure(task: asyncio.Future) -> None:

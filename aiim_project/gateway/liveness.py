@@ -44,23 +44,22 @@ class Liveness:
         self._presence_renewed_at = 0.0
         self._strikes: deque[float] = deque()
 
-    async def start(self) -> None:
-        await self._renew_presence(time.monotonic())
+    def start(self) -> None:
+        self._renew_presence(time.monotonic())
 
-    async def touch(self) -> None:
+    def touch(self) -> None:
         """A client frame arrived."""
         now = time.monotonic()
         self._last_frame_at = now
-        await self._renew_presence(now)
+        self._renew_presence(now)
 
-    async def _renew_presence(self, now: float) -> None:
+    def _renew_presence(self, now: float) -> None:
+        """Queued, not awaited: presence is advisory, and no frame waits for its lease write
+        (the release at disconnect is queued after it, so it is written after it)."""
         if now - self._presence_renewed_at < presence.renew_interval():
             return
         self._presence_renewed_at = now
-        try:
-            await presence.renew(tenant=self._tenant, user_id=self._user_id, conn_id=self._conn_id)
-        except Exception as exc:  # presence is advisory; messaging goes on without it
-            logger.warning("presence renew failed: %s", type(exc).__name__)
+        presence.renew_soon(tenant=self._tenant, user_id=self._user_id, conn_id=self._conn_id).add_done_callback(_log_renew_failure)
 
     async def watch(self) -> None:
         """Runs for the life of the connection (the consumer cancels it)."""
@@ -93,3 +92,8 @@ class Liveness:
         if len(self._strikes) > FLOOD_STRIKES:
             logger.info("ws closed for flooding")
             await self._close(CLOSE_FLOOD)
+
+
+def _log_renew_failure(done: asyncio.Future) -> None:
+    if not done.cancelled() and done.exception() is not None:  # messaging goes on without it
+        logger.warning("presence renew failed: %s", type(done.exception()).__name__)

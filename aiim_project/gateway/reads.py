@@ -1,17 +1,16 @@
 """Subscription reads, coalesced per process: the subscribe snapshot (with its replay) and the
-subscription's later reads (tail check, gap fill). Requests queue on the event loop; one batch
-at a time runs on one worker thread, and whatever queued meanwhile is the next batch
+subscription's later reads (tail check, gap fill). Requests queue on the event loop (`Batcher`); one
+batch at a time runs on one worker thread, and whatever queued meanwhile is the next batch
 (docs/gateway.md, "Batched subscription reads").
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
 
+from aiim_project.core.batches import Batcher
 from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, is_id
 from aiim_project.core.db import in_worker
 from aiim_project.core.per_loop import PerLoop
@@ -21,58 +20,6 @@ from . import delivery
 
 # Bounds a batch's queries (IN lists, SQLite's variable limit); more wait for the next one.
 MAX_BATCH = 500
-
-R = TypeVar("R")
-
-
-class Coalescer(Generic[R]):
-    """`read(request)` resolves with the request's result from `run_batch(requests)` (a list
-    of results or exceptions, one per request, run on a worker thread). A request is read by
-    a batch that starts after it was queued: work the caller did before queuing (joining
-    the hub) happens before the read."""
-
-    def __init__(self, run_batch: Callable[[list[R]], list[Any]]) -> None:
-        self._run_batch = in_worker(run_batch)
-        self._queue: list[tuple[R, asyncio.Future]] = []
-        self._runner: asyncio.Task | None = None
-        self.batches = 0  # for tests: reads done
-
-    async def read(self, request: R) -> Any:
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append((request, fut))
-        if self._runner is None:
-            # Started on a later turn of the loop: requests queued in this one share its read.
-            self._runner = asyncio.create_task(self._run())
-        return await fut
-
-    async def _run(self) -> None:
-        batch: list[tuple[R, asyncio.Future]] = []
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                batch = [(r, f) for r, f in batch if not f.done()]  # a waiter cancelled meanwhile
-                if not batch:
-                    continue
-                self.batches += 1
-                try:
-                    results = await self._run_batch([r for r, _ in batch])
-                except Exception as exc:
-                    results = [exc] * len(batch)
-                for (_, fut), result in zip(batch, results, strict=True):
-                    if fut.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        fut.set_exception(result)
-                    else:
-                        fut.set_result(result)
-        except BaseException as exc:  # cancelled with the loop: nobody waits forever
-            for _, fut in [*batch, *self._queue]:
-                if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError("reads stopped"))
-            self._queue.clear()
-            raise
-        finally:
-            self._runner = None
 
 
 # -- the subscribe snapshot -------------------------------------------------------------
@@ -165,8 +112,8 @@ def read_loads(requests: Sequence[Load]) -> list[list[delivery.StoredMessage] | 
 
 class Reads:
     def __init__(self) -> None:
-        self.snapshots: Coalescer[tuple[selectors.SnapshotRequest, int]] = Coalescer(read_snapshots)
-        self.loads: Coalescer[Load] = Coalescer(read_loads)
+        self.snapshots: Batcher[tuple[selectors.SnapshotRequest, int]] = Batcher(in_worker(read_snapshots), MAX_BATCH)
+        self.loads: Batcher[Load] = Batcher(in_worker(read_loads), MAX_BATCH)
 
 
 _reads: PerLoop[Reads] = PerLoop(lambda loop: Reads())

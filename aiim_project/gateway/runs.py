@@ -36,7 +36,7 @@ class Connection(Protocol):
     @property
     def open(self) -> bool: ...
 
-    async def touch(self) -> None: ...
+    def touch(self) -> None: ...
 
     def flow_control(self) -> None: ...
 
@@ -121,7 +121,7 @@ class Runs:
                 return False
         # What the ordinary path does for every frame before its handler runs.
         self._conn.flow_control()
-        await self._conn.touch()
+        self._conn.touch()
         self._conn.lookup(queued)  # counts it in WS_FRAMES_IN
         run.append(queued)
         return True

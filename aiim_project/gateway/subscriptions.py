@@ -35,7 +35,7 @@ async def load_stored(
     member.left ending this subscription was not among them. Coalesced with the process's
     other subscriptions' reads (`reads.py`): after a storm of subscribes, their tail checks
     ask for the same range."""
-    return await get_reads().loads.read(reads.Load(tenant, user_id, conversation_id, after_seq, up_to_seq, limit))
+    return await get_reads().loads.call(reads.Load(tenant, user_id, conversation_id, after_seq, up_to_seq, limit))
 
 
 @dataclass
@@ -67,7 +67,7 @@ async def open_subscription(
         await hub.join(group, member)
         # One read for every subscribe of the process queued meanwhile (`reads.py`); it
         # starts after this join, which is all the ordering needs.
-        snap = await get_reads().snapshots.read(
+        snap = await get_reads().snapshots.call(
             (selectors.SnapshotRequest(tenant, user_id, conversation_id, since_seq), settings.WS_RECOVERY_LIMIT)
         )
         last_seq, rows = snap.last_seq, snap.rows

@@ -97,6 +97,26 @@ def test_channels_redis_pubsub_layer_has_what_group_send_many_uses():
     assert "self._redis.publish(channel, message)" in inspect.getsource(pubsub.RedisSingleShardConnection.publish)
 
 
+def test_channels_redis_pubsub_layer_has_what_group_add_many_uses():
+    """compat.channels_redis.group_add_many / group_discard_many keep the layer's own books
+    (`groups`, each shard's `_subscribed_to`) as its group_add / group_discard do."""
+    from channels_redis import pubsub
+
+    for name in ("_get_group_channel_name", "_get_shard", "group_add", "group_discard"):
+        assert hasattr(pubsub.RedisPubSubLoopLayer, name), name
+    add = inspect.getsource(pubsub.RedisPubSubLoopLayer.group_add)
+    for name in ("self.groups[group_channel]", "shard.subscribe(group_channel)"):
+        assert name in add, name
+    discard = inspect.getsource(pubsub.RedisPubSubLoopLayer.group_discard)
+    for name in ("del self.groups[group_channel]", "shard.unsubscribe(group_channel)"):
+        assert name in discard, name
+    subscribe = inspect.getsource(pubsub.RedisSingleShardConnection.subscribe)
+    for name in ("async with self._lock", "self._subscribed_to", "self._ensure_receiver()", "await self._pubsub.subscribe(channel)"):
+        assert name in subscribe, name
+    unsubscribe = inspect.getsource(pubsub.RedisSingleShardConnection.unsubscribe)
+    assert "await self._pubsub.unsubscribe(channel)" in unsubscribe and "self._subscribed_to.remove(channel)" in unsubscribe
+
+
 def test_channels_in_memory_layer_keeps_a_queue_per_channel():
     from channels.layers import InMemoryChannelLayer
 

@@ -11,6 +11,7 @@ import pytest
 from channels.layers import get_channel_layer
 
 from aiim_project.core import events
+from aiim_project.core import redis as aiim_redis
 from aiim_project.gateway import fanout_lag
 from aiim_project.gateway.hub import Hub, get_hub
 
@@ -119,3 +120,71 @@ async def test_the_fanout_lag_is_read_from_the_layer_s_copy_not_from_the_hand_ov
     finally:
         fanout_lag.LAG.observe = observe
         await hub.leave(group, member)
+
+
+def redis_subscribes() -> int | None:
+    """SUBSCRIBE commands the test's Redis has run (None on the embedded pass)."""
+    client = aiim_redis.sync_client()
+    if client is None:
+        return None
+    return client.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0)
+
+
+def redis_subscribers(group: str) -> int | None:
+    """Subscriptions Redis holds for `group`'s channel (None on the embedded pass)."""
+    client = aiim_redis.sync_client()
+    if client is None:
+        return None
+    return sum(int(n) for _, n in client.pubsub_numsub(*client.pubsub_channels(f"*{group}")))
+
+
+async def test_groups_joined_at_once_share_one_subscribe_and_each_gets_its_events():
+    """A storm of connects joins hundreds of groups; one SUBSCRIBE per batch, not one each."""
+    hub = get_hub()
+    await hub.join(events.user_group("default", uuid.uuid4().hex), Collector())  # the hub is started
+    groups = [events.user_group("default", uuid.uuid4().hex) for _ in range(40)]
+    members = [Collector() for _ in groups]
+    before = redis_subscribes()
+    await asyncio.gather(*(hub.join(g, m) for g, m in zip(groups, members)))
+    after = redis_subscribes()
+    try:
+        if before is not None:
+            assert after - before == 1
+        for group in groups:
+            await events.group_send(group, {**typing_event("c"), "origin": "aiim.hub.another-process"})
+        await wait_for(lambda: all(m.frames for m in members))
+        assert [len(m.frames) for m in members] == [1] * len(groups)
+    finally:
+        await asyncio.gather(*(hub.leave(g, m) for g, m in zip(groups, members)))
+
+
+async def test_a_group_left_and_joined_again_at_once_stays_in_the_layer():
+    """The layer's discard and the next add of one group keep their order."""
+    conversation_id = uuid.uuid4().hex
+    group = events.conversation_group("default", conversation_id)
+    hub, first, second = get_hub(), Collector(), Collector()
+    await hub.join(group, first)
+    await asyncio.gather(hub.leave(group, first), hub.join(group, second))
+    try:
+        assert redis_subscribers(group) in (None, 1)
+        event = typing_event(conversation_id)
+        await events.group_send(group, {**event, "origin": "aiim.hub.another-process"})
+        await wait_for(lambda: second.frames)
+        assert second.frames == [event["frame"]] and first.frames == []
+    finally:
+        await hub.leave(group, second)
+
+
+async def test_the_last_member_leaving_takes_the_group_out_of_the_layer():
+    conversation_id = uuid.uuid4().hex
+    group = events.conversation_group("default", conversation_id)
+    hub, members = get_hub(), [Collector(), Collector()]
+    await asyncio.gather(*(hub.join(group, m) for m in members))
+    assert redis_subscribers(group) in (None, 1)
+    await hub.leave(group, members[0])
+    assert redis_subscribers(group) in (None, 1)
+    await hub.leave(group, members[1])
+    assert redis_subscribers(group) in (None, 0)
+    await events.group_send(group, {**typing_event(conversation_id), "origin": "aiim.hub.another-process"})
+    await asyncio.sleep(0.2)
+    assert [m.frames for m in members] == [[], []]

@@ -3,6 +3,7 @@ the pass: the in-process table when embedded, Redis on the Postgres + Redis pass
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -41,6 +42,34 @@ def test_online_until_the_last_connection_goes(api):
     release("p1", "conn-b")
     row = get(api, "?user_ids=p1").json()["presence"][0]
     assert row["online"] is False and row["last_seen_at"]
+
+
+def test_a_release_queued_right_after_a_renewal_is_written_after_it(api):
+    """The gateway queues a renewal without waiting for it; a disconnect right after must
+    still end offline."""
+
+    async def connect_and_go() -> None:
+        presence.renew_soon(tenant="default", user_id="p5", conn_id="conn")
+        await presence.release(tenant="default", user_id="p5", conn_id="conn")
+
+    async_to_sync(connect_and_go)()
+    row = get(api, "?user_ids=p5").json()["presence"][0]
+    assert row["online"] is False and row["last_seen_at"]
+
+
+def test_renewals_of_many_connections_at_once_share_one_write(api, settings):
+    users = [f"storm{i}" for i in range(60)]
+
+    async def storm() -> int:
+        writes = presence.writes()
+        before = writes.batches if writes is not None else 0
+        await asyncio.gather(*(presence.renew(tenant="default", user_id=u, conn_id=f"c-{u}") for u in users))
+        return writes.batches - before if writes is not None else 0
+
+    batches = async_to_sync(storm)()
+    assert batches == (1 if settings.REDIS_URL else 0)
+    rows = get(api, "?user_ids=" + ",".join(users)).json()["presence"]
+    assert [row["online"] for row in rows] == [True] * len(users)
 
 
 def test_a_lease_expires_without_renewal(api, settings):
