@@ -138,18 +138,27 @@ def redis_subscribers(group: str) -> int | None:
     return sum(int(n) for _, n in client.pubsub_numsub(*client.pubsub_channels(f"*{group}")))
 
 
+async def subscribers_settle_at(group: str, expected: int) -> int | None:
+    """`redis_subscribers(group)` once Redis has run the commands written so far (a join or
+    leave returns when its command is written), or after 2 s."""
+    await wait_for(lambda: redis_subscribers(group) in (None, expected), timeout=2)
+    return redis_subscribers(group)
+
+
 async def test_groups_joined_at_once_share_one_subscribe_and_each_gets_its_events():
     """A storm of connects joins hundreds of groups; one SUBSCRIBE per batch, not one each."""
-    hub = get_hub()
-    await hub.join(events.user_group("default", uuid.uuid4().hex), Collector())  # the hub is started
+    hub, started = get_hub(), events.user_group("default", uuid.uuid4().hex)
+    await hub.join(started, Collector())  # the hub is started, its SUBSCRIBE counted
+    await wait_for(lambda: redis_subscribers(started) in (None, 1), timeout=2)
     groups = [events.user_group("default", uuid.uuid4().hex) for _ in range(40)]
     members = [Collector() for _ in groups]
     before = redis_subscribes()
     await asyncio.gather(*(hub.join(g, m) for g, m in zip(groups, members)))
-    after = redis_subscribes()
     try:
         if before is not None:
-            assert after - before == 1
+            # The SUBSCRIBE is written when join returns; Redis counts it once it has run it.
+            await wait_for(lambda: all(redis_subscribers(g) == 1 for g in groups), timeout=2)
+            assert redis_subscribes() - before == 1
         for group in groups:
             await events.group_send(group, {**typing_event("c"), "origin": "aiim.hub.another-process"})
         await wait_for(lambda: all(m.frames for m in members))
@@ -166,7 +175,7 @@ async def test_a_group_left_and_joined_again_at_once_stays_in_the_layer():
     await hub.join(group, first)
     await asyncio.gather(hub.leave(group, first), hub.join(group, second))
     try:
-        assert redis_subscribers(group) in (None, 1)
+        assert await subscribers_settle_at(group, 1) in (None, 1)
         event = typing_event(conversation_id)
         await events.group_send(group, {**event, "origin": "aiim.hub.another-process"})
         await wait_for(lambda: second.frames)
@@ -180,11 +189,12 @@ async def test_the_last_member_leaving_takes_the_group_out_of_the_layer():
     group = events.conversation_group("default", conversation_id)
     hub, members = get_hub(), [Collector(), Collector()]
     await asyncio.gather(*(hub.join(group, m) for m in members))
-    assert redis_subscribers(group) in (None, 1)
+    assert await subscribers_settle_at(group, 1) in (None, 1)
     await hub.leave(group, members[0])
+    await asyncio.sleep(0.05)
     assert redis_subscribers(group) in (None, 1)
     await hub.leave(group, members[1])
-    assert redis_subscribers(group) in (None, 0)
+    assert await subscribers_settle_at(group, 0) in (None, 0)
     await events.group_send(group, {**typing_event(conversation_id), "origin": "aiim.hub.another-process"})
     await asyncio.sleep(0.2)
     assert [m.frames for m in members] == [[], []]
