@@ -88,21 +88,41 @@ def _write_local(kind: str, tenant: str, user_id: str, conn_id: str, now: float)
         _seen[(tenant, user_id)] = now
 
 
+# One script call writes a whole batch: a pipeline of four commands per renewal cost the
+# event loop ~20 us per command to pack and parse (2,000 commands for 500 connects).
+# KEYS: (lease key, last-seen key) per write; ARGV: now, lease expiry, key TTL, last-seen TTL,
+# then (kind, connection id) per write.
+_WRITE_SCRIPT = """
+for i = 0, #KEYS / 2 - 1 do
+  local lease, seen = KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local kind, conn = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
+  if kind == "renew" then
+    redis.call("ZADD", lease, ARGV[2], conn)
+    redis.call("ZREMRANGEBYSCORE", lease, "-inf", ARGV[1])
+    redis.call("EXPIRE", lease, ARGV[3])
+  else
+    redis.call("ZREM", lease, conn)
+  end
+  redis.call("SET", seen, ARGV[1], "EX", ARGV[4])
+end
+return #KEYS / 2
+"""
+
+
 async def _write_batch(writes: list[tuple[str, str, str, str]]) -> list[None]:
-    """One pipeline for the batch, in the order the writes were asked for."""
+    """The batch in one script call, in the order the writes were asked for."""
     now = time.time()
-    pipe = aiim_redis.async_client().pipeline(transaction=False)
+    keys: list[str] = []
+    args: list[str | int] = [repr(now), repr(now + _ttl()), int(_ttl()) + 1, _SEEN_TTL]
     for kind, tenant, user_id, conn_id in writes:
-        key = _key(tenant, user_id)
-        if kind == _RENEW:
-            pipe.zadd(key, {conn_id: now + _ttl()})
-            pipe.zremrangebyscore(key, "-inf", now)
-            pipe.expire(key, int(_ttl()) + 1)
-        else:
-            pipe.zrem(key, conn_id)
-        pipe.set(_seen_key(tenant, user_id), now, ex=_SEEN_TTL)
-    await pipe.execute()
+        keys += [_key(tenant, user_id), _seen_key(tenant, user_id)]
+        args += [kind, conn_id]
+    await _scripts.get()(keys=keys, args=args)
     return [None] * len(writes)
+
+
+# Registered per loop (the client is): EVALSHA, loaded again by redis-py after a Redis restart.
+_scripts = PerLoop(lambda loop: aiim_redis.async_client().register_script(_WRITE_SCRIPT))
 
 
 _writes: PerLoop[Batcher[tuple[str, str, str, str]]] = PerLoop(lambda loop: Batcher(_write_batch, MAX_WRITES))
