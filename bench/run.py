@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--ref", default="HEAD", help="commit to serve (exported with git archive, so other people's uncommitted edits are not measured); 'worktree' serves the work tree as it is")
     parser.add_argument("--src", default="", help="serve this directory (a patched export, for an experiment)")
     parser.add_argument("--profile", default="", help="py-spy record the first server into this SVG/speedscope file")
+    parser.add_argument("--profile-rate", type=int, default=97, help="py-spy samples per second (a short scenario needs more)")
     parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL database for --backend postgres (dropped and recreated)")
     parser.add_argument("--base-port", type=int, default=BASE_PORT, help="first server port (two runs at once need different ones)")
     parser.add_argument("--capped", type=float, default=0.0, metavar="FRACTION", help="cap each server at FRACTION of a core (cgroup) and put nginx in front")
@@ -187,7 +188,7 @@ def main() -> None:
         if args.profile:
             spy = subprocess.Popen(
                 [
-                    str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--nonblocking", "-p", str(procs[0].pid), "-o", args.profile, "-r", "97",
+                    str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--nonblocking", "-p", str(procs[0].pid), "-o", args.profile, "-r", str(args.profile_rate),
                     # .txt: collapsed stacks (grep-able); .idle.txt also samples waiting threads;
                     # .gil.txt only the thread holding the GIL (where the CPU goes)
                     "-f", "raw" if args.profile.endswith(".txt") else "flamegraph",
