@@ -1,5 +1,5 @@
 """channels-redis (and Channels' in-memory layer): replaces each shard's `_do_receiving` through
-`_get_layer` to report a re-subscription; reads the per-channel `channels` queues; publishes
+`_get_layer` to report a re-subscription and to note which subscriptions Redis confirmed; reads the per-channel `channels` queues; publishes
 several group messages in one pipeline per shard; adds and discards several groups with one
 SUBSCRIBE / UNSUBSCRIBE per shard (docs/internals.md, "compat/channels_redis.py").
 """
@@ -19,19 +19,64 @@ logger = logging.getLogger("aiim.layers")
 RECONNECT_PAUSE = 0.2
 
 
+class _Confirmations:
+    """Which channels of a shard Redis has confirmed subscribing to. A channel is confirmed
+    once every SUBSCRIBE / UNSUBSCRIBE sent for it has its reply and the last was a
+    SUBSCRIBE: a reply to an older command never confirms a newer one."""
+
+    def __init__(self) -> None:
+        self.outstanding: dict[str, int] = {}
+        self.confirmed: set[str] = set()
+
+    def sent(self, channels: list[str]) -> None:
+        for channel in channels:
+            self.outstanding[channel] = self.outstanding.get(channel, 0) + 1
+            self.confirmed.discard(channel)
+
+    def replied(self, kind: str, channel: str) -> None:
+        left = self.outstanding.get(channel, 0) - 1
+        if left > 0:
+            self.outstanding[channel] = left
+            return
+        self.outstanding.pop(channel, None)
+        if kind == "subscribe":
+            self.confirmed.add(channel)
+        else:
+            self.confirmed.discard(channel)
+
+    def lost(self) -> None:
+        self.outstanding.clear()
+        self.confirmed.clear()
+
+
+def _confirmations(shard) -> _Confirmations:
+    state = getattr(shard, "_aiim_confirmations", None)
+    if state is None:
+        state = shard._aiim_confirmations = _Confirmations()
+    return state
+
+
 async def _do_receiving(shard, on_resubscribed: Callable[[Any], None], lost_errors: tuple[type[BaseException], ...]) -> None:
-    """channels_redis' receive loop, plus `on_resubscribed(loop_layer)` once it is back."""
+    """channels_redis' receive loop, plus `on_resubscribed(loop_layer)` once it is back, and
+    the channels whose subscription Redis has confirmed (`is_confirmed`)."""
     lost = False
+    confirmations = _confirmations(shard)
     while True:
         try:
             if shard._pubsub and shard._pubsub.subscribed:
                 # Returns (a message or None) only once connected and re-subscribed.
-                message = await shard._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                message = await shard._pubsub.get_message(ignore_subscribe_messages=False, timeout=0.1)
                 if lost:
                     lost = False
                     logger.warning("channel layer re-subscribed to Redis; resyncing subscriptions")
                     on_resubscribed(shard.channel_layer)
-                shard._receive_message(message)
+                if message is None:
+                    continue
+                kind = message["type"]
+                if kind == "message":
+                    shard._receive_message(message)
+                elif kind in ("subscribe", "unsubscribe"):
+                    confirmations.replied(kind, _name(message["channel"]))
             else:
                 await asyncio.sleep(0.1)
         except (TimeoutError, asyncio.CancelledError, GeneratorExit):
@@ -40,6 +85,7 @@ async def _do_receiving(shard, on_resubscribed: Callable[[Any], None], lost_erro
             if not lost:
                 logger.warning("channel layer lost its Redis subscription: %s", type(exc).__name__)
             lost = True
+            confirmations.lost()  # confirmed again as the client re-subscribes
             await asyncio.sleep(RECONNECT_PAUSE)
         except Exception:
             # e.g. the first subscribe has not connected yet: nothing was lost.
@@ -86,6 +132,17 @@ async def group_send_many(loop_layer: Any, items: list[tuple[str, dict]]) -> Non
             await pipe.execute()
 
 
+def _name(channel: str | bytes) -> str:
+    return channel.decode() if isinstance(channel, bytes) else channel
+
+
+def is_confirmed(loop_layer: Any, group: str) -> bool:
+    """Redis has confirmed this process's subscription to `group`: whatever is published to
+    it from now on reaches this process."""
+    channel = loop_layer._get_group_channel_name(group)
+    return channel in _confirmations(loop_layer._get_shard(channel)).confirmed
+
+
 async def group_add_many(loop_layer: Any, groups: list[str], channel: str) -> None:
     """`group_add(group, channel)` for each group, with one SUBSCRIBE per shard: the layer's
     `group_add` takes the shard's lock for one channel at a time, so a storm of joins became a
@@ -103,6 +160,7 @@ async def group_add_many(loop_layer: Any, groups: list[str], channel: str) -> No
             if new:
                 shard._ensure_redis()
                 shard._ensure_receiver()
+                _confirmations(shard).sent(new)
                 await shard._pubsub.subscribe(*new)
                 shard._subscribed_to.update(new)
 
@@ -125,6 +183,7 @@ async def group_discard_many(loop_layer: Any, groups: list[str], channel: str) -
             if gone:
                 shard._ensure_redis()
                 shard._ensure_receiver()
+                _confirmations(shard).sent(gone)
                 await shard._pubsub.unsubscribe(*gone)
                 shard._subscribed_to.difference_update(gone)
 

@@ -10,6 +10,7 @@ from aiim_project.compat.channels_redis import (
     group_add_many,
     group_discard_many,
     group_send_many,
+    is_confirmed,
     local_queues,
 )
 
@@ -50,3 +51,8 @@ class RecoveringPubSubChannelLayer(ResubscribingPubSubLayer):
 
     async def group_discard_many(self, groups: list[str], channel: str) -> None:
         await group_discard_many(self._get_layer(), groups, channel)
+
+    def group_confirmed(self, group: str) -> bool:
+        """Redis has confirmed this process's subscription to `group` (docs/gateway.md,
+        "Subscribe, replay and order": no tail check needed after it)."""
+        return is_confirmed(self._get_layer(), group)

@@ -86,20 +86,24 @@ class Hub:
         in-memory and pub/sub layers keep a local queue per channel)."""
         return channels_redis.queued(self.layer, self.channel)
 
-    async def join(self, group: str, member: Member) -> None:
-        """Returns once every event later sent to `group` reaches `member`."""
+    async def join(self, group: str, member: Member) -> bool:
+        """Returns once the layer has been asked for `group` (its SUBSCRIBE written): events
+        published after Redis has run it reach `member`. True when Redis had confirmed the
+        subscription already, so nothing published from now on can miss this process; False
+        leaves a window that the subscription's tail check closes."""
         await self._ensure_started()
         self._members.setdefault(group, set()).add(member)
-        if group in self._in_layer:
-            return
-        added = self._adding.get(group)
-        if added is None:
-            added = self._adding[group] = self._change(ADD, group)
-        try:
-            await asyncio.shield(added)
-        except BaseException:
-            self._forget(group, member)
-            raise
+        if group not in self._in_layer:
+            added = self._adding.get(group)
+            if added is None:
+                added = self._adding[group] = self._change(ADD, group)
+            try:
+                await asyncio.shield(added)
+            except BaseException:
+                self._forget(group, member)
+                raise
+        confirmed = getattr(self.layer, "group_confirmed", None)
+        return confirmed is not None and confirmed(group)
 
     async def leave(self, group: str, member: Member) -> None:
         self._forget(group, member)

@@ -44,6 +44,9 @@ class Opened:
     replay: list[delivery.StoredMessage]
     last_seq: int
     recovered: bool  # False: more than WS_RECOVERY_LIMIT were missed, the client pages over REST
+    # The join found the group's subscription not yet confirmed by Redis: an event published
+    # before Redis ran it may be missing; one read WS_GAP_WAIT_MS later finds it.
+    tail_check: bool
 
 
 async def open_subscription(
@@ -64,7 +67,7 @@ async def open_subscription(
     group = events.conversation_group(tenant, conversation_id)
     try:
         # Join BEFORE reading: every seq above the snapshot then reaches the member.
-        await hub.join(group, member)
+        confirmed = await hub.join(group, member)
         # One read for every subscribe of the process queued meanwhile (`reads.py`); it
         # starts after this join, which is all the ordering needs.
         snap = await get_reads().snapshots.call(
@@ -84,7 +87,7 @@ async def open_subscription(
         gap_wait=settings.WS_GAP_WAIT_MS / 1000,
         on_revoked=on_revoked,
     )
-    return Opened(sub=sub, replay=replay, last_seq=last_seq, recovered=rows is not None)
+    return Opened(sub=sub, replay=replay, last_seq=last_seq, recovered=rows is not None, tail_check=not confirmed)
 
 
 async def start(sub: delivery.OrderedDelivery, replay: list[delivery.StoredMessage], last_seq: int) -> None:
@@ -158,7 +161,8 @@ class Subscriptions:
 
     async def _start(self, opened: Opened) -> None:
         await start(opened.sub, opened.replay, opened.last_seq)
-        self._spawn(check_tail_later(opened.sub))
+        if opened.tail_check:
+            self._spawn(check_tail_later(opened.sub))
 
     async def _revoked(self, conversation_id: str) -> None:
         """A read found this user is no longer a member: end the subscription and say so."""

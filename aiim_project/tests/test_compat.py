@@ -140,3 +140,31 @@ def test_psycopg_pool_keeps_its_check_where_the_backend_sets_it():
     from psycopg_pool import ConnectionPool
 
     assert "self._check" in inspect.getsource(ConnectionPool)
+
+
+def test_a_reply_to_an_older_subscribe_never_confirms_a_newer_one():
+    """compat.channels_redis tracks Redis's replies to the SUBSCRIBE / UNSUBSCRIBE it sends:
+    a channel subscribed, dropped and subscribed again is confirmed only by the last reply."""
+    from aiim_project.compat.channels_redis import _Confirmations
+
+    c = _Confirmations()
+    c.sent(["g"])
+    assert "g" not in c.confirmed
+    c.replied("subscribe", "g")
+    assert "g" in c.confirmed
+    c.sent(["g"])  # UNSUBSCRIBE
+    c.sent(["g"])  # SUBSCRIBE again
+    assert "g" not in c.confirmed
+    c.replied("unsubscribe", "g")
+    assert "g" not in c.confirmed
+    c.replied("subscribe", "g")
+    assert "g" in c.confirmed
+    c.sent(["g"])
+    c.replied("unsubscribe", "g")
+    assert "g" not in c.confirmed
+    # After a lost connection the client subscribes again on its own: its replies confirm.
+    c.sent(["h"])
+    c.lost()
+    assert not c.confirmed and not c.outstanding
+    c.replied("subscribe", "h")
+    assert "h" in c.confirmed

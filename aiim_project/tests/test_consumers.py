@@ -16,10 +16,12 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 from aiim_project.asgi import application
+from aiim_project.core.events import conversation_group
 from aiim_project.core.frames import FrameSpec
 from aiim_project.core.logs import ContextFilter, conn_id_var
 from aiim_project.gateway import liveness, reads, subscriptions
 from aiim_project.gateway.delivery import SubscriptionRevoked
+from aiim_project.gateway.hub import get_hub
 from aiim_project.wiring import frame_table, merge
 from messaging import frames, services
 from messaging.selectors import SnapshotRequest
@@ -39,8 +41,8 @@ async def ws(token):
         connected, _ = await comm.connect(timeout=TIMEOUT)
         assert connected
         opened.append(comm)
-        # The accept goes out before the user group and presence are set up; the first
-        # answer proves the connect handler finished.
+        # The accept goes out once the user group is joined; the first answer proves the
+        # connect handler finished (the presence lease is written without waiting).
         assert await request(comm, {"type": "ping"}) == {"type": "pong"}
         return comm
 
@@ -718,6 +720,28 @@ async def test_subscribes_sent_together_share_a_read_and_keep_replay_then_live_o
     assert reads.get_reads().snapshots.batches - reads_before <= 2  # 12 subscribes
     for _, comm, _ in conns:
         await comm.receive_nothing(timeout=0.1)
+
+
+async def test_a_subscribe_to_a_group_redis_has_confirmed_skips_the_tail_check(ws, conv, settings):
+    """The tail check closes the window before Redis runs the process's SUBSCRIBE; once Redis
+    has confirmed the group (pub/sub layer only), a later subscriber has no such window."""
+    c = await conv("alice", ("bob",))
+    await send_db(c.id)
+    first = await ws("alice")
+    assert (await request(first, {"type": "subscribe", "conversation_id": c.id}))["type"] == "subscribed"
+    confirmed = getattr(get_hub().layer, "group_confirmed", None)
+    deadline = time.monotonic() + 2
+    while confirmed is not None and not confirmed(conversation_group("default", c.id)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(3 * settings.WS_GAP_WAIT_MS / 1000)  # the first one's tail check is done
+    before = reads.get_reads().loads.batches
+    second = await ws("bob")
+    assert (await request(second, {"type": "subscribe", "conversation_id": c.id}))["type"] == "subscribed"
+    await asyncio.sleep(3 * settings.WS_GAP_WAIT_MS / 1000)
+    assert reads.get_reads().loads.batches - before == (0 if confirmed is not None else 1)
+    # Still live: a message sent now reaches the second subscriber.
+    await send_db(c.id, content="after")
+    assert await _seqs(second, c.id, 2) == [2]
 
 
 async def test_a_batch_answers_each_subscribe_as_alone_across_tenants(ws, conv):

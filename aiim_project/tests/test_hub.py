@@ -198,3 +198,22 @@ async def test_the_last_member_leaving_takes_the_group_out_of_the_layer():
     await events.group_send(group, {**typing_event(conversation_id), "origin": "aiim.hub.another-process"})
     await asyncio.sleep(0.2)
     assert [m.frames for m in members] == [[], []]
+
+
+@pytest.mark.redis
+async def test_a_join_says_true_only_once_redis_has_confirmed_the_group():
+    """True lets a subscription skip its tail check: it must never be true for a group whose
+    SUBSCRIBE Redis has not answered, e.g. one dropped and asked for again."""
+    group = events.conversation_group("default", uuid.uuid4().hex)
+    hub, first, second, third = get_hub(), Collector(), Collector(), Collector()
+    await hub.join(group, first)
+    await wait_for(lambda: hub.layer.group_confirmed(group), timeout=2)
+    assert await hub.join(group, second) is True
+    await hub.leave(group, first)
+    await hub.leave(group, second)
+    assert hub.layer.group_confirmed(group) is False  # dropped: unconfirmed at once
+    rejoined = await hub.join(group, third)
+    assert rejoined is False or await subscribers_settle_at(group, 1) == 1
+    await wait_for(lambda: hub.layer.group_confirmed(group), timeout=2)
+    assert await subscribers_settle_at(group, 1) == 1
+    await hub.leave(group, third)

@@ -165,7 +165,8 @@ async def conversation_events(
         pending, stream._pending = stream._pending, []
         for message in pending:
             opened.sub.offer(message)
-        stream.spawn(subscriptions.check_tail_later(opened.sub))
+        if opened.tail_check:
+            stream.spawn(subscriptions.check_tail_later(opened.sub))
         while True:
             out = stream.take()
             if out:
