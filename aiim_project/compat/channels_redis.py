@@ -154,15 +154,7 @@ async def group_add_many(loop_layer: Any, groups: list[str], channel: str) -> No
         group_channel = loop_layer._get_group_channel_name(group)
         loop_layer.groups.setdefault(group_channel, set()).add(channel)
         by_shard.setdefault(loop_layer._get_shard(group_channel), []).append(group_channel)
-    for shard, names in by_shard.items():
-        async with shard._lock:
-            new = list(dict.fromkeys(n for n in names if n not in shard._subscribed_to))
-            if new:
-                shard._ensure_redis()
-                shard._ensure_receiver()
-                _confirmations(shard).sent(new)
-                await shard._pubsub.subscribe(*new)
-                shard._subscribed_to.update(new)
+    await _change_subscriptions(by_shard, subscribe=True)
 
 
 async def group_discard_many(loop_layer: Any, groups: list[str], channel: str) -> None:
@@ -177,15 +169,26 @@ async def group_discard_many(loop_layer: Any, groups: list[str], channel: str) -
         if not members:
             del loop_layer.groups[group_channel]
             by_shard.setdefault(loop_layer._get_shard(group_channel), []).append(group_channel)
+    await _change_subscriptions(by_shard, subscribe=False)
+
+
+async def _change_subscriptions(by_shard: dict[Any, list[str]], *, subscribe: bool) -> None:
+    """One SUBSCRIBE (or UNSUBSCRIBE) per shard for the channels it does not (or does) have,
+    under the shard's lock, as its `subscribe` / `unsubscribe` do for one channel."""
     for shard, names in by_shard.items():
         async with shard._lock:
-            gone = list(dict.fromkeys(n for n in names if n in shard._subscribed_to))
-            if gone:
-                shard._ensure_redis()
-                shard._ensure_receiver()
-                _confirmations(shard).sent(gone)
-                await shard._pubsub.unsubscribe(*gone)
-                shard._subscribed_to.difference_update(gone)
+            todo = list(dict.fromkeys(n for n in names if (n in shard._subscribed_to) != subscribe))
+            if not todo:
+                continue
+            shard._ensure_redis()
+            shard._ensure_receiver()
+            _confirmations(shard).sent(todo)
+            if subscribe:
+                await shard._pubsub.subscribe(*todo)
+                shard._subscribed_to.update(todo)
+            else:
+                await shard._pubsub.unsubscribe(*todo)
+                shard._subscribed_to.difference_update(todo)
 
 
 def local_queues(loop_layer: Any) -> dict[str, asyncio.Queue]:

@@ -149,7 +149,7 @@ class Hub:
                     changes.append(self._changes.popleft())
                 groups = list(dict.fromkeys(group for _, group, _ in changes))
                 try:
-                    await (self._layer_add(groups) if kind == ADD else self._layer_discard(groups))
+                    await self._layer_change(kind, groups)
                 except Exception as exc:
                     logger.warning("hub group %s failed: %s", kind, type(exc).__name__)
                     self._settle(kind, changes, exc)
@@ -176,21 +176,15 @@ class Hub:
             if not done.done():
                 done.set_result(None) if error is None else done.set_exception(error)
 
-    async def _layer_add(self, groups: list[str]) -> None:
-        add_many = getattr(self.layer, "group_add_many", None)
-        if add_many is not None:
-            await add_many(groups, self.channel)
+    async def _layer_change(self, kind: str, groups: list[str]) -> None:
+        """`group_add_many` / `group_discard_many` where the layer has them (pub/sub), else
+        one `group_add` / `group_discard` each (the in-memory layer)."""
+        many = getattr(self.layer, f"group_{kind}_many", None)
+        if many is not None:
+            await many(groups, self.channel)
             return
         for group in groups:
-            await self.layer.group_add(group, self.channel)
-
-    async def _layer_discard(self, groups: list[str]) -> None:
-        discard_many = getattr(self.layer, "group_discard_many", None)
-        if discard_many is not None:
-            await discard_many(groups, self.channel)
-            return
-        for group in groups:
-            await self.layer.group_discard(group, self.channel)
+            await getattr(self.layer, f"group_{kind}")(group, self.channel)
 
     async def _receive_loop(self) -> None:
         while True:

@@ -24,6 +24,16 @@ class Recorder:
         return [ValueError(f"odd {r}") if r % 2 else r * 10 for r in requests]
 
 
+async def first_batch_held(run: Recorder) -> tuple[Batcher, asyncio.Future]:
+    """A batcher whose first batch ([2]) is running and held open by `run.gate`."""
+    run.gate.clear()
+    batcher = Batcher(run, max_batch=100)
+    first = asyncio.ensure_future(batcher.call(2))
+    await asyncio.sleep(0.01)
+    assert run.batches == [[2]]
+    return batcher, first
+
+
 async def test_calls_queued_in_one_turn_share_one_batch_and_get_their_own_results():
     run = Recorder()
     batcher = Batcher(run, max_batch=100)
@@ -35,11 +45,7 @@ async def test_calls_queued_in_one_turn_share_one_batch_and_get_their_own_result
 
 async def test_a_call_queued_while_a_batch_runs_is_served_by_the_next_batch():
     run = Recorder()
-    run.gate.clear()
-    batcher = Batcher(run, max_batch=100)
-    first = asyncio.ensure_future(batcher.call(2))
-    await asyncio.sleep(0.01)
-    assert run.batches == [[2]]
+    batcher, first = await first_batch_held(run)
     later = [asyncio.ensure_future(batcher.call(r)) for r in (4, 6)]
     await asyncio.sleep(0.01)
     run.gate.set()
@@ -81,10 +87,7 @@ async def test_submit_takes_the_call_s_place_in_the_order_at_once():
 
 async def test_a_cancelled_caller_is_left_out_of_its_batch():
     run = Recorder()
-    run.gate.clear()
-    batcher = Batcher(run, max_batch=100)
-    first = asyncio.ensure_future(batcher.call(2))
-    await asyncio.sleep(0.01)
+    batcher, first = await first_batch_held(run)
     gone = asyncio.ensure_future(batcher.call(4))
     kept = asyncio.ensure_future(batcher.call(6))
     await asyncio.sleep(0)
