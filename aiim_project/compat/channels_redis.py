@@ -1,7 +1,8 @@
 """channels-redis (and Channels' in-memory layer): replaces each shard's `_do_receiving` through
-`_get_layer` to report a re-subscription and to note which subscriptions Redis confirmed; reads the per-channel `channels` queues; publishes
-several group messages in one pipeline per shard; adds and discards several groups with one
-SUBSCRIBE / UNSUBSCRIBE per shard (docs/internals.md, "compat/channels_redis.py").
+`_get_layer` to report a re-subscription and to note which subscriptions Redis confirmed;
+reads the per-channel `channels` queues; publishes several group messages in one pipeline per
+shard; adds and discards several groups with one SUBSCRIBE / UNSUBSCRIBE per shard
+(docs/internals.md, "compat/channels_redis.py").
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ async def release(*, tenant: str, user_id: str, conn_id: str) -> None:
 
 
 _RENEW, _RELEASE = "renew", "release"
-# Bounds one pipeline; more wait for the next.
+# Bounds one script call; more wait for the next.
 MAX_WRITES = 500
 
 
@@ -71,8 +71,8 @@ def _write(kind: str, tenant: str, user_id: str, conn_id: str) -> asyncio.Future
         done.set_result(None)
         return done
     # Coalesced with the process's other lease writes: after a deploy, a thousand connects
-    # renew at once, and one pipeline serves them all in one round trip (and on one of the
-    # pool's connections instead of a new one each).
+    # renew at once, and one script call serves them all in one round trip (and on one of
+    # the pool's connections instead of a new one each).
     return _writes.get().submit((kind, tenant, user_id, conn_id))
 
 

@@ -152,20 +152,18 @@ class Hub:
                     await self._layer_change(kind, groups)
                 except Exception as exc:
                     logger.warning("hub group %s failed: %s", kind, type(exc).__name__)
-                    self._settle(kind, changes, exc)
+                    self._settle(changes, exc)
                 else:
-                    self._settle(kind, changes, None)
+                    self._settle(changes, None)
         except BaseException:  # cancelled with the loop: nobody waits forever
-            gone = ConnectionError("hub stopped")
-            self._settle(ADD, [c for c in [*changes, *self._changes] if c[0] == ADD], gone)
-            self._settle(DISCARD, [c for c in [*changes, *self._changes] if c[0] == DISCARD], gone)
+            self._settle([*changes, *self._changes], ConnectionError("hub stopped"))
             self._changes.clear()
             raise
         finally:
             self._applier = None
 
-    def _settle(self, kind: str, changes: list[tuple[str, str, asyncio.Future]], error: Exception | None) -> None:
-        for _, group, done in changes:
+    def _settle(self, changes: list[tuple[str, str, asyncio.Future]], error: Exception | None) -> None:
+        for kind, group, done in changes:
             if kind == ADD:
                 self._adding.pop(group, None)
                 if error is None:
