@@ -15,9 +15,13 @@ from typing import Any
 
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
+from . import redis_py
+
 logger = logging.getLogger("aiim.layers")
 
 RECONNECT_PAUSE = 0.2
+# Buffered replies parsed per turn of the receive loop before it yields to the event loop.
+DRAIN_LIMIT = 500
 
 
 class _Confirmations:
@@ -73,11 +77,18 @@ async def _do_receiving(shard, on_resubscribed: Callable[[Any], None], lost_erro
                     on_resubscribed(shard.channel_layer)
                 if message is None:
                     continue
-                kind = message["type"]
-                if kind == "message":
-                    shard._receive_message(message)
-                elif kind in ("subscribe", "unsubscribe"):
-                    confirmations.replied(kind, _name(message["channel"]))
+                _handle(shard, confirmations, message)
+                # The rest of a burst is already read: parsed without get_message's wrapper.
+                replies, error = await redis_py.read_buffered(shard._pubsub, DRAIN_LIMIT)
+                for reply in replies:
+                    if reply and reply[0] in (b"message", "message"):
+                        shard._receive_message({"channel": reply[1], "data": reply[2]})
+                    else:  # redis-py's books for (un)subscribe replies
+                        message = await shard._pubsub.handle_message(reply, ignore_subscribe_messages=False)
+                        if message is not None:
+                            _handle(shard, confirmations, message)
+                if error is not None:
+                    raise error
             else:
                 await asyncio.sleep(0.1)
         except (TimeoutError, asyncio.CancelledError, GeneratorExit):
@@ -92,6 +103,14 @@ async def _do_receiving(shard, on_resubscribed: Callable[[Any], None], lost_erro
             # e.g. the first subscribe has not connected yet: nothing was lost.
             logger.exception("unexpected error in the channel layer's receive loop")
             await asyncio.sleep(RECONNECT_PAUSE)
+
+
+def _handle(shard, confirmations: _Confirmations, message: dict) -> None:
+    kind = message["type"]
+    if kind == "message":
+        shard._receive_message(message)
+    elif kind in ("subscribe", "unsubscribe"):
+        confirmations.replied(kind, _name(message["channel"]))
 
 
 class ResubscribingPubSubLayer(RedisPubSubChannelLayer):

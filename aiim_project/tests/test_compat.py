@@ -117,6 +117,20 @@ def test_channels_redis_pubsub_layer_has_what_group_add_many_uses():
     assert "await self._pubsub.unsubscribe(channel)" in unsubscribe and "self._subscribed_to.remove(channel)" in unsubscribe
 
 
+def test_redis_py_connection_has_what_read_buffered_uses():
+    """compat.redis_py.read_buffered parses buffered pub/sub replies as PubSub.parse_response does."""
+    from redis._parsers import _AsyncHiredisParser
+    from redis.asyncio import client, connection
+
+    conn = connection.Connection()
+    assert isinstance(conn._parser, _AsyncHiredisParser)  # hiredis installed: the C parser is the default
+    assert hasattr(_AsyncHiredisParser, "can_read")
+    assert "push_request" in inspect.signature(connection.Connection._read_response_from_parser).parameters
+    assert "nowait" in inspect.signature(connection.Connection.disconnect).parameters
+    assert "conn.read_response" in inspect.getsource(client.PubSub.parse_response)
+    assert "push_request=True" in inspect.getsource(client.PubSub.parse_response)
+
+
 def test_channels_in_memory_layer_keeps_a_queue_per_channel():
     from channels.layers import InMemoryChannelLayer
 
