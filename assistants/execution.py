@@ -8,13 +8,15 @@ second end). The reply is one stream message written through `streaming.services
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import reduce
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from aiim_project.core import events
@@ -75,42 +77,76 @@ def claim_runs(*, owner: str, limit: int) -> list[Run]:
     """Claim up to `limit` queued runs, oldest first, within each assistant's limits.
 
     Queued rows are locked with SKIP LOCKED (PostgreSQL), so runners never wait on each
-    other's candidates; then each run's assistant row is locked, which serializes the
+    other's candidates; then the candidates' assistant rows are locked, in one statement and
+    a fixed order (two runners never wait on each other in a cycle), which serializes the
     per-assistant checks (max_concurrent_runs, one active run per conversation) across
-    runners. SQLite takes the database write lock for the transaction instead.
+    runners. The active runs are counted after that lock, so every claim another runner
+    committed under it is counted. SQLite takes the database write lock for the transaction
+    instead. A fixed number of statements for any number of runs (a burst of triggers is
+    claimed in one transaction).
     """
     now = timezone.now()
     candidates = list(
         Run.objects.select_for_update(skip_locked=True).filter(state=RunState.QUEUED).order_by("created_at", "id")[: max(limit * 4, 20)]
     )
-    assistants: dict[tuple[str, str], Assistant | None] = {}
+    if not candidates:
+        return []
+    keys = sorted({(run.tenant, run.assistant_id) for run in candidates})
+    mine = _of_assistants(keys)
+    assistants = {(a.tenant, a.assistant_id): a for a in Assistant.objects.select_for_update().filter(mine).order_by("tenant", "assistant_id")}
+    limits = _Limits(Run.objects.filter(mine, state__in=ACTIVE_STATES).values_list("tenant", "assistant_id", "conversation_id", "state", "created_at"))
+    lease = now + timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
     claimed: list[Run] = []
     for run in candidates:
         if len(claimed) >= limit:
             break
-        key = (run.tenant, run.assistant_id)
-        if key not in assistants:
-            assistants[key] = Assistant.objects.select_for_update().filter(tenant=run.tenant, assistant_id=run.assistant_id).first()
-        assistant = assistants[key]
+        assistant = assistants.get((run.tenant, run.assistant_id))
         if assistant is None:
             _end(run, RunState.FAILED, now, error=("assistant_missing", "The assistant was deleted."))
             continue
-        # One query for the three limits: the assistant's running runs, its running run in
-        # this conversation, an older queued run of it here (FIFO per conversation).
-        here = Q(conversation_id=run.conversation_id)
-        limits = Run.objects.filter(tenant=run.tenant, assistant_id=run.assistant_id, state__in=ACTIVE_STATES).aggregate(
-            running=Count("pk", filter=Q(state=RunState.RUNNING)),
-            running_here=Count("pk", filter=here & Q(state=RunState.RUNNING)),
-            older_here=Count("pk", filter=here & Q(state=RunState.QUEUED, created_at__lt=run.created_at)),
-        )
-        if limits["running"] >= assistant.max_concurrent_runs or limits["running_here"] or limits["older_here"]:
+        if not limits.may_start(run, assistant.max_concurrent_runs):
             continue
-        lease = now + timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
-        Run.objects.filter(pk=run.pk).update(state=RunState.RUNNING, lease_owner=owner, lease_expires_at=lease, started_at=now)
+        limits.started(run)
         run.state, run.lease_owner, run.lease_expires_at, run.started_at = RunState.RUNNING, owner, lease, now
         run.claimed_assistant = assistant  # what prepare() calls the model with, read under the lock
         claimed.append(run)
+    if claimed:
+        Run.objects.filter(pk__in=[run.pk for run in claimed]).update(state=RunState.RUNNING, lease_owner=owner, lease_expires_at=lease, started_at=now)
     return claimed
+
+
+def _of_assistants(keys: list[tuple[str, str]]) -> Q:
+    return reduce(operator.or_, (Q(tenant=tenant, assistant_id=assistant_id) for tenant, assistant_id in keys))
+
+
+class _Limits:
+    """The active runs of some assistants, as the claim goes: running per assistant and per
+    (assistant, conversation), and the queued ones per (assistant, conversation)."""
+
+    def __init__(self, rows) -> None:
+        self.running: dict[tuple[str, str], int] = {}
+        self.running_here: set[tuple[str, str, str]] = set()
+        self.queued_here: dict[tuple[str, str, str], list] = {}
+        for tenant, assistant_id, conversation_id, state, created_at in rows:
+            here = (tenant, assistant_id, conversation_id)
+            if state == RunState.RUNNING:
+                self.running[here[:2]] = self.running.get(here[:2], 0) + 1
+                self.running_here.add(here)
+            else:
+                self.queued_here.setdefault(here, []).append(created_at)
+
+    def may_start(self, run: Run, max_concurrent: int) -> bool:
+        """Under the assistant's limit, nothing running in this conversation, and no older
+        queued run of it here (first in, first out per conversation)."""
+        here = (run.tenant, run.assistant_id, run.conversation_id)
+        if self.running.get(here[:2], 0) >= max_concurrent or here in self.running_here:
+            return False
+        return not any(created < run.created_at for created in self.queued_here.get(here, ()))
+
+    def started(self, run: Run) -> None:
+        here = (run.tenant, run.assistant_id, run.conversation_id)
+        self.running[here[:2]] = self.running.get(here[:2], 0) + 1
+        self.running_here.add(here)
 
 
 def _tokens_today(tenant: str) -> int:

@@ -1,0 +1,90 @@
+"""The runner's claim (execution.claim_runs): which queued runs start, within each assistant's
+limits, in a fixed number of statements however many are claimed."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistants import execution
+from assistants.models import Run, RunState
+
+pytestmark = pytest.mark.django_db
+
+
+def queued(assistant_id: str, conversation_id: str, tenant: str = "default") -> Run:
+    return Run.objects.create(tenant=tenant, assistant_id=assistant_id, conversation_id=conversation_id)
+
+
+def states() -> dict[str, tuple[str, str | None]]:
+    return {run.id: (run.state, run.lease_owner) for run in Run.objects.all()}
+
+
+def test_a_burst_is_claimed_within_every_limit_oldest_first(make_assistant):
+    make_assistant("a", max_concurrent_runs=2)
+    make_assistant("b", max_concurrent_runs=1)
+    a_c1_first, a_c1_second = queued("a", "c1"), queued("a", "c1")
+    a_c2, a_c3 = queued("a", "c2"), queued("a", "c3")
+    b_c1, b_c2 = queued("b", "c1"), queued("b", "c2")
+
+    claimed = execution.claim_runs(owner="me", limit=10)
+
+    # a: its limit of 2, the older run of c1 first; b: its limit of 1, also in c1.
+    assert [run.id for run in claimed] == [a_c1_first.id, a_c2.id, b_c1.id]
+    assert all(run.claimed_assistant.assistant_id == run.assistant_id for run in claimed)
+    after = states()
+    for run in claimed:
+        assert after[run.id] == (RunState.RUNNING, "me")
+    for run in (a_c1_second, a_c3, b_c2):
+        assert after[run.id] == (RunState.QUEUED, None)
+
+
+def test_runs_already_running_count_against_the_limits(make_assistant):
+    make_assistant("a", max_concurrent_runs=2)
+    first = queued("a", "c1")
+    assert [run.id for run in execution.claim_runs(owner="one", limit=10)] == [first.id]
+    waiting_here, other = queued("a", "c1"), queued("a", "c2")
+    third = queued("a", "c3")
+
+    claimed = execution.claim_runs(owner="two", limit=10)
+
+    # c1 has a running run: its next one waits; c2 takes the second slot; c3 is over the limit.
+    assert [run.id for run in claimed] == [other.id]
+    assert states()[waiting_here.id] == states()[third.id] == (RunState.QUEUED, None)
+
+
+def test_the_limit_argument_and_a_deleted_assistant(make_assistant):
+    make_assistant("a", max_concurrent_runs=10)
+    runs = [queued("a", f"c{k}") for k in range(3)]
+    orphan = queued("gone", "c9")
+
+    assert [run.id for run in execution.claim_runs(owner="me", limit=2)] == [run.id for run in runs[:2]]
+
+    assert [run.id for run in execution.claim_runs(owner="me", limit=2)] == [runs[2].id]
+    orphan.refresh_from_db()
+    assert (orphan.state, orphan.error_code) == (RunState.FAILED, "assistant_missing")
+
+
+def test_another_tenants_assistant_of_the_same_id_is_not_used(make_assistant):
+    make_assistant("a", tenant="t1", max_concurrent_runs=1)
+    busy = queued("a", "c1", tenant="t1")
+    execution.claim_runs(owner="me", limit=10)
+    make_assistant("a", tenant="t2", max_concurrent_runs=1)
+    other_tenant = queued("a", "c1", tenant="t2")
+
+    claimed = execution.claim_runs(owner="me", limit=10)
+
+    # t1's running run neither counts against t2's limit nor lends t2 its assistant row.
+    assert [(run.id, run.claimed_assistant.tenant) for run in claimed] == [(other_tenant.id, "t2")]
+    assert states()[busy.id] == (RunState.RUNNING, "me")
+
+
+def test_the_claim_costs_the_same_statements_for_one_run_or_many(make_assistant, django_assert_num_queries):
+    make_assistant("a", max_concurrent_runs=20)
+    make_assistant("b", max_concurrent_runs=20)
+    queued("a", "c0")
+    with django_assert_num_queries(6) as one:  # savepoint, runs, assistants, active runs, update, release
+        assert len(execution.claim_runs(owner="me", limit=10)) == 1
+    for k in range(8):
+        queued("a" if k % 2 else "b", f"c{k + 1}")
+    with django_assert_num_queries(len(one.captured_queries)):
+        assert len(execution.claim_runs(owner="me", limit=10)) == 8
