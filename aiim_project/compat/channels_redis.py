@@ -211,6 +211,17 @@ async def _change_subscriptions(by_shard: dict[Any, list[str]], *, subscribe: bo
                 shard._subscribed_to.difference_update(todo)
 
 
+async def receive_many(loop_layer: Any, channel: str, limit: int) -> list[dict]:
+    """`receive(channel)`, then up to `limit - 1` more messages already queued behind it,
+    taken from the channel's local queue and deserialized as `receive` does: one pass of the
+    layer's per-call machinery (`_async_proxy`, `_get_layer`) for a whole burst."""
+    messages = [await loop_layer.receive(channel)]
+    queue = loop_layer.channels.get(channel)
+    while queue is not None and len(messages) < limit and not queue.empty():
+        messages.append(loop_layer.channel_layer.deserialize(queue.get_nowait()))
+    return messages
+
+
 def local_queues(loop_layer: Any) -> dict[str, asyncio.Queue]:
     """The per-channel queues of a per-loop layer (a serialized message each)."""
     return loop_layer.channels

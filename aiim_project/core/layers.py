@@ -12,6 +12,7 @@ from aiim_project.compat.channels_redis import (
     group_send_many,
     is_confirmed,
     local_queues,
+    receive_many,
 )
 
 from .errors import dependency_error_types
@@ -51,6 +52,11 @@ class RecoveringPubSubChannelLayer(ResubscribingPubSubLayer):
 
     async def group_discard_many(self, groups: list[str], channel: str) -> None:
         await group_discard_many(self._get_layer(), groups, channel)
+
+    async def receive_many(self, channel: str, limit: int) -> list[dict]:
+        """The next message on `channel` and those already queued behind it (the hub's
+        receive loop: one layer call per burst, not per event)."""
+        return await receive_many(self._get_layer(), channel, limit)
 
     def group_confirmed(self, group: str) -> bool:
         """Redis has confirmed this process's subscription to `group` (docs/gateway.md,

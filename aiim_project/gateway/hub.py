@@ -24,6 +24,8 @@ from . import fanout_lag
 logger = logging.getLogger("aiim.gateway.hub")
 
 RETRY_PAUSE = 0.2
+# Events taken from the layer per loop turn: a burst costs one layer call, and a turn stays short.
+RECEIVE_BATCH = 100
 FRAMES_OUT_EVENT = WS_FRAMES_OUT.labels("event")
 ADD, DISCARD = "add", "discard"
 
@@ -185,9 +187,11 @@ class Hub:
             await getattr(self.layer, f"group_{kind}")(group, self.channel)
 
     async def _receive_loop(self) -> None:
+        # The pub/sub layer hands over a burst in one call; the in-memory layer one by one.
+        many = getattr(self.layer, "receive_many", None)
         while True:
             try:
-                message = await self.layer.receive(self.channel)
+                messages = await many(self.channel, RECEIVE_BATCH) if many else [await self.layer.receive(self.channel)]
             except asyncio.CancelledError:
                 raise
             except dependency_error_types() as exc:
@@ -196,10 +200,11 @@ class Hub:
                 await asyncio.sleep(RETRY_PAUSE)
                 self._resync()
                 continue
-            try:
-                self.dispatch(message)
-            except Exception:
-                logger.exception("hub dispatch failed")
+            for message in messages:
+                try:
+                    self.dispatch(message)
+                except Exception:
+                    logger.exception("hub dispatch failed")
 
     def dispatch(self, message: dict) -> None:
         """A message from the channel layer."""

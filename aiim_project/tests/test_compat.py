@@ -82,6 +82,10 @@ def test_channels_redis_pubsub_layer_has_the_receive_loop_we_replace():
     source = inspect.getsource(pubsub)
     for name in ("_receive_task", "_pubsub", "_shards", "self.channels", "def _get_layer"):
         assert name in source, name
+    # receive_many takes what receive would: the channel's queue, deserialized the same way.
+    receive = inspect.getsource(pubsub.RedisPubSubLoopLayer.receive)
+    for name in ("q = self.channels[channel]", "await q.get()", "self.channel_layer.deserialize(message)"):
+        assert name in receive, name
 
 
 def test_channels_redis_pubsub_layer_has_what_group_send_many_uses():

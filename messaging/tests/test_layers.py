@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from aiim_project.compat.channels_redis import queued
 from aiim_project.core.layers import RESYNC_TYPE, RecoveringPubSubChannelLayer
 from tests.support.redis_server import RedisServer
 
@@ -114,3 +115,23 @@ def test_group_send_many_publishes_in_order_and_retries_after_a_redis_restart(re
     assert first == [f"m{k}" for k in range(40)]
     assert RESYNC_TYPE in after
     assert later == ["later1", "later2"]
+
+
+def test_receive_many_hands_over_a_queued_burst_in_order_within_its_limit(redis_server):
+    async def scenario():
+        layer = RecoveringPubSubChannelLayer(hosts=[redis_server.url], prefix="t")
+        channel = await layer.new_channel()
+        await layer.group_add("g", channel)
+        await layer.group_send_many([("g", {"type": f"m{k}"}) for k in range(30)])
+        for _ in range(100):  # until the whole burst is in this process's queue
+            if queued(layer, channel) == 30:
+                break
+            await asyncio.sleep(0.01)
+        first = await layer.receive_many(channel, 12)
+        rest = await layer.receive_many(channel, 100)
+        await layer.flush()
+        return [m["type"] for m in first], [m["type"] for m in rest]
+
+    first, rest = asyncio.run(scenario())
+    assert first == [f"m{k}" for k in range(12)]
+    assert rest == [f"m{k}" for k in range(12, 30)]
