@@ -247,7 +247,10 @@ def write_chunks(*, owner: str, writes: list[ChunkWrite]) -> list[bool]:
 def _record_starts(started: list[Run]) -> None:
     """The replies started in this transaction, on their runs: one statement for all (50
     replies that start together were 50 UPDATEs in one group commit)."""
-    if started:
+    if len(started) == 1:  # the usual case: a plain UPDATE, ~1 ms less than bulk_update's CASE per field
+        run = started[0]
+        Run.objects.filter(pk=run.pk).update(reply_message_id=run.reply_message_id, first_token_at=run.first_token_at)
+    elif started:
         Run.objects.bulk_update(started, ["reply_message_id", "first_token_at"])
 
 

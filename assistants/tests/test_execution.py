@@ -7,6 +7,7 @@ import pytest
 
 from assistants import execution
 from assistants.models import Run, RunState
+from messaging.models import Message
 
 pytestmark = pytest.mark.django_db
 
@@ -88,3 +89,20 @@ def test_the_claim_costs_the_same_statements_for_one_run_or_many(make_assistant,
         queued("a" if k % 2 else "b", f"c{k + 1}")
     with django_assert_num_queries(len(one.captured_queries)):
         assert len(execution.claim_runs(owner="me", limit=10)) == 8
+
+
+@pytest.mark.parametrize("replies", [1, 3])
+def test_replies_started_in_one_write_are_recorded_on_their_runs(replies, make_assistant, make_conversation, send):
+    make_assistant("bot", reply_in="always", max_concurrent_runs=10)
+    for k in range(replies):
+        send(make_conversation(f"user{k}", ["bot"], type="direct"), sender=f"user{k}", content=f"hello {k}")
+    runs = execution.claim_runs(owner="me", limit=10)
+    assert len(runs) == replies
+
+    ok = execution.write_chunks(owner="me", writes=[execution.ChunkWrite(run_id=run.id, text=f"reply {run.id}") for run in runs])
+
+    assert ok == [True] * replies
+    for run in Run.objects.filter(pk__in=[r.id for r in runs]):
+        reply = Message.objects.get(pk=run.reply_message_id)
+        assert (reply.sender_id, reply.conversation_id, reply.content) == ("bot", run.conversation_id, f"reply {run.id}")
+        assert run.first_token_at is not None
