@@ -14,8 +14,9 @@ from tests.support.daphne import DaphneProcess, daphne_env
 from tests.support.ports import free_port
 
 # Shared fixtures for every test module: the browser (chromium, tab, dev_server, prod_server),
-# a DevTools tab (devtools_page_url), Node with the AI SDK (node), the fake model (fake).
-pytest_plugins = ["tests.support.browser", "tests.support.devtools", "tests.support.node", "tests.support.fake_model"]
+# a DevTools tab (devtools_page_url), Node with the AI SDK (node), the fake model (fake), a
+# redis-server of the test's own (redis_server).
+pytest_plugins = ["tests.support.browser", "tests.support.devtools", "tests.support.node", "tests.support.fake_model", "tests.support.redis_server"]
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

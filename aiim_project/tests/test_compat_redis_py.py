@@ -10,16 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from aiim_project.compat.redis_py import read_buffered
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    yield server
-    server.stop()
 
 
 async def _subscribed(url: str) -> tuple[aioredis.Redis, aioredis.client.PubSub]:

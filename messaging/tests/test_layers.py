@@ -9,16 +9,8 @@ import pytest
 
 from aiim_project.compat.channels_redis import queued
 from aiim_project.core.layers import RESYNC_TYPE, RecoveringPubSubChannelLayer
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    yield server
-    server.stop()
 
 
 class Listener:

@@ -10,16 +10,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from tests.support.redis_server import RedisServer
-
 from .support import TcpProxy
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

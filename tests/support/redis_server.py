@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from .ports import free_port
@@ -69,3 +70,11 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server of the test's own (a pytest plugin of the root conftest)."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
