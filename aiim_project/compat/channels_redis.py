@@ -80,13 +80,7 @@ async def _do_receiving(shard, on_resubscribed: Callable[[Any], None], lost_erro
                 _handle(shard, confirmations, message)
                 # The rest of a burst is already read: parsed without get_message's wrapper.
                 replies, error = await redis_py.read_buffered(shard._pubsub, DRAIN_LIMIT)
-                for reply in replies:
-                    if reply and reply[0] in (b"message", "message"):
-                        shard._receive_message({"channel": reply[1], "data": reply[2]})
-                    else:  # redis-py's books for (un)subscribe replies
-                        message = await shard._pubsub.handle_message(reply, ignore_subscribe_messages=False)
-                        if message is not None:
-                            _handle(shard, confirmations, message)
+                await _handle_replies(shard, confirmations, replies)
                 if error is not None:
                     raise error
             else:
@@ -111,6 +105,19 @@ def _handle(shard, confirmations: _Confirmations, message: dict) -> None:
         shard._receive_message(message)
     elif kind in ("subscribe", "unsubscribe"):
         confirmations.replied(kind, _name(message["channel"]))
+
+
+async def _handle_replies(shard, confirmations: _Confirmations, replies: list[Any]) -> None:
+    """Raw replies from `redis_py.read_buffered`, as `_handle` takes get_message's."""
+    for reply in replies:
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] in (b"message", "message"):
+            shard._receive_message({"channel": reply[1], "data": reply[2]})
+        elif isinstance(reply, Exception):  # an error reply: get_message would raise it
+            logger.warning("error reply on the pub/sub connection: %s", type(reply).__name__)
+        else:  # through redis-py, which keeps its books of (un)subscribe replies
+            message = await shard._pubsub.handle_message(reply, ignore_subscribe_messages=False)
+            if message is not None:
+                _handle(shard, confirmations, message)
 
 
 class ResubscribingPubSubLayer(RedisPubSubChannelLayer):

@@ -127,3 +127,22 @@ def test_receive_many_hands_over_a_queued_burst_in_order_within_its_limit(redis_
     first, rest = asyncio.run(scenario())
     assert first == [f"m{k}" for k in range(12)]
     assert rest == [f"m{k}" for k in range(12, 30)]
+
+
+def test_an_error_reply_on_the_subscriber_connection_loses_no_event(redis_server):
+    async def scenario():
+        layer = RecoveringPubSubChannelLayer(hosts=[redis_server.url], prefix="t")
+        channel = await layer.new_channel()
+        await layer.group_add("g", channel)
+        listener = Listener(layer, channel)
+        pubsub = layer._get_layer()._shards[0]._pubsub
+        await layer.group_send_many([("g", {"type": f"before{k}"}) for k in range(20)])
+        await pubsub.connection.send_command("NO-SUCH-COMMAND")  # Redis answers -ERR on this connection
+        await layer.group_send_many([("g", {"type": f"after{k}"}) for k in range(20)])
+        await asyncio.sleep(1)
+        listener.task.cancel()
+        await layer.flush()
+        return listener.take()
+
+    got = asyncio.run(scenario())
+    assert got == [f"before{k}" for k in range(20)] + [f"after{k}" for k in range(20)]
