@@ -1063,6 +1063,11 @@ SCENARIOS = {
     # the scaling shape (run.py --capped): 5 members are coprime with 2, 4 and 8 processes, so
     # the round-robin spreads each conversation, and the senders, over all of them
     "fanout-20x5": lambda b, a: fanout(b, 20, 5, duration=a.duration, window=4),
+    # the same shape with the load scaled with the processes (20 conversations per process):
+    # each process keeps the queue depth, and so the batch sizes, of one process on fanout-20x5
+    "fanout-40x5": lambda b, a: fanout(b, 40, 5, duration=a.duration, window=4),
+    "fanout-80x5": lambda b, a: fanout(b, 80, 5, duration=a.duration, window=4),
+    "fanout-160x5": lambda b, a: fanout(b, 160, 5, duration=a.duration, window=4),
     "sparse": lambda b, a: fanout(b, 10, 5, duration=min(a.duration, 10), window=1, interval=0.150),
     "stream": lambda b, a: stream(b, 1, chunks=500, subscribers=5, window=a.stream_window, duration=a.duration),
     "stream-20": lambda b, a: stream(b, 20, chunks=500, subscribers=5, window=a.stream_window, duration=a.duration),
