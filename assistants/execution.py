@@ -130,8 +130,7 @@ class _Limits:
         for tenant, assistant_id, conversation_id, state, created_at in rows:
             here = (tenant, assistant_id, conversation_id)
             if state == RunState.RUNNING:
-                self.running[here[:2]] = self.running.get(here[:2], 0) + 1
-                self.running_here.add(here)
+                self._running(here)
             else:
                 self.queued_here.setdefault(here, []).append(created_at)
 
@@ -144,7 +143,9 @@ class _Limits:
         return not any(created < run.created_at for created in self.queued_here.get(here, ()))
 
     def started(self, run: Run) -> None:
-        here = (run.tenant, run.assistant_id, run.conversation_id)
+        self._running((run.tenant, run.assistant_id, run.conversation_id))
+
+    def _running(self, here: tuple[str, str, str]) -> None:
         self.running[here[:2]] = self.running.get(here[:2], 0) + 1
         self.running_here.add(here)
 
