@@ -104,15 +104,50 @@ def claim_runs(*, owner: str, limit: int) -> list[Run]:
         if assistant is None:
             _end(run, RunState.FAILED, now, error=("assistant_missing", "The assistant was deleted."))
             continue
-        if not limits.may_start(run, assistant.max_concurrent_runs):
-            continue
-        limits.started(run)
-        run.state, run.lease_owner, run.lease_expires_at, run.started_at = RunState.RUNNING, owner, lease, now
-        run.claimed_assistant = assistant  # what prepare() calls the model with, read under the lock
-        claimed.append(run)
+        if limits.may_start(run, assistant.max_concurrent_runs):
+            _mark_started(run, assistant, limits, owner=owner, lease=lease, now=now)
+            claimed.append(run)
     if claimed:
         Run.objects.filter(pk__in=[run.pk for run in claimed]).update(state=RunState.RUNNING, lease_owner=owner, lease_expires_at=lease, started_at=now)
     return claimed
+
+
+def claim_new(*, runs: list[Run], owner: str, limit: int) -> list[Run]:
+    """In the send transaction that is about to insert `runs`: mark running, leased to
+    `owner`, those that may start at once, so the trigger hands them to this process's runner
+    and no claim transaction stands between the send and the model call.
+
+    The same limits and lock as `claim_runs`, but the assistants' rows are locked with SKIP
+    LOCKED: a row another transaction holds (a claim, another send's start) is not waited
+    for, its runs stay queued for the runner's claim. So a send never waits on an assistant,
+    and a burst of triggers still starts in the batched claim. The caller inserts the runs.
+    """
+    keys = sorted({(run.tenant, run.assistant_id) for run in runs})
+    assistants = {
+        (a.tenant, a.assistant_id): a
+        for a in Assistant.objects.select_for_update(skip_locked=True).filter(_of_assistants(keys)).order_by("tenant", "assistant_id")
+    }
+    if not assistants:
+        return []
+    locked = _of_assistants(sorted(assistants))
+    limits = _Limits(Run.objects.filter(locked, state__in=ACTIVE_STATES).values_list("tenant", "assistant_id", "conversation_id", "state", "created_at"))
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
+    started: list[Run] = []
+    for run in runs:
+        assistant = assistants.get((run.tenant, run.assistant_id))
+        if assistant is not None and len(started) < limit and limits.may_start(run, assistant.max_concurrent_runs):
+            _mark_started(run, assistant, limits, owner=owner, lease=lease, now=now)
+            started.append(run)
+        else:
+            limits.queued(run)  # a later trigger in this conversation waits behind it
+    return started
+
+
+def _mark_started(run: Run, assistant: Assistant, limits: _Limits, *, owner: str, lease, now) -> None:
+    limits.started(run)
+    run.state, run.lease_owner, run.lease_expires_at, run.started_at = RunState.RUNNING, owner, lease, now
+    run.claimed_assistant = assistant  # what prepare() calls the model with, read under the lock
 
 
 def _of_assistants(keys: list[tuple[str, str]]) -> Q:
@@ -145,6 +180,9 @@ class _Limits:
     def started(self, run: Run) -> None:
         self._running((run.tenant, run.assistant_id, run.conversation_id))
 
+    def queued(self, run: Run) -> None:
+        self.queued_here.setdefault((run.tenant, run.assistant_id, run.conversation_id), []).append(run.created_at)
+
     def _running(self, here: tuple[str, str, str]) -> None:
         self.running[here[:2]] = self.running.get(here[:2], 0) + 1
         self.running_here.add(here)
@@ -170,16 +208,21 @@ def prepare(*, run: Run, assistant: Assistant | None) -> Prepared:
     return Prepared(base_url=assistant.base_url, api_key=api_key, model=assistant.model, params=dict(assistant.params or {}), messages=messages)
 
 
-def claim_and_prepare(*, owner: str, limit: int) -> list[tuple[Run, Prepared | RunFailed]]:
-    """`claim_runs`, then each claimed run's `prepare`, in one worker call (one thread hop
-    less before the model is called: it is on the time to first token)."""
+def prepare_all(runs: list[Run]) -> list[tuple[Run, Prepared | RunFailed]]:
+    """Each claimed run's `prepare`, a RunFailed for one that cannot call its model."""
     out: list[tuple[Run, Prepared | RunFailed]] = []
-    for run in claim_runs(owner=owner, limit=limit):
+    for run in runs:
         try:
             out.append((run, prepare(run=run, assistant=run.claimed_assistant)))
         except RunFailed as exc:
             out.append((run, exc))
     return out
+
+
+def claim_and_prepare(*, owner: str, limit: int) -> list[tuple[Run, Prepared | RunFailed]]:
+    """`claim_runs`, then `prepare_all`, in one worker call (one thread hop less before the
+    model is called: it is on the time to first token)."""
+    return prepare_all(claim_runs(owner=owner, limit=limit))
 
 
 def _mine(run_id: str, owner: str) -> Run | None:

@@ -130,9 +130,23 @@ class Runner:
         self._woken = True  # something was queued or stopped here: skip the "anything queued?" read
         self._wakeup.set()
 
+    def free_slots(self) -> int:
+        """Read from the send path's worker threads too: two sends at once may both see the
+        last slot, so a process can run a few more than ASSISTANT_PROCESS_RUNS for a while."""
+        return settings.ASSISTANT_PROCESS_RUNS - len(self.tasks)
+
+    def adopt(self, items: list[tuple[Run, Prepared | RunFailed | None]]) -> None:
+        """Runs a send in this process started for this runner (`wake.hand_over`)."""
+        for run, prepared in items:
+            if run.id not in self.tasks:
+                self._start(run, prepared)
+
+    def _start(self, run: Run, prepared: Prepared | RunFailed | None) -> None:
+        self.tasks[run.id] = asyncio.get_running_loop().create_task(self._execute(run, prepared), name=f"assistant-run-{run.id}")
+
     async def run_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        wake.register(loop, self.wake)
+        wake.register(loop, self)
         try:
             while True:
                 try:
@@ -174,14 +188,15 @@ class Runner:
         woken, self._woken = self._woken, False
         if free > 0 and (woken or await in_worker(execution.queued_exists)()):
             for run, prepared in await in_worker(execution.claim_and_prepare)(owner=self.owner, limit=free):
-                task = asyncio.get_running_loop().create_task(self._execute(run, prepared), name=f"assistant-run-{run.id}")
-                self.tasks[run.id] = task
+                self._start(run, prepared)
 
     # -- one run ------------------------------------------------------------------------
 
-    async def _execute(self, run: Run, prepared: Prepared | RunFailed) -> None:
+    async def _execute(self, run: Run, prepared: Prepared | RunFailed | None) -> None:
         progress = Progress()
         try:
+            if prepared is None:  # handed over unprepared (`triggers._hand_over`)
+                prepared = (await in_worker(execution.prepare_all)([run]))[0][1]
             await self._run(run, prepared, progress)
         except asyncio.CancelledError:
             if run.id in self.lost:  # stopped: the stop ended the run; count what was generated

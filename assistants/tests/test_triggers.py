@@ -1,0 +1,146 @@
+"""A triggering send in a process whose runner has room starts its run in the send
+transaction and hands it to that runner after the commit (triggers, execution.claim_new);
+anything that does not fit stays queued for the runner's claim."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import psycopg
+import pytest
+from django.db import connection, transaction
+
+from aiim_project.core.db import in_worker
+from assistants import execution, wake
+from assistants.models import Assistant, Run, RunState
+from messaging import services
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class RecordingRunner:
+    """Stands in for this loop's runner (the wake.LocalRunner protocol): records what it is given."""
+
+    owner = "this-process"
+
+    def __init__(self) -> None:
+        self.free = 10
+        self.adopted: list[tuple[Run, object]] = []
+        self.woken = 0
+
+    def free_slots(self) -> int:
+        return self.free
+
+    def wake(self) -> None:
+        self.woken += 1
+
+    def adopt(self, items) -> None:
+        self.adopted.extend(items)
+
+
+@pytest.fixture
+async def local_runner():
+    loop = asyncio.get_running_loop()
+    runner = RecordingRunner()
+    wake.register(loop, runner)
+    yield runner
+    wake.unregister(loop)
+
+
+@pytest.fixture
+def conversation(make_assistant, make_conversation):
+    def make(creator="alice", others=("bot",), type="direct", **assistant):
+        if not Assistant.objects.filter(assistant_id="bot").exists():
+            make_assistant("bot", **assistant)
+        return make_conversation(creator, list(others), type=type)
+
+    return in_worker(make)
+
+
+async def send(conversation, text: str, sender: str = "alice"):
+    message, _ = await in_worker(services.message_send)(tenant="default", sender=sender, conversation_id=conversation.id, content=text)
+    await asyncio.sleep(0.05)  # the hand-over is a call_soon_threadsafe onto this loop
+    return message
+
+
+async def runs_of(conversation) -> list[Run]:
+    return await in_worker(lambda: list(Run.objects.filter(conversation_id=conversation.id).order_by("created_at", "id")))()
+
+
+async def test_the_send_starts_the_run_and_hands_it_over_prepared(conversation, local_runner):
+    conv = await conversation(system_prompt="Be brief.")
+
+    message = await send(conv, "hello bot")
+
+    [run] = await runs_of(conv)
+    assert (run.state, run.lease_owner, run.trigger_message_id) == (RunState.RUNNING, "this-process", message.id)
+    assert run.started_at is not None and run.lease_expires_at is not None
+    [(adopted, prepared)] = local_runner.adopted
+    assert adopted.id == run.id
+    assert isinstance(prepared, execution.Prepared)
+    assert prepared.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "name": "alice", "content": "hello bot"}]
+    assert local_runner.woken == 0  # nothing queued: no claim to make
+
+
+async def test_without_a_free_slot_the_run_is_queued_for_the_claim(conversation, local_runner):
+    conv = await conversation()
+    local_runner.free = 0
+
+    await send(conv, "hello bot")
+
+    [run] = await runs_of(conv)
+    assert (run.state, run.lease_owner) == (RunState.QUEUED, None)
+    assert local_runner.adopted == [] and local_runner.woken == 1
+
+
+async def test_the_assistants_limits_hold_at_the_send(conversation, local_runner):
+    first = await conversation(max_concurrent_runs=1)
+    second = await conversation(creator="bob")
+
+    await send(first, "one", sender="alice")
+    await send(first, "two", sender="alice")  # one active run per conversation
+    await send(second, "three", sender="bob")  # max_concurrent_runs = 1
+
+    assert [r.state for r in await runs_of(first)] == [RunState.RUNNING, RunState.QUEUED]
+    assert [r.state for r in await runs_of(second)] == [RunState.QUEUED]
+    assert len(local_runner.adopted) == 1 and local_runner.woken == 2
+
+
+async def test_a_send_that_rolls_back_hands_nothing_over(conversation, local_runner):
+    conv = await conversation()
+
+    def send_then_fail():
+        with transaction.atomic():
+            services.message_send(tenant="default", sender="alice", conversation_id=conv.id, content="hello")
+            raise RuntimeError("after the trigger")
+
+    with pytest.raises(RuntimeError):
+        await in_worker(send_then_fail)()
+    await asyncio.sleep(0.05)
+
+    assert await runs_of(conv) == [] and local_runner.adopted == [] and local_runner.woken == 0
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: SQLite serializes every writer instead")
+async def test_a_send_does_not_wait_for_an_assistant_row_another_transaction_holds(conversation, local_runner):
+    conv = await conversation()
+    held, release = threading.Event(), threading.Event()
+    settings = connection.settings_dict
+
+    def hold_the_assistant_row():
+        with psycopg.connect(host=settings["HOST"] or None, port=settings["PORT"] or None, user=settings["USER"], dbname=connection.settings_dict["NAME"]) as other:
+            other.execute(f"SELECT 1 FROM {Assistant._meta.db_table} WHERE assistant_id = 'bot' FOR UPDATE")
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_assistant_row)
+    holder.start()
+    try:
+        assert await asyncio.to_thread(held.wait, 5)
+        await asyncio.wait_for(send(conv, "hello bot"), 5)  # not held up by the lock
+        [run] = await runs_of(conv)
+        assert run.state == RunState.QUEUED and local_runner.adopted == [] and local_runner.woken == 1
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 10)
