@@ -135,13 +135,13 @@ class Runner:
         last slot, so a process can run a few more than ASSISTANT_PROCESS_RUNS for a while."""
         return settings.ASSISTANT_PROCESS_RUNS - len(self.tasks)
 
-    def adopt(self, items: list[tuple[Run, Prepared | RunFailed | None]]) -> None:
+    def adopt(self, items: list[tuple[Run, Prepared | RunFailed]]) -> None:
         """Runs a send in this process started for this runner (`wake.hand_over`)."""
         for run, prepared in items:
             if run.id not in self.tasks:
                 self._start(run, prepared)
 
-    def _start(self, run: Run, prepared: Prepared | RunFailed | None) -> None:
+    def _start(self, run: Run, prepared: Prepared | RunFailed) -> None:
         self.tasks[run.id] = asyncio.get_running_loop().create_task(self._execute(run, prepared), name=f"assistant-run-{run.id}")
 
     async def run_forever(self) -> None:
@@ -192,11 +192,9 @@ class Runner:
 
     # -- one run ------------------------------------------------------------------------
 
-    async def _execute(self, run: Run, prepared: Prepared | RunFailed | None) -> None:
+    async def _execute(self, run: Run, prepared: Prepared | RunFailed) -> None:
         progress = Progress()
         try:
-            if prepared is None:  # handed over unprepared (`triggers._hand_over`)
-                prepared = (await in_worker(execution.prepare_all)([run]))[0][1]
             await self._run(run, prepared, progress)
         except asyncio.CancelledError:
             if run.id in self.lost:  # stopped: the stop ended the run; count what was generated

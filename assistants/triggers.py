@@ -7,13 +7,13 @@ another process may miss a trigger for that long after the tenant's FIRST assist
 short TTL would put the check back on the send path about once a second per tenant.
 
 When this process runs a runner with free slots, the runs that may start at once start in
-the send transaction itself (`execution.claim_new`) and go straight to that runner after
-the commit: one transaction less before the model is called (docs/assistants.md).
+the send transaction itself (`execution.claim_new`), with their history, and go straight to
+that runner after the commit: one transaction less before the model is called
+(docs/assistants.md).
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Sequence
@@ -27,8 +27,6 @@ from messaging.models import Conversation, ConversationType, Member, Message
 from . import execution, wake
 from .models import Assistant, ReplyIn, Run
 from .rendering import state_event
-
-logger = logging.getLogger("aiim.assistants")
 
 TENANT_CACHE_SECONDS = 5.0
 _tenants: dict[str, tuple[bool, float]] = {}
@@ -115,17 +113,7 @@ def messages_stored(tenant: str, messages: Sequence[Message]) -> None:
         ]
     )
     if started:
-        transaction.on_commit(partial(_hand_over, local, started), robust=True)
+        # Read under the send's conversation lock: the history ends exactly at the trigger.
+        transaction.on_commit(partial(wake.hand_over, *local, execution.prepare_all(started)), robust=True)
     if len(started) < len(runs):
         transaction.on_commit(wake.wake, robust=True)
-
-
-def _hand_over(local: tuple, runs: list[Run]) -> None:
-    """After the send's commit, on its worker thread: the started runs' history, then to
-    the runner. A database error here leaves the preparing to the runner's task."""
-    try:
-        items = execution.prepare_all(runs)
-    except Exception as exc:
-        logger.warning("preparing %d started run(s) after the send failed (%s); the runner retries", len(runs), type(exc).__name__)
-        items = [(run, None) for run in runs]
-    wake.hand_over(*local, items)
