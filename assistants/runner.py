@@ -139,10 +139,11 @@ class Runner:
         """Runs a send in this process started for this runner (`wake.hand_over`)."""
         for run, prepared in items:
             if run.id not in self.tasks:
-                self._start(run, prepared)
+                self._start(run, prepared, after_send=True)
 
-    def _start(self, run: Run, prepared: Prepared | RunFailed) -> None:
-        self.tasks[run.id] = asyncio.get_running_loop().create_task(self._execute(run, prepared), name=f"assistant-run-{run.id}")
+    def _start(self, run: Run, prepared: Prepared | RunFailed, *, after_send: bool = False) -> None:
+        coro = self._execute(run, prepared, after_send=after_send)
+        self.tasks[run.id] = asyncio.get_running_loop().create_task(coro, name=f"assistant-run-{run.id}")
 
     async def run_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -192,9 +193,13 @@ class Runner:
 
     # -- one run ------------------------------------------------------------------------
 
-    async def _execute(self, run: Run, prepared: Prepared | RunFailed) -> None:
+    async def _execute(self, run: Run, prepared: Prepared | RunFailed, *, after_send: bool = False) -> None:
         progress = Progress()
         try:
+            if after_send:
+                # Handed over just before the send's reply: let the sender's ack and the
+                # message's events go out before the model request takes the loop (~2 ms).
+                await asyncio.sleep(0)
             await self._run(run, prepared, progress)
         except asyncio.CancelledError:
             if run.id in self.lost:  # stopped: the stop ended the run; count what was generated
