@@ -8,15 +8,13 @@ second end). The reply is one stream message written through `streaming.services
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import reduce
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from aiim_project.core import events
@@ -24,8 +22,8 @@ from aiim_project.core.errors import AiimError
 from messaging.models import StreamState
 from streaming.services import NextChunk, stream_abort, stream_append, streams_append_next
 
-from . import crypto, selectors
-from .models import ACTIVE_STATES, Assistant, Run, RunState
+from . import crypto, selectors, storage
+from .models import Assistant, Run, RunState
 from .rendering import state_event
 
 REAP_BATCH = 100
@@ -92,9 +90,8 @@ def claim_runs(*, owner: str, limit: int) -> list[Run]:
     if not candidates:
         return []
     keys = sorted({(run.tenant, run.assistant_id) for run in candidates})
-    mine = _of_assistants(keys)
-    assistants = {(a.tenant, a.assistant_id): a for a in Assistant.objects.select_for_update().filter(mine).order_by("tenant", "assistant_id")}
-    limits = _Limits(Run.objects.filter(mine, state__in=ACTIVE_STATES).values_list("tenant", "assistant_id", "conversation_id", "state", "created_at"))
+    assistants = storage.lock_assistants(keys)
+    limits = _Limits(storage.active_runs(keys))
     lease = now + timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
     claimed: list[Run] = []
     for run in candidates:
@@ -123,14 +120,10 @@ def claim_new(*, runs: list[Run], owner: str, limit: int) -> list[Run]:
     and a burst of triggers still starts in the batched claim. The caller inserts the runs.
     """
     keys = sorted({(run.tenant, run.assistant_id) for run in runs})
-    assistants = {
-        (a.tenant, a.assistant_id): a
-        for a in Assistant.objects.select_for_update(skip_locked=True).filter(_of_assistants(keys)).order_by("tenant", "assistant_id")
-    }
+    assistants = storage.lock_assistants(keys, skip_locked=True)
     if not assistants:
         return []
-    locked = _of_assistants(sorted(assistants))
-    limits = _Limits(Run.objects.filter(locked, state__in=ACTIVE_STATES).values_list("tenant", "assistant_id", "conversation_id", "state", "created_at"))
+    limits = _Limits(storage.active_runs(sorted(assistants)))
     now = timezone.now()
     lease = now + timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
     started: list[Run] = []
@@ -148,10 +141,6 @@ def _mark_started(run: Run, assistant: Assistant, limits: _Limits, *, owner: str
     limits.started(run)
     run.state, run.lease_owner, run.lease_expires_at, run.started_at = RunState.RUNNING, owner, lease, now
     run.claimed_assistant = assistant  # what prepare() calls the model with, read under the lock
-
-
-def _of_assistants(keys: list[tuple[str, str]]) -> Q:
-    return reduce(operator.or_, (Q(tenant=tenant, assistant_id=assistant_id) for tenant, assistant_id in keys))
 
 
 class _Limits:
@@ -226,7 +215,7 @@ def claim_and_prepare(*, owner: str, limit: int) -> list[tuple[Run, Prepared | R
 
 
 def _mine(run_id: str, owner: str) -> Run | None:
-    return Run.objects.select_for_update().filter(pk=run_id, state=RunState.RUNNING, lease_owner=owner).first()
+    return storage.lock_runs_of(owner, [run_id]).get(run_id)
 
 
 def _usage_fields(usage: Usage | None) -> dict[str, Any]:
@@ -273,8 +262,7 @@ def write_chunks(*, owner: str, writes: list[ChunkWrite]) -> list[bool]:
     """The flushes of many runs in one transaction (the runner's group commit), in order.
     False for a run that is no longer this runner's (stopped, interrupted). Any error rolls
     back all of them: the runner then writes them one by one (`write_chunk`)."""
-    ids = sorted({w.run_id for w in writes})
-    mine = {run.pk: run for run in Run.objects.select_for_update().filter(pk__in=ids, state=RunState.RUNNING, lease_owner=owner).order_by("pk")}
+    mine = storage.lock_runs_of(owner, sorted({w.run_id for w in writes}))
     done = _append_texts(mine, writes)
     out, started = [], []
     for k, write in enumerate(writes):

@@ -6,9 +6,9 @@ import re
 from typing import Any
 
 from aiim_project.core.errors import NotFound
-from messaging.models import Message, MessageType
 from messaging.selectors import conversation_for_member
 
+from . import storage
 from .models import ACTIVE_STATES, Assistant, Run
 
 MAX_RUNS_PAGE = 200
@@ -55,8 +55,7 @@ def run_progress(*, run_id: str) -> Run | None:
     return Run.objects.filter(pk=run_id).only("id", "reply_message_id", "state", "error_code", "error_detail").first()
 
 
-def _text_of(message: Message) -> str | None:
-    content = message.content
+def _text_of(content: Any) -> str | None:
     if isinstance(content, str):
         return content
     if isinstance(content, dict) and isinstance(content.get("text"), str):
@@ -69,24 +68,19 @@ def history(*, assistant: Assistant, conversation_id: str, max_chars: int) -> li
     `history_limit` text messages (and AI replies) oldest first, within `max_chars` (the
     oldest are dropped first). The assistant's own messages are role `assistant`, everyone
     else's `user` with `name` = the sender id."""
-    rows = (
-        Message.objects.filter(conversation_id=conversation_id, type__in=(MessageType.TEXT, MessageType.AI))
-        .order_by("-seq")
-        .only("seq", "sender_id", "content", "type")
-    )
     picked: list[dict[str, Any]] = []
     used = 0
-    for message in rows[: assistant.history_limit]:
-        text = _text_of(message)
+    for sender_id, content in storage.recent_messages(conversation_id, assistant.history_limit):
+        text = _text_of(content)
         if not text:
             continue
         if used + len(text) > max_chars:
             break
         used += len(text)
-        if message.sender_id == assistant.assistant_id:
+        if sender_id == assistant.assistant_id:
             picked.append({"role": "assistant", "content": text})
         else:
-            picked.append({"role": "user", "name": _name(message.sender_id), "content": text})
+            picked.append({"role": "user", "name": _name(sender_id), "content": text})
     picked.reverse()
     system = [{"role": "system", "content": assistant.system_prompt}] if assistant.system_prompt else []
     return system + picked

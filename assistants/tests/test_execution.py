@@ -21,7 +21,7 @@ def states() -> dict[str, tuple[str, str | None]]:
 
 
 def test_a_burst_is_claimed_within_every_limit_oldest_first(make_assistant):
-    make_assistant("a", max_concurrent_runs=2)
+    make_assistant("a", max_concurrent_runs=2, params={"temperature": 0.2})
     make_assistant("b", max_concurrent_runs=1)
     a_c1_first, a_c1_second = queued("a", "c1"), queued("a", "c1")
     a_c2, a_c3 = queued("a", "c2"), queued("a", "c3")
@@ -32,6 +32,7 @@ def test_a_burst_is_claimed_within_every_limit_oldest_first(make_assistant):
     # a: its limit of 2, the older run of c1 first; b: its limit of 1, also in c1.
     assert [run.id for run in claimed] == [a_c1_first.id, a_c2.id, b_c1.id]
     assert all(run.claimed_assistant.assistant_id == run.assistant_id for run in claimed)
+    assert claimed[0].claimed_assistant.params == {"temperature": 0.2}  # read as JSON, as the model gets it
     after = states()
     for run in claimed:
         assert after[run.id] == (RunState.RUNNING, "me")

@@ -69,7 +69,7 @@ async def runs_of(conversation) -> list[Run]:
 
 
 async def test_the_send_starts_the_run_and_hands_it_over_prepared(conversation, local_runner):
-    conv = await conversation(system_prompt="Be brief.")
+    conv = await conversation(system_prompt="Be brief.", params={"temperature": 0.2})
 
     message = await send(conv, "hello bot")
 
@@ -78,7 +78,7 @@ async def test_the_send_starts_the_run_and_hands_it_over_prepared(conversation, 
     assert run.started_at is not None and run.lease_expires_at is not None
     [(adopted, prepared)] = local_runner.adopted
     assert adopted.id == run.id
-    assert isinstance(prepared, execution.Prepared)
+    assert isinstance(prepared, execution.Prepared) and prepared.params == {"temperature": 0.2}
     assert prepared.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "name": "alice", "content": "hello bot"}]
     assert local_runner.woken == 0  # nothing queued: no claim to make
 

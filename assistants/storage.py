@@ -1,0 +1,117 @@
+"""The reads and locks on a reply's time to first token as fixed SQL on PostgreSQL: compiled
+by the ORM, each cost ~0.5 ms more CPU than its round trip, and a first token waits for
+five of them (docs/assistants.md, "Cost"). SQLite keeps the ORM's version of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from django.db import connection
+from django.db.models import Q
+
+from messaging.models import Message, MessageType
+
+from .models import ACTIVE_STATES, Assistant, Run, RunState
+
+Key = tuple[str, str]  # (tenant, assistant_id)
+
+_ASSISTANT_FIELDS = [f.attname for f in Assistant._meta.concrete_fields]
+_RUN_FIELDS = [f.attname for f in Run._meta.concrete_fields]
+_HISTORY_TYPES = (MessageType.TEXT, MessageType.AI)
+_PARAMS = Assistant._meta.get_field("params")
+_CONTENT = Message._meta.get_field("content")
+
+
+def _fast() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _of_assistants(keys: Sequence[Key]) -> Q:
+    q = Q(tenant=keys[0][0], assistant_id=keys[0][1])
+    for tenant, assistant_id in keys[1:]:
+        q |= Q(tenant=tenant, assistant_id=assistant_id)
+    return q
+
+
+def _pairs(n: int) -> str:
+    return ", ".join(["(%s, %s)"] * n)
+
+
+@cache
+def _lock_assistants_sql(n: int, skip_locked: bool) -> str:
+    columns = ", ".join(f.column for f in Assistant._meta.concrete_fields)
+    return (
+        f"SELECT {columns} FROM {Assistant._meta.db_table} WHERE (tenant, assistant_id) IN ({_pairs(n)})"
+        f" ORDER BY tenant, assistant_id FOR UPDATE{' SKIP LOCKED' if skip_locked else ''}"
+    )
+
+
+def lock_assistants(keys: Sequence[Key], *, skip_locked: bool = False) -> dict[Key, Assistant]:
+    """The assistants of `keys` (sorted), their rows locked in that order; with
+    `skip_locked`, those another transaction holds are left out."""
+    if not _fast():
+        query = Assistant.objects.select_for_update(skip_locked=skip_locked).filter(_of_assistants(keys))
+        return {(a.tenant, a.assistant_id): a for a in query.order_by("tenant", "assistant_id")}
+    with connection.cursor() as cursor:
+        cursor.execute(_lock_assistants_sql(len(keys), skip_locked), [part for key in keys for part in key])
+        rows = cursor.fetchall()
+    out = {}
+    for row in rows:
+        assistant = Assistant.from_db(connection.alias, _ASSISTANT_FIELDS, row)
+        assistant.params = _PARAMS.from_db_value(assistant.params, None, connection)
+        out[(assistant.tenant, assistant.assistant_id)] = assistant
+    return out
+
+
+@cache
+def _active_runs_sql(n: int) -> str:
+    return (
+        "SELECT tenant, assistant_id, conversation_id, state, created_at"
+        f" FROM {Run._meta.db_table} WHERE (tenant, assistant_id) IN ({_pairs(n)}) AND state IN (%s, %s)"
+    )
+
+
+def active_runs(keys: Sequence[Key]) -> list[tuple[str, str, str, str, Any]]:
+    """(tenant, assistant_id, conversation_id, state, created_at) of the queued and running
+    runs of these assistants."""
+    if not _fast():
+        fields = ("tenant", "assistant_id", "conversation_id", "state", "created_at")
+        return list(Run.objects.filter(_of_assistants(keys), state__in=ACTIVE_STATES).values_list(*fields))
+    with connection.cursor() as cursor:
+        cursor.execute(_active_runs_sql(len(keys)), [*(part for key in keys for part in key), *ACTIVE_STATES])
+        return cursor.fetchall()
+
+
+@cache
+def _lock_runs_sql(n: int) -> str:
+    columns = ", ".join(f.column for f in Run._meta.concrete_fields)
+    return (
+        f"SELECT {columns} FROM {Run._meta.db_table}"
+        f" WHERE id IN ({', '.join(['%s'] * n)}) AND state = %s AND lease_owner = %s ORDER BY id FOR UPDATE"
+    )
+
+
+def lock_runs_of(owner: str, run_ids: Sequence[str]) -> dict[str, Run]:
+    """The runs of `run_ids` (sorted) still running under `owner`'s lease, locked in order."""
+    if not _fast():
+        query = Run.objects.select_for_update().filter(pk__in=run_ids, state=RunState.RUNNING, lease_owner=owner)
+        return {run.pk: run for run in query.order_by("pk")}
+    with connection.cursor() as cursor:
+        cursor.execute(_lock_runs_sql(len(run_ids)), [*run_ids, RunState.RUNNING, owner])
+        return {row[0]: Run.from_db(connection.alias, _RUN_FIELDS, row) for row in cursor.fetchall()}
+
+
+_HISTORY_SQL = f"SELECT sender_id, content FROM {Message._meta.db_table} WHERE conversation_id = %s AND type IN (%s, %s) ORDER BY seq DESC LIMIT %s"
+
+
+def recent_messages(conversation_id: str, limit: int) -> list[tuple[str, Any]]:
+    """(sender_id, content) of the conversation's last `limit` text and AI messages, newest first."""
+    if not _fast():
+        rows = Message.objects.filter(conversation_id=conversation_id, type__in=_HISTORY_TYPES).order_by("-seq")
+        return list(rows.values_list("sender_id", "content")[:limit])
+    with connection.cursor() as cursor:
+        cursor.execute(_HISTORY_SQL, [conversation_id, *_HISTORY_TYPES, limit])
+        return [(sender, _CONTENT.from_db_value(content, None, connection)) for sender, content in cursor.fetchall()]
