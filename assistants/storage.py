@@ -19,7 +19,8 @@ from .models import ACTIVE_STATES, Assistant, Run, RunState
 Key = tuple[str, str]  # (tenant, assistant_id)
 
 _ASSISTANT_FIELDS = [f.attname for f in Assistant._meta.concrete_fields]
-_RUN_FIELDS = [f.attname for f in Run._meta.concrete_fields]
+# What a write reads of its run (the rest stays deferred): the lock of every group commit.
+_RUN_WRITE_FIELDS = ["id", "tenant", "assistant_id", "conversation_id", "reply_message_id", "state", "lease_owner"]
 _HISTORY_TYPES = (MessageType.TEXT, MessageType.AI)
 _PARAMS = Assistant._meta.get_field("params")
 _CONTENT = Message._meta.get_field("content")
@@ -87,7 +88,7 @@ def active_runs(keys: Sequence[Key]) -> list[tuple[str, str, str, str, Any]]:
 
 @cache
 def _lock_runs_sql(n: int) -> str:
-    columns = ", ".join(f.column for f in Run._meta.concrete_fields)
+    columns = ", ".join(Run._meta.get_field(name).column for name in _RUN_WRITE_FIELDS)
     return (
         f"SELECT {columns} FROM {Run._meta.db_table}"
         f" WHERE id IN ({', '.join(['%s'] * n)}) AND state = %s AND lease_owner = %s ORDER BY id FOR UPDATE"
@@ -95,13 +96,14 @@ def _lock_runs_sql(n: int) -> str:
 
 
 def lock_runs_of(owner: str, run_ids: Sequence[str]) -> dict[str, Run]:
-    """The runs of `run_ids` (sorted) still running under `owner`'s lease, locked in order."""
+    """The runs of `run_ids` (sorted) still running under `owner`'s lease, locked in order,
+    with the fields a write uses."""
     if not _fast():
         query = Run.objects.select_for_update().filter(pk__in=run_ids, state=RunState.RUNNING, lease_owner=owner)
-        return {run.pk: run for run in query.order_by("pk")}
+        return {run.pk: run for run in query.only(*_RUN_WRITE_FIELDS).order_by("pk")}
     with connection.cursor() as cursor:
         cursor.execute(_lock_runs_sql(len(run_ids)), [*run_ids, RunState.RUNNING, owner])
-        return {row[0]: Run.from_db(connection.alias, _RUN_FIELDS, row) for row in cursor.fetchall()}
+        return {row[0]: Run.from_db(connection.alias, _RUN_WRITE_FIELDS, row) for row in cursor.fetchall()}
 
 
 _HISTORY_SQL = f"SELECT sender_id, content FROM {Message._meta.db_table} WHERE conversation_id = %s AND type IN (%s, %s) ORDER BY seq DESC LIMIT %s"

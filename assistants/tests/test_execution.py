@@ -4,6 +4,8 @@ limits, in a fixed number of statements however many are claimed."""
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from assistants import execution
 from assistants.models import Run, RunState
@@ -107,3 +109,25 @@ def test_replies_started_in_one_write_are_recorded_on_their_runs(replies, make_a
         reply = Message.objects.get(pk=run.reply_message_id)
         assert (reply.sender_id, reply.conversation_id, reply.content) == ("bot", run.conversation_id, f"reply {run.id}")
         assert run.first_token_at is not None
+
+
+def test_a_batch_of_appends_reads_its_runs_once(make_assistant, make_conversation, send):
+    make_assistant("bot", reply_in="always", max_concurrent_runs=10)
+    for k in range(3):
+        send(make_conversation(f"user{k}", ["bot"], type="direct"), sender=f"user{k}", content=f"hello {k}")
+    runs = execution.claim_runs(owner="me", limit=10)
+    assert execution.write_chunks(owner="me", writes=[execution.ChunkWrite(run_id=run.id, text="a") for run in runs]) == [True] * 3
+
+    with CaptureQueriesContext(connection) as one:
+        assert execution.write_chunks(owner="me", writes=[execution.ChunkWrite(run_id=runs[0].id, text="b")]) == [True]
+    with CaptureQueriesContext(connection) as three:
+        assert execution.write_chunks(owner="me", writes=[execution.ChunkWrite(run_id=run.id, text="c") for run in runs]) == [True] * 3
+
+    def of_runs(queries) -> int:  # the lock; no field of a run read lazily, per run
+        return sum(1 for q in queries.captured_queries if "assistants_run" in q["sql"])
+
+    assert of_runs(one) == of_runs(three) == 1
+    if connection.vendor == "postgresql":  # one statement appends for every run (SQLite: one by one)
+        assert len(three.captured_queries) == len(one.captured_queries)
+    for run in Run.objects.filter(pk__in=[r.id for r in runs]):
+        assert Message.objects.get(pk=run.reply_message_id).content == ("abc" if run.id == runs[0].id else "ac")
