@@ -3,10 +3,13 @@ channel layer) by default, Postgres + Redis when DATABASE_URL and REDIS_URL are 
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connections
 from rest_framework.test import APIClient
 
 from aiim_project.core.auth import mint_token
@@ -28,6 +31,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "redis" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_async_orm_connection(django_db_setup):
+    """The async ORM calls of the async tests (`aget`, ...) run on asgiref's one shared
+    thread, whose connection nothing closes: close it before pytest-django drops the test
+    database, which PostgreSQL refuses while a session is open ("being accessed by other users")."""
+    yield
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 @pytest.fixture(autouse=True)
