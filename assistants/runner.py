@@ -346,8 +346,8 @@ class Runner:
                     continue
                 if time.monotonic() >= deadline:
                     raise ModelFailure("model_timeout", "The reply took longer than ASSISTANT_MAX_DURATION.", retryable=False) from None
-                what = "a next token" if any_token else "the first token"
-                raise ModelFailure("model_timeout", f"The model sent no {what} in time.", retryable=not progress.stored) from None
+                detail = "The model stopped sending tokens." if any_token else "The model sent no first token in time."
+                raise ModelFailure("model_timeout", detail, retryable=not progress.stored) from None
             # Everything that arrived meanwhile goes into this flush: when the database is
             # slower than the coalescing window, chunks grow instead of falling behind.
             while not queue.empty():

@@ -152,6 +152,8 @@ async def test_failures_end_the_run_failed(case, setup, fake, runner, settings, 
     seen = await events_until(alice, lambda d: d["event"] == "assistant.state" and d["state"] == "error", timeout=15)
     error = seen[-1]
     assert error["code"] == code and error["detail"]
+    if case.startswith("stall"):  # the detail says which wait ran out
+        assert ("first token" in error["detail"]) == (case == "stall_before_first_token"), error["detail"]
     run = (await wait_run(conv.id, lambda rs: rs[0].state == "failed"))[0]
     assert run.error_code == code and run.ended_at
     assert len(fake.requests) == requests  # retries (2) only before the first token
