@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.db import database_sync_to_async
-
 from aiim_project.core import events
 from aiim_project.core.checks import check_tenant
 from aiim_project.core.db import in_worker
@@ -106,7 +104,7 @@ async def typing(conn: Connection, frame: dict[str, Any]) -> None:
     # A live subscription was authorized, and membership changes end it; only a typing
     # frame for an unsubscribed conversation costs a membership query.
     if not conn.is_subscribed(conversation_id):
-        await database_sync_to_async(selectors.conversation_for_member)(
+        await in_worker(selectors.conversation_for_member)(
             tenant=conn.tenant, user_id=conn.user_id, conversation_id=conversation_id
         )
     # Ephemeral: nothing is stored, so there is no commit to wait for.

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.db import database_sync_to_async
-
 from aiim_project.core.checks import check_tenant
+from aiim_project.core.db import in_worker
 from aiim_project.core.frames import Connection, FrameSpec
 
 from . import services
@@ -15,7 +14,7 @@ from .models import CursorKind
 
 async def delivered(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
     check_tenant(conn.tenant, frame.get("tenant_id"))
-    update = await database_sync_to_async(services.cursor_advance)(
+    update = await in_worker(services.cursor_advance)(
         tenant=conn.tenant,
         user_id=conn.user_id,
         conversation_id=frame.get("conversation_id"),
@@ -29,7 +28,7 @@ async def delivered(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
 async def read(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
     check_tenant(conn.tenant, frame.get("tenant_id"))
     services.check_claimed_user(conn.user_id, frame.get("user_id"))
-    update = await database_sync_to_async(services.cursor_advance)(
+    update = await in_worker(services.cursor_advance)(
         tenant=conn.tenant,
         user_id=conn.user_id,
         conversation_id=frame.get("conversation_id"),

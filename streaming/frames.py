@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.db import database_sync_to_async
-
 from aiim_project.core.checks import check_tenant
 from aiim_project.core.db import in_worker
 from aiim_project.core.errors import Invalid
@@ -76,7 +74,7 @@ async def stream_chunk_run(conn: Connection, frames: list[dict[str, Any]]) -> li
 
 async def stream_abort(conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
     check_tenant(conn.tenant, frame.get("tenant_id"))
-    message = await database_sync_to_async(services.stream_abort)(
+    message = await in_worker(services.stream_abort)(
         tenant=conn.tenant,
         sender=conn.user_id,
         conversation_id=frame.get("conversation_id"),

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.db import database_sync_to_async
-
+from aiim_project.core.db import in_worker
 from messaging.models import StreamState
 
 from . import selectors
@@ -26,4 +25,4 @@ def load_chunks(message_id: str, from_index: int) -> dict[str, Any] | None:
 
 
 async def chunk_gap_loader(message_id: str, from_index: int) -> dict[str, Any] | None:
-    return await database_sync_to_async(load_chunks)(message_id, from_index)
+    return await in_worker(load_chunks)(message_id, from_index)

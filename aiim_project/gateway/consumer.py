@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -155,6 +156,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def _accept(self) -> None:
         await self.accept(self.scope.get("accept_subprotocol"))
         self._accepted = True
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        # Channels' handler ends with the same hop (aclose_old_connections), which a storm of
+        # disconnects queued one by one on that one thread; this consumer joins no layer
+        # groups of its own (`self.groups`) and reads the database only through `in_worker`.
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def disconnect(self, code: int) -> None:
         if self.principal is None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 import django.db
 import orjson
 import pytest
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ImproperlyConfigured
@@ -463,6 +465,45 @@ async def test_unlimited_frames_are_not_counted(ws, settings):
     comm = await ws("alice")
     for _ in range(5):
         assert (await request(comm, {"type": "ping"}))["type"] == "pong"
+
+
+# --- the one thread-sensitive thread ------------------------------------------------------
+
+
+async def test_no_frame_or_disconnect_waits_for_the_thread_sensitive_thread(ws, conv):
+    """asgiref runs every thread-sensitive call of a process on ONE thread (Channels'
+    `database_sync_to_async`, its `aclose_old_connections`): with that thread busy, a
+    connection still gets every answer and its disconnect still ends it."""
+    c = await conv(others=("bob",))
+    other = await conv(others=("bob",))
+    alice = await ws("alice")
+    await subscribed(alice, c.id)
+    first = await send_db(c.id)
+    assert data(await recv(alice))["event"] == "message.created"
+    release = threading.Event()
+    busy = asyncio.ensure_future(sync_to_async(release.wait)())  # occupies that thread
+    try:
+        assert (await request(alice, {"type": "send_msg", "conversation_id": c.id, "content": "x"}))["type"] == "ack"
+        await recv(alice)  # the message's own event
+        for frame, event in [
+            ({"type": "delivered", "conversation_id": c.id, "up_to_seq": first.seq}, "receipt.delivered"),
+            ({"type": "read", "conversation_id": c.id, "last_read_seq": first.seq}, "receipt.read"),
+            ({"type": "stream_chunk", "conversation_id": c.id, "client_msg_id": "s", "chunk": "a"}, "stream.sent"),
+            ({"type": "stream_abort", "conversation_id": c.id, "client_msg_id": "s"}, "stream.aborted"),
+        ]:
+            reply = await request(alice, frame)
+            while reply["type"] == "event":  # the frame's own events come after its ack
+                reply = await recv(alice)
+            assert (reply["type"], reply.get("event")) == ("ack", event), reply
+        # typing for a conversation not subscribed here checks membership in the database
+        bob = await ws("bob")
+        await subscribed(bob, other.id)
+        await alice.send_json_to({"type": "typing", "conversation_id": other.id, "state": "typing"})
+        assert data(await recv(bob))["event"] == "typing"
+        await alice.disconnect(timeout=TIMEOUT)  # raises TimeoutError if the consumer did not end
+    finally:
+        release.set()
+        await busy
 
 
 # --- tenant isolation: another tenant's conversation answers like a missing one --------
