@@ -878,7 +878,15 @@ async def reconnect_storm(b: Bench, *, n_conv: int, members: int, history: int, 
             "transactions": round((pg1[0] - pg0[0]) / max(1, sum(ok)), 2),
             "rows_returned": round((pg1[1] - pg0[1]) / max(1, sum(ok)), 1),
         }
+    # The other half of a deploy: every connection closes at once. Until the servers'
+    # connection gauge (public /metrics) reads zero, and their CPU meanwhile.
+    stats = ProcStats(b.pids)
+    stats.start()
     await asyncio.gather(*(c.close() for _, c, _ in plan), return_exceptions=True)
+    while now() - stats.t0 < 30 and _scrape_gauge(b.ports, "aiim_ws_connections") > 0:
+        await asyncio.sleep(0.02)
+    closing = stats.stop()
+    result["close_storm"] = {"wall_s": closing["wall_s"], "server_cpu_s": round(sum(s["cpu_s"] for s in closing["server"]), 2)}
     return result
 
 
@@ -1028,6 +1036,15 @@ async def soak(b: Bench, *, duration: float, step: float) -> dict:
         "streams": [{k: s.get(k) for k in ("acked_chunks", "chunks_per_s", "correctness")} for s in stream_r],
         "churn_connections": churned,
     }
+
+
+def _scrape_gauge(ports: list[int], name: str) -> float:
+    """A gauge summed over the servers' /metrics (public)."""
+    total = 0.0
+    for port in ports:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+    return total
 
 
 def _scrape_histogram(ports: list[int], name: str) -> dict[float, float]:
