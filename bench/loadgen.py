@@ -689,6 +689,46 @@ async def rest(b: Bench, n_clients: int, *, duration: float, history_s: float) -
     }
 
 
+async def receipts(b: Bench, n_clients: int, *, duration: float) -> dict:
+    """n_clients connections, each in its own conversation of 2 (subscribed): send a message,
+    then mark it read, one after the other; read receipts acknowledged per second and their
+    ack latency (a chat client sends one per message it shows)."""
+    rec = Recorder()
+    groups = await b.groups(n_clients, 2)
+    clients, _, _ = await b.connect_all(rec, [(conv, users[:1]) for conv, users in groups])
+    read_lat: list[float] = []
+    errors: Counter = Counter()
+
+    async def reader(client: Client, conv: str, until: float) -> None:
+        while now() < until:
+            sent = await client.request({"type": "send_msg", "conversation_id": conv, "content": {"text": "r", "ts": now()}})
+            if sent.get("type") != "ack":
+                errors[sent.get("code", "?")] += 1
+                continue
+            t0 = now()
+            reply = await client.request({"type": "read", "conversation_id": conv, "last_read_seq": sent["seq"]})
+            if reply.get("type") == "ack":
+                read_lat.append(now() - t0)
+            else:
+                errors[reply.get("code", "?")] += 1
+
+    stats = ProcStats(b.pids)
+    stats.start()
+    t0 = now()
+    await asyncio.gather(*(reader(members[0], conv, t0 + duration) for (conv, _), members in zip(groups, clients)))
+    elapsed = now() - t0
+    proc = stats.stop()
+    await close_all(clients)
+    return {
+        "clients": n_clients,
+        "reads": len(read_lat),
+        "reads_per_s": round(len(read_lat) / elapsed, 1),
+        "read_ack_ms": pct(read_lat),
+        "errors": dict(errors),
+        **proc,
+    }
+
+
 async def connect(b: Bench, n: int, *, members: int, hold: float, limit: int) -> dict:
     """n concurrent connections, each subscribed; RSS per idle connection; then one message
     per conversation must reach every connection."""
@@ -1090,6 +1130,7 @@ SCENARIOS = {
     "stream-20": lambda b, a: stream(b, 20, chunks=500, subscribers=5, window=a.stream_window, duration=a.duration),
     "rest-10": lambda b, a: rest(b, 10, duration=a.duration, history_s=min(a.duration, a.history)),
     "rest-20": lambda b, a: rest(b, 20, duration=a.duration, history_s=min(a.duration, a.history)),
+    "receipts-20": lambda b, a: receipts(b, 20, duration=a.duration),
     "connect-500": lambda b, a: connect(b, 500, members=10, hold=3.0, limit=a.connect_limit),
     "connect-1000": lambda b, a: connect(b, 1000, members=10, hold=3.0, limit=a.connect_limit),
     "soak": lambda b, a: soak(b, duration=a.duration, step=a.step),
