@@ -16,6 +16,7 @@ from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_access, check_i
 from aiim_project.core.errors import Forbidden, Invalid, NotFound
 from messaging.models import Conversation, Member, Message
 
+from . import storage
 from .models import CursorKind, CursorMove
 from .selectors import unread_after
 
@@ -48,8 +49,7 @@ def _check_position(seq: Any, message_id: Any, seq_field: str, id_field: str) ->
         raise Invalid(f"'{id_field}' must be a message id.", errors={id_field: ["Invalid message id."]})
 
 
-def _member(*, tenant: str, user_id: str, conversation_id: Any) -> Member:
-    check_id(conversation_id, "conversation_id", max_length=MAX_OBJECT_ID_LENGTH, detail="'conversation_id' must be a conversation id.", error="Invalid id.")
+def _member(*, tenant: str, user_id: str, conversation_id: str) -> Member:
     member = (
         Member.objects.select_related("conversation")
         .filter(tenant=tenant, conversation_id=conversation_id, user_id=user_id)
@@ -73,30 +73,28 @@ def _advance(member: Member, kind: str, seq: int, now: datetime) -> bool:
     return bool(moved)
 
 
-def _publish(tenant: str, member: Member, kind: str, seq: int, message_id: str | None) -> None:
-    conversation_id = member.conversation_id
+def _publish(tenant: str, conversation_id: str, user_id: str, kind: str, seq: int, message_id: str | None, unread_count: int | None) -> None:
     if kind == CursorKind.READ:
-        data: dict[str, Any] = {"user_id": member.user_id, "last_read_seq": seq}
+        data: dict[str, Any] = {"user_id": user_id, "last_read_seq": seq}
         if message_id is not None:
             data["last_read_message_id"] = message_id
         # A device without the messages (a conversation list) can show the new count as is.
         # Not private: every member can count it from last_read_seq and the history.
-        data["unread_count"] = unread_after(conversation_id=conversation_id, user_id=member.user_id, read_seq=seq)
+        data["unread_count"] = unread_count
         # The reader's own devices get it through their user group too, subscribed to the
         # conversation or not, so each of them can update its unread count at once.
-        groups = [events.conversation_group(tenant, conversation_id), events.user_group(tenant, member.user_id)]
+        groups = [events.conversation_group(tenant, conversation_id), events.user_group(tenant, user_id)]
     else:
         # `seq` is the original AIIM's name for the same cursor: its clients read it.
-        data = {"user_id": member.user_id, "up_to_seq": seq, "seq": seq}
+        data = {"user_id": user_id, "up_to_seq": seq, "seq": seq}
         if message_id is not None:
             data["message_id"] = message_id
         groups = [events.conversation_group(tenant, conversation_id)]
     # The `user_id` route field lets the gateway tell the reader's own connections without
     # decoding the frame.
-    events.publish_on_commit(groups, events.build(conversation_id, f"receipt.{kind}", data, user_id=member.user_id))
+    events.publish_on_commit(groups, events.build(conversation_id, f"receipt.{kind}", data, user_id=user_id))
 
 
-@transaction.atomic
 def cursor_advance(
     *,
     tenant: str,
@@ -109,8 +107,28 @@ def cursor_advance(
     id_field: str = "message_id",
 ) -> CursorUpdate:
     """Move the caller's delivered or read cursor up to `seq` or to `message_id`'s seq;
-    `receipt.<kind>` after commit only if it moved. `seq_field`/`id_field`: the wire names."""
+    `receipt.<kind>` after commit only if it moved. `seq_field`/`id_field`: the wire names.
+    On PostgreSQL one statement, atomic by itself (`storage.advance`); elsewhere one
+    transaction of the ORM's queries."""
     _check_position(seq, message_id, seq_field, id_field)
+    check_id(conversation_id, "conversation_id", max_length=MAX_OBJECT_ID_LENGTH, detail="'conversation_id' must be a conversation id.", error="Invalid id.")
+    if storage.fast():
+        done = storage.advance(
+            tenant=tenant, user_id=user_id, conversation_id=conversation_id, seq=seq, message_id=message_id,
+            read=kind == CursorKind.READ, now=timezone.now(),
+        )
+        if done is not None:  # else not a member here: the ORM's version tells which error
+            if done.target_seq is None:
+                raise NotFound("Message not found.")
+            advanced = done.read_moved if kind == CursorKind.READ else done.delivered_moved
+            if advanced:
+                _publish(tenant, conversation_id, user_id, kind, done.target_seq, message_id, done.unread_count)
+            return CursorUpdate(conversation_id=conversation_id, target_seq=done.target_seq, advanced=advanced)
+    return _advance_with_orm(tenant=tenant, user_id=user_id, conversation_id=conversation_id, kind=kind, seq=seq, message_id=message_id)
+
+
+@transaction.atomic
+def _advance_with_orm(*, tenant: str, user_id: str, conversation_id: str, kind: str, seq: int | None, message_id: str | None) -> CursorUpdate:
     member = _member(tenant=tenant, user_id=user_id, conversation_id=conversation_id)
     if message_id is not None:
         seq = Message.objects.filter(conversation_id=member.conversation_id, id=message_id).values_list("seq", flat=True).first()
@@ -124,5 +142,6 @@ def cursor_advance(
         _advance(member, CursorKind.DELIVERED, target, now)
     advanced = _advance(member, kind, target, now)
     if advanced:
-        _publish(tenant, member, kind, target, message_id)
+        unread = unread_after(conversation_id=conversation_id, user_id=user_id, read_seq=target) if kind == CursorKind.READ else None
+        _publish(tenant, conversation_id, user_id, kind, target, message_id, unread)
     return CursorUpdate(conversation_id=member.conversation_id, target_seq=target, advanced=advanced)

@@ -153,10 +153,11 @@ async def test_read_event_reaches_conversation_and_readers_devices_once_per_upda
     conv = await database_sync_to_async(make_conversation)()
     for _ in range(3):
         await database_sync_to_async(send)(conv)
+    await database_sync_to_async(send)(conv, "bob")  # seq 4: the reader's own, never unread
     room = await LayerListener.join(events.conversation_group("default", conv.id))
     mine = await LayerListener.join(events.user_group("default", "bob"))
 
-    await database_sync_to_async(advance)(conv, "bob", CursorKind.READ, seq=3)
+    await database_sync_to_async(advance)(conv, "bob", CursorKind.READ, seq=2)
 
     for listener in (room, mine):
         event = await _next_event(listener)
@@ -165,13 +166,13 @@ async def test_read_event_reaches_conversation_and_readers_devices_once_per_upda
             "event": "receipt.read",
             "conversation_id": conv.id,
             "user_id": "bob",
-            "last_read_seq": 3,
-            "unread_count": 0,
+            "last_read_seq": 2,
+            "unread_count": 1,  # alice's seq 3
         }
         await _nothing_more(listener)
 
     # A no-op (the cursor is already there) publishes nothing.
-    await database_sync_to_async(advance)(conv, "bob", CursorKind.READ, seq=2)
+    await database_sync_to_async(advance)(conv, "bob", CursorKind.READ, seq=1)
     await _nothing_more(room)
 
 
