@@ -28,9 +28,7 @@ def test_rest_api_fuzzed_from_its_openapi_schema(daphne, make_conversation, send
     seen: set[str] = set()
     failures: list = []
 
-    @hsettings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(case=st.one_of(*(op.as_strategy() for op in operations)), use_real=st.booleans())
-    def run(case, use_real):
+    def check(case, use_real):
         # A real conversation's event stream (SSE) never ends: it is fuzzed with made-up ids.
         if use_real and not case.operation.path.endswith("/events"):
             for name, value in real.items():
@@ -52,6 +50,16 @@ def test_rest_api_fuzzed_from_its_openapi_schema(daphne, make_conversation, send
             if not (isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("detail"), str)):
                 failures.append((case.operation.label, case.media_type, dict(response.request.headers), response.request.body, status, response.text[:300]))
 
-    run()
+    def fuzz(strategy, examples: int) -> None:
+        given(case=strategy, use_real=st.booleans())(
+            hsettings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)(check)
+        )()
+
+    fuzz(st.one_of(*(op.as_strategy() for op in operations)), 400)
+    # one_of can leave an operation out of its examples (seen once in a few hundred runs):
+    # each one it missed gets a few of its own, so every operation is fuzzed in every run.
+    for op in operations:
+        if op.label not in seen:
+            fuzz(op.as_strategy(), 10)
     assert not failures, failures[:3]
     assert len(seen) == len(operations), set(op.label for op in operations) - seen
