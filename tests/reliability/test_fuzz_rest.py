@@ -51,9 +51,12 @@ def test_rest_api_fuzzed_from_its_openapi_schema(daphne, make_conversation, send
                 failures.append((case.operation.label, case.media_type, dict(response.request.headers), response.request.body, status, response.text[:300]))
 
     def fuzz(strategy, examples: int) -> None:
-        given(case=strategy, use_real=st.booleans())(
-            hsettings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)(check)
-        )()
+        @hsettings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=strategy, use_real=st.booleans())
+        def run(case, use_real):
+            check(case, use_real)
+
+        run()
 
     fuzz(st.one_of(*(op.as_strategy() for op in operations)), 400)
     # one_of can leave an operation out of its examples (seen once in a few hundred runs):
