@@ -29,7 +29,12 @@ async def call(app, method: str, path: str, token: str | None = None, body: dict
     if token:
         headers.append((b"authorization", f"Bearer {token}".encode()))
     comm = HttpCommunicator(app, method, path, body=raw, headers=headers)
-    return await comm.get_response(timeout=10)
+    response = await comm.get_response(timeout=10)
+    # Until the handler has finished: Django's sends request_finished (which hands the
+    # request thread's connection back) after the body; a test that ended first left that
+    # connection open, and pytest-django could not drop the test database.
+    await comm.wait(timeout=10)
+    return response
 
 
 @pytest.fixture
