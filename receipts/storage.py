@@ -1,7 +1,8 @@
 """A cursor advance as one fixed statement on PostgreSQL: the ORM's version is a transaction
 of up to seven queries (the member, the message's seq, two UPDATEs, two move rows, the unread
-count), ~3 ms of a process's CPU per read receipt, and a chat client sends one for every
-message it shows. SQLite keeps the ORM's version (`services`).
+count), about 2.5 ms more of a process's CPU per read receipt than this one (bench/RESULTS.md,
+"Receipts and the thread-sensitive thread"), and a chat client sends one for every message
+it shows. SQLite keeps the ORM's version (`services`).
 """
 
 from __future__ import annotations
