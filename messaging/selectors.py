@@ -13,6 +13,7 @@ from functools import lru_cache
 from django.db import connection
 from django.db.models import Count, Exists, Model, OuterRef, Prefetch, Q, QuerySet, Subquery
 
+from aiim_project.compat.django import instances_from_rows
 from aiim_project.core.checks import check_access, not_a_member
 from aiim_project.core.errors import AiimError, Invalid, NotFound
 
@@ -220,17 +221,18 @@ def _fetch(model: type[Model], sql: str, params: list) -> list:
         cursor.execute(sql, params)
         raw = cursor.fetchall()
     converters = _converters(model)
-    out = []
-    for row in raw:
-        if converters:
+    if converters:
+        rows = []
+        for row in raw:
             row = list(row)
             for i, funcs, col in converters:
                 value = row[i]
                 for func in funcs:
                     value = func(value, col, connection)
                 row[i] = value
-        out.append(model.from_db(connection.alias, None, row))
-    return out
+            rows.append(row)
+        raw = rows
+    return instances_from_rows(model, raw, connection.alias)
 
 
 def messages_after(*, conversation_id: str, after_seq: int, limit: int, up_to_seq: int | None = None) -> list[Message]:

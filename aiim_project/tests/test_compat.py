@@ -153,6 +153,54 @@ def test_django_handler_has_what_the_one_hop_handler_overrides_and_calls():
         assert name in source, name
 
 
+def test_django_model_init_is_what_instances_from_rows_skips():
+    """`instances_from_rows` sets what `Model.__init__` and `from_db` set for positional
+    values of every concrete field: the attnames, a ModelState, adding and db."""
+    from django.db.models import Model
+
+    init, from_db = inspect.getsource(Model.__init__), inspect.getsource(Model.from_db)
+    assert "self._state = ModelState()" in init
+    assert "_setattr(self, field.attname, val)" in init
+    assert "new._state.adding = False" in from_db and "new._state.db = db" in from_db
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model_name", ["Message", "Member"])
+def test_instances_from_rows_equal_the_orm_s(model_name, make_conversation, send):
+    from django.db import connection
+    from django.db.models.signals import post_init
+
+    from aiim_project.compat.django import instances_from_rows
+    from messaging import models
+
+    model = getattr(models, model_name)
+    conversation = make_conversation()
+    send(conversation, content={"text": "hi", "n": 1}, metadata={"k": [1, 2]})
+    orm = list(model.objects.filter(conversation_id=conversation.id).order_by("pk"))
+    rows = [[getattr(o, f.attname) for f in model._meta.concrete_fields] for o in orm]
+    fast = instances_from_rows(model, rows, connection.alias)
+    assert [o.__dict__.keys() - {"_state"} for o in fast] == [o.__dict__.keys() - {"_state"} for o in orm]
+    for a, b in zip(fast, orm, strict=True):
+        assert type(a) is model and a == b
+        assert [getattr(a, f.attname) for f in model._meta.concrete_fields] == [getattr(b, f.attname) for f in model._meta.concrete_fields]
+        assert (a._state.adding, a._state.db) == (False, connection.alias)
+    # Saved as an update of its row, not an insert.
+    fast[0].save()
+    assert model.objects.filter(conversation_id=conversation.id).count() == len(orm)
+    # A receiver of post_init for the model gets its call: the ORM's own path then.
+    calls = []
+
+    def receiver(sender, instance, **kw):
+        calls.append(instance)
+
+    post_init.connect(receiver, sender=model)
+    try:
+        again = instances_from_rows(model, rows, connection.alias)
+    finally:
+        post_init.disconnect(receiver, sender=model)
+    assert calls == again
+
+
 @pytest.mark.django_db
 def test_psycopg_pool_keeps_its_check_where_the_backend_sets_it():
     from psycopg_pool import ConnectionPool
