@@ -923,7 +923,7 @@ async def reconnect_storm(b: Bench, *, n_conv: int, members: int, history: int, 
     stats = ProcStats(b.pids)
     stats.start()
     await asyncio.gather(*(c.close() for _, c, _ in plan), return_exceptions=True)
-    while now() - stats.t0 < 30 and _scrape_gauge(b.ports, "aiim_ws_connections") > 0:
+    while now() - stats.t0 < 30 and _scrape_gauge(b.args.metrics_ports or b.ports, "aiim_ws_connections") > 0:
         await asyncio.sleep(0.02)
     closing = stats.stop()
     result["close_storm"] = {"wall_s": closing["wall_s"], "server_cpu_s": round(sum(s["cpu_s"] for s in closing["server"]), 2)}
@@ -1078,27 +1078,28 @@ async def soak(b: Bench, *, duration: float, step: float) -> dict:
     }
 
 
-def _scrape_gauge(ports: list[int], name: str) -> float:
-    """A gauge summed over the servers' /metrics (public)."""
-    total = 0.0
-    for port in ports:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
-    return total
-
-
-def _scrape_histogram(ports: list[int], name: str) -> dict[float, float]:
-    """Cumulative bucket counts of a histogram, summed over the servers' /metrics (public)."""
-    buckets: dict[float, float] = defaultdict(float)
+def _metrics_lines(ports: list[int]):
+    """The lines of every server's /metrics (public); a server that does not answer has none."""
     for port in ports:
         try:
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         except OSError:
             continue
-        for line in text.splitlines():
-            if line.startswith(name + "_bucket{"):
-                le = line.split('le="', 1)[1].split('"', 1)[0]
-                buckets[float(le)] += float(line.rsplit(" ", 1)[1])
+        yield from text.splitlines()
+
+
+def _scrape_gauge(ports: list[int], name: str) -> float:
+    """A gauge summed over the servers."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in _metrics_lines(ports) if line.startswith((name + " ", name + "{")))
+
+
+def _scrape_histogram(ports: list[int], name: str) -> dict[float, float]:
+    """Cumulative bucket counts of a histogram, summed over the servers."""
+    buckets: dict[float, float] = defaultdict(float)
+    for line in _metrics_lines(ports):
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(le)] += float(line.rsplit(" ", 1)[1])
     return dict(buckets)
 
 
