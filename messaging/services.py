@@ -293,45 +293,67 @@ def _insert_many_sql(rows: int) -> str:
     return f"{head} VALUES {', '.join([one] * rows)}{tail[len(one):]}"
 
 
+@dataclass(frozen=True)
+class DependentRow:
+    """A row of another table that refers to a new message, stored with it: in the same
+    statement on PostgreSQL (a stream's first chunk: one round trip fewer per stream start)."""
+
+    table: str
+    columns: tuple[str, ...]
+    values: tuple
+
+
+def _dependent_sql(row: DependentRow) -> str:
+    return f"INSERT INTO {row.table} ({', '.join(row.columns)}) SELECT {', '.join(['%s'] * len(row.columns))}"
+
+
 @lru_cache(maxsize=64)
-def _store_sql(rows: int) -> str:
+def _store_sql(rows: int, dependent: str | None = None) -> str:
     """PostgreSQL: the INSERT and the `last_seq` UPDATE in one statement (one round trip
-    fewer on every send). The UPDATE runs only if every row was inserted."""
+    fewer on every send). The UPDATE, and the `dependent` INSERT, run only if every row was
+    inserted."""
+    also = f" d AS ({dependent} FROM m)," if dependent else ""
     return (
-        f"WITH m AS ({_insert_many_sql(rows)}),"
+        f"WITH m AS ({_insert_many_sql(rows)}),{also}"
         f" u AS ({_UPDATE_LAST_SEQ} AND (SELECT count(*) FROM m) = %s RETURNING 1)"
         " SELECT (SELECT count(*) FROM m)"
     )
 
 
-def _store_messages(conversation_id: str, messages: list[Message]) -> bool:
-    """Insert the messages and move `last_seq` to the last one's seq; False, with nothing
-    stored, if any of their seqs exists already (the counter is behind the database)."""
+def _store_messages(conversation_id: str, messages: list[Message], dependent: DependentRow | None = None) -> bool:
+    """Insert the messages (and the row `dependent` on the one message) and move `last_seq`
+    to the last one's seq; False, with nothing stored, if any of their seqs exists already
+    (the counter is behind the database)."""
     _, fields = _insert_sql()
     params = [f.get_db_prep_save(f.pre_save(m, True), connection) for m in messages for f in fields]
     last = messages[-1]
     activity = connection.ops.adapt_datetimefield_value(activity_time(last.created_at))
     update = [last.seq, activity, activity, conversation_id]
+    extra = list(dependent.values) if dependent else []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(_store_sql(len(messages)), [*params, *update, len(messages)])
+            sql = _store_sql(len(messages), _dependent_sql(dependent) if dependent else None)
+            cursor.execute(sql, [*params, *extra, *update, len(messages)])
             return cursor.fetchone()[0] == len(messages)
         cursor.execute(_insert_many_sql(len(messages)), params)
         if len(cursor.fetchall()) != len(messages):
             return False
         cursor.execute(_UPDATE_LAST_SEQ, update)
+        if dependent:
+            cursor.execute(_dependent_sql(dependent), extra)
         return True
 
 
-def insert_with_seq(conversation: Conversation, **fields: Any) -> Message:
-    """Allocate the next seq and insert. Runs under the conversation's row lock."""
+def insert_with_seq(conversation: Conversation, *, dependent: DependentRow | None = None, **fields: Any) -> Message:
+    """Allocate the next seq and insert (with the row `dependent` on it). Runs under the
+    conversation's row lock."""
     allocator = get_allocator()
     floor = conversation.last_seq
     for _ in range(3):
         with SEQ_ALLOC_SECONDS.labels(backend=allocator.name).time():
             seq = allocator.allocate(conversation_id=conversation.id, floor=floor)
         message = Message(conversation_id=conversation.id, seq=seq, **fields)
-        if _store_messages(conversation.id, [message]):
+        if _store_messages(conversation.id, [message], dependent):
             conversation.last_seq = seq
             return message
         # Last line of defence: the counter handed out a seq that exists. Raise it to the

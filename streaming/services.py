@@ -4,6 +4,7 @@ A stream is one `messaging.Message`; storage, events and races: docs/streaming.m
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,7 +19,7 @@ from aiim_project.core import events
 from aiim_project.core.checks import MAX_OBJECT_ID_LENGTH, check_id, not_a_member
 from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from aiim_project.core.metrics import STREAM_CHUNKS
-from messaging.models import Conversation, Message, MessageType, StreamState
+from messaging.models import Conversation, Message, MessageType, StreamState, new_id
 from messaging.rendering import StatusView, message_dict
 from messaging.selectors import members_of
 from messaging.services import check_content_size, encoded_size, insert_with_seq, lock_for_stream_start, publish_message_created
@@ -107,12 +108,16 @@ def _apply(message: Message, *, index: int, chunk: str, stream_end: bool, now: d
     if not storage.append_chunk(message_id=message.pk, index=index, chunk=chunk, text=text, state=state, now=now):
         return False
     message.content, message.stream_chunk_count, message.stream_updated_at, message.stream_state = text, index + 1, now, state
+    _notify_chunk(message, index=index, chunk=chunk, stream_end=stream_end)
+    return True
+
+
+def _notify_chunk(message: Message, *, index: int, chunk: str, stream_end: bool) -> None:
     groups = [events.conversation_group(message.tenant, message.conversation_id)]
     coalesce.publish_chunk_on_commit(groups, message, index=index, chunk=chunk, stream_end=stream_end)
     if stream_end:
         _publish_updated(message, StatusView(members_of(message.conversation_id)))
     transaction.on_commit(STREAM_CHUNKS.inc)
-    return True
 
 
 def _start(
@@ -136,19 +141,27 @@ def _start(
         return None
     if chunk_index not in (None, 0):
         raise Conflict("A stream starts at chunk_index 0.", expected_chunk_index=0)
+    # Stored with its first chunk (the chunk row in the same statement on PostgreSQL);
+    # announced as created empty, then the chunk, as every stream is.
+    message_id = new_id()
     message = insert_with_seq(
         conversation,
+        dependent=storage.chunk_row(message_id=message_id, index=0, chunk=chunk),
+        id=message_id,
         tenant=tenant,
         sender_id=sender,
         type=STREAM_MESSAGE_TYPE,
-        content="",
+        content=chunk,
         client_msg_id=client_msg_id,
         metadata=metadata or {},
-        stream_state=StreamState.STREAMING,
+        stream_state=StreamState.COMPLETED if stream_end else StreamState.STREAMING,
+        stream_chunk_count=1,
         stream_updated_at=now,
     )
-    publish_message_created(tenant, message)  # built now: content "" and chunk_count 0
-    _apply(message, index=0, chunk=chunk, stream_end=stream_end, now=now)
+    created = copy.copy(message)
+    created.content, created.stream_chunk_count, created.stream_state = "", 0, StreamState.STREAMING
+    publish_message_created(tenant, created)  # built now
+    _notify_chunk(message, index=0, chunk=chunk, stream_end=stream_end)
     return ChunkResult(message=message, started=True, chunk_index=0, applied=True, stream_end=stream_end)
 
 

@@ -10,6 +10,7 @@ from functools import cache
 from django.db import connection
 
 from messaging.models import Member, Message, StreamState
+from messaging.services import DependentRow
 
 from .models import StreamChunk
 
@@ -161,6 +162,13 @@ def append_next_many(*, appends: list[tuple[str, str, str, str, int]], max_bytes
     with connection.cursor() as cursor:
         cursor.execute(_append_next_many_sql(len(appends)), _next_params(values, now, max_bytes))
         return _next_rows(cursor.fetchall())
+
+
+def chunk_row(*, message_id: str, index: int, chunk: str) -> DependentRow:
+    """Chunk `index` as a row stored with its new message (`insert_with_seq`)."""
+    return DependentRow(
+        table=_q(StreamChunk._meta.db_table), columns=(_q("message_id"), _q("index"), _q("text")), values=(message_id, index, chunk)
+    )
 
 
 def append_chunk(*, message_id: str, index: int, chunk: str, text: str, state: str, now: datetime) -> bool:

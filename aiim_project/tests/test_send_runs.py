@@ -165,11 +165,11 @@ async def test_a_run_that_fails_is_sent_again_one_at_a_time_without_a_gap_in_seq
     assert (await ask(alice, send_frame(conv.id, "before")))["seq"] == 1
     store, failed = services._store_messages, []
 
-    def fail_the_run(conversation_id, messages):
+    def fail_the_run(conversation_id, messages, *rest):
         if len(messages) > 1 and not failed:
             failed.append(len(messages))
             raise OperationalError("the database went away")
-        return store(conversation_id, messages)
+        return store(conversation_id, messages, *rest)
 
     monkeypatch.setattr(services, "_store_messages", fail_the_run)
     replies = await pipeline(alice, [send_frame(conv.id, f"m{i}", req_id=f"r{i}") for i in range(4)])

@@ -101,8 +101,8 @@ def test_a_run_is_one_transaction_all_or_nothing(make_conversation, send, monkey
     send(conv, "alice", "one")
     store = services._store_messages
 
-    def store_then_fail(conversation_id, messages):
-        assert store(conversation_id, messages)
+    def store_then_fail(conversation_id, messages, *rest):
+        assert store(conversation_id, messages, *rest)
         with connection.cursor() as cursor:
             cursor.execute("UPDATE no_such_table SET a = 1")
 

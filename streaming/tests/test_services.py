@@ -21,9 +21,10 @@ pytestmark = pytest.mark.django_db
 
 # On PostgreSQL the UPDATE and the chunk rows' INSERT are one statement.
 WRITE_FOLDED = 1 if connection.vendor == "postgresql" else 0
-# A start: the locking statement, the INSERT with its seq and the first chunk (two statements
-# each on SQLite), inside a SAVEPOINT/RELEASE pair in the test's transaction.
-START_QUERIES = 5 if connection.vendor == "postgresql" else 7
+# A start: the locking statement, then the message stored with its first chunk and its seq
+# (one statement on PostgreSQL; the INSERT, the `last_seq` UPDATE and the chunk's INSERT on
+# SQLite), inside a SAVEPOINT/RELEASE pair in the test's transaction.
+START_QUERIES = 4 if connection.vendor == "postgresql" else 6
 
 
 def append(conv, chunk, sender="alice", cmid="s1", tenant="default", **kw):
@@ -364,6 +365,26 @@ async def test_events_created_before_the_first_chunk_then_every_chunk_then_updat
     assert (final["seq"], final["message_id"], final["stream_state"]) == (created["seq"], created["message_id"], "completed")
     assert final["data"]["message"]["content"] == "Hello!"
     assert final["data"]["message"]["stream"] == {"stream_id": "s1", "state": "completed", "chunk_count": 3}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_that_starts_and_ends_in_one_chunk_is_announced_as_any_other(make_conversation, listen):
+    # The message is stored with its first chunk in one statement; the events still tell
+    # the story in order: created empty, the chunk, then the final message.
+    conv = await database_sync_to_async(make_conversation)()
+    listener = await listen(conv.id)
+    ids = {"tenant": "default", "sender": "alice", "conversation_id": conv.id, "client_msg_id": "s1"}
+    await database_sync_to_async(services.stream_append)(**ids, chunk="Whole.", stream_end=True)
+    got = await listener.until(lambda e: e["event"] == "message.updated")
+    assert [e["event"] for e in got] == ["message.created", "message.stream_chunk", "message.updated"]
+    created = got[0]["data"]["message"]
+    assert (created["content"], created["stream"]) == ("", {"stream_id": "s1", "state": "streaming", "chunk_count": 0})
+    assert (got[1]["data"]["delta"], got[1]["data"]["stream_end"]) == ("Whole.", True)
+    assert got[2]["data"]["message"]["stream"] == {"stream_id": "s1", "state": "completed", "chunk_count": 1}
+    stored = await database_sync_to_async(Message.objects.get)(pk=created["message_id"])
+    assert (stored.content, stored.stream_state, stored.stream_chunk_count) == ("Whole.", "completed", 1)
+    chunks = await database_sync_to_async(lambda: list(StreamChunk.objects.filter(message=stored).values_list("index", "text")))()
+    assert chunks == [(0, "Whole.")]
 
 
 @pytest.mark.django_db(transaction=True)
