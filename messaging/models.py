@@ -133,6 +133,14 @@ class Message(models.Model):
                 condition=models.Q(stream_state="streaming"),
                 name="message_open_streams",
             ),
+            # A stream's start checks that no other sender has a stream of its name here:
+            # without this, that check read every message the conversation ever had with a
+            # client_msg_id (uniq_client_msg_id puts sender_id before it).
+            models.Index(
+                fields=["conversation", "client_msg_id"],
+                condition=models.Q(stream_state__isnull=False),
+                name="message_stream_name",
+            ),
         ]
 
     def __str__(self) -> str:

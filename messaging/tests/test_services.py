@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from aiim_project.core import checks, events
 from aiim_project.core.errors import Forbidden, Invalid, NotFound, TooLarge
@@ -259,3 +260,34 @@ def test_group_names_of_lookalike_ids_differ():
     assert events.conversation_group("t", "x.conv.y") != events.conversation_group("t.conv.x", "y")
     for name in (events.user_group("acme.com", "ü" * 300), events.conversation_group("default", "abc")):
         assert len(name) < 100 and all(ch.isalnum() or ch in "._-" for ch in name)
+
+
+def _plan(sql: str, params: list) -> str:
+    """The statement's plan, on statistics as autovacuum keeps them (without them PostgreSQL
+    prices every index of a small table alike)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("ANALYZE messaging_message")
+        cursor.execute(("EXPLAIN " if connection.vendor == "postgresql" else "EXPLAIN QUERY PLAN ") + sql, params)
+        return "\n".join(" ".join(str(part) for part in row) for row in cursor.fetchall())
+
+
+def test_a_stream_start_finds_another_senders_stream_of_its_name_by_index(make_conversation):
+    """The check reads the index entries of that one name, not the conversation's history."""
+    group = make_conversation("alice", ["bob"])
+    Message.objects.bulk_create(
+        Message(tenant="default", conversation=group, seq=n, sender_id="bob", type="ai", content="x", client_msg_id=f"s{n}", stream_state="completed")
+        for n in range(1, 2001)
+    )
+    Conversation.objects.filter(pk=group.pk).update(last_seq=2000)
+    _, taken, others = services.lock_for_stream_start(tenant="default", conversation_id=group.id, sender="alice", client_msg_id="s7")
+    assert (taken, others) == (None, True)
+    _, taken, others = services.lock_for_stream_start(tenant="default", conversation_id=group.id, sender="alice", client_msg_id="new")
+    assert (taken, others) == (None, False)
+
+    plan = _plan(services._lock_for_send_sql(True), ["alice", "alice", "new", "new", "alice", "default", group.id])
+    assert "message_stream_name" in plan, plan
+    if connection.vendor == "postgresql":
+        assert "client_msg_id)::text = 'new'" in plan.split("message_stream_name", 1)[1].split("\n")[1], plan
+    else:
+        assert "message_stream_name (conversation_id=? AND client_msg_id=?)" in plan, plan
