@@ -14,6 +14,7 @@ runner on the database and Redis given in the environment, then:
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_h18 REDIS_URL=redis://127.0.0.1:6379/4 \\
         CHANNEL_LAYER_PREFIX=h18b python bench/assistants.py --runs 50 --subscribers 5 --rate 100
 
+`--history N` gives the TTFT conversation N earlier messages first (each run starts a new one).
 It migrates and writes into the database it is given: never point it at a real one.
 """
 
@@ -28,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +46,14 @@ django.setup()
 import openai
 import websockets
 from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
 
 from aiim_project.core.auth import mint_token
 from assistants import services as assistant_services
 from assistants.models import Assistant, Run
 from messaging import services as messaging_services
+from messaging.models import Conversation, Message
 
 TICK = os.sysconf("SC_CLK_TCK")
 TENANT = "bench-assistants"
@@ -109,11 +114,36 @@ async def direct_ttft(base_url: str, samples: int) -> list[float]:
     return out
 
 
-async def aiim_ttft(ws_url: str, samples: int) -> list[float]:
-    conversation, _ = await asyncio.to_thread(
-        messaging_services.conversation_create, tenant=TENANT, creator="ttft-user", type="direct", member_ids=["bot"]
+def fill_history(conversation_id: str, user: str, count: int) -> None:
+    """`count` earlier messages: the user's texts and the assistant's replies (streams named
+    run:..., as a run names them), then statistics, as autovacuum would have them (the
+    machine's PostgreSQL runs without it)."""
+    now = timezone.now()
+    Message.objects.bulk_create(
+        (
+            Message(tenant=TENANT, conversation_id=conversation_id, seq=k, sender_id=user, type="text", content=f"earlier {k}", created_at=now)
+            if k % 2
+            else Message(tenant=TENANT, conversation_id=conversation_id, seq=k, sender_id="bot", type="ai", content=f"reply {k}",
+                         client_msg_id=f"run:earlier{k}", stream_state="completed", stream_chunk_count=1, created_at=now)
+            for k in range(1, count + 1)
+        ),
+        batch_size=1000,
     )
-    ws = await websockets.connect(f"{ws_url}?token={mint_token(user_id='ttft-user', tenant=TENANT)}", max_queue=None)
+    Conversation.objects.filter(pk=conversation_id).update(last_seq=count)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+
+
+async def aiim_ttft(ws_url: str, samples: int, history: int) -> list[float]:
+    # A new conversation every run: the figure must not depend on what earlier runs left.
+    user = f"ttft-{uuid.uuid4().hex[:8]}"
+    conversation, _ = await asyncio.to_thread(
+        messaging_services.conversation_create, tenant=TENANT, creator=user, type="direct", member_ids=["bot"]
+    )
+    if history:
+        await asyncio.to_thread(fill_history, conversation.id, user, history)
+    ws = await websockets.connect(f"{ws_url}?token={mint_token(user_id=user, tenant=TENANT)}", max_queue=None)
     await ws.send(json.dumps({"type": "subscribe", "conversation_id": conversation.id}))
     assert json.loads(await ws.recv())["type"] == "subscribed"
     out = []
@@ -220,6 +250,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="tokens per second of each run")
     parser.add_argument("--words", type=int, default=300, help="tokens per run")
     parser.add_argument("--ttft-samples", type=int, default=30)
+    parser.add_argument("--history", type=int, default=0, help="earlier messages in the TTFT conversation")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     model_port, port = free_port(), free_port()
@@ -239,12 +270,13 @@ def main() -> None:
         setup_assistant(base_url, max_runs=args.runs)
         ws_url = f"ws://127.0.0.1:{port}/api/aiim/ws"
         direct = asyncio.run(direct_ttft(base_url, args.ttft_samples))
-        through = asyncio.run(aiim_ttft(ws_url, args.ttft_samples))
+        through = asyncio.run(aiim_ttft(ws_url, args.ttft_samples, args.history))
         p50_direct, p50_through = statistics.median(direct), statistics.median(through)
         print(json.dumps({
             "ttft_direct_ms": pct(direct),
             "ttft_through_aiim_ms": pct(through),
             "ttft_added_p50_ms": round(p50_through - p50_direct, 2),
+            "history": args.history,
             "database": django.db.connection.vendor,
         }))
         print(json.dumps(asyncio.run(fanout(ws_url, server.pid, model.pid, args.runs, args.subscribers, args.words, args.rate))))
