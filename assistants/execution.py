@@ -14,7 +14,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from aiim_project.core import events
@@ -177,17 +176,12 @@ class _Limits:
         self.running_here.add(here)
 
 
-def _tokens_today(tenant: str) -> int:
-    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    return Run.objects.filter(tenant=tenant, created_at__gte=midnight).aggregate(t=Sum("total_tokens"))["t"] or 0
-
-
 def prepare(*, run: Run, assistant: Assistant | None) -> Prepared:
     """The model call of a claimed run: endpoint, key, history. Raises RunFailed."""
     if assistant is None:
         raise RunFailed("assistant_missing", "The assistant was deleted.")
     budget = settings.ASSISTANT_DAILY_TOKENS
-    if budget and _tokens_today(run.tenant) >= budget:
+    if budget and storage.tokens_on(run.tenant, timezone.now().date()) >= budget:
         raise RunFailed("budget_exhausted", f"The tenant's daily token budget ({budget}) is used up.")
     try:
         api_key = crypto.decrypt(assistant.api_key_encrypted)
@@ -265,14 +259,18 @@ def write_chunks(*, owner: str, writes: list[ChunkWrite]) -> list[bool]:
     mine = storage.lock_runs_of(owner, sorted({w.run_id for w in writes}))
     done = _append_texts(mine, writes)
     out, started = [], []
+    used: dict[str, int] = {}  # tenant -> tokens of the runs this batch ends
     for k, write in enumerate(writes):
         run = mine.get(write.run_id)
         if run is not None and k not in done:
             _write(run, write, started)
             if write.end:
+                if write.usage:
+                    used[run.tenant] = used.get(run.tenant, 0) + write.usage.total_tokens
                 del mine[write.run_id]  # ended: a later write of it in this batch finds it gone
         out.append(run is not None)
     _record_starts(started)
+    storage.add_tokens(used, timezone.now().date())
     return out
 
 
@@ -326,6 +324,8 @@ def write_chunk(*, owner: str, write: ChunkWrite) -> bool:
     started: list[Run] = []
     _write(run, write, started)
     _record_starts(started)
+    if write.end and write.usage:
+        storage.add_tokens({run.tenant: write.usage.total_tokens}, timezone.now().date())
     return True
 
 
@@ -359,7 +359,10 @@ def fail(*, run_id: str, owner: str, code: str, detail: str, usage: Usage | None
         return False
     if run.reply_message_id:
         _end_stream(run, StreamState.FAILED)
-    _end(run, RunState.FAILED, timezone.now(), error=(code, detail[:2000]), usage=usage)
+    now = timezone.now()
+    _end(run, RunState.FAILED, now, error=(code, detail[:2000]), usage=usage)
+    if usage:
+        storage.add_tokens({run.tenant: usage.total_tokens}, now.date())
     return True
 
 
@@ -370,9 +373,12 @@ def _end_stream(run: Run, state: str) -> None:
         pass
 
 
+@transaction.atomic
 def record_usage(*, run_id: str, owner: str, usage: Usage) -> None:
     """A stopped run's usage, written by the runner that ran it, once."""
-    Run.objects.filter(pk=run_id, lease_owner=owner, state=RunState.STOPPED, total_tokens=0).update(**_usage_fields(usage))
+    if Run.objects.filter(pk=run_id, lease_owner=owner, state=RunState.STOPPED, total_tokens=0).update(**_usage_fields(usage)):
+        tenant = Run.objects.filter(pk=run_id).values_list("tenant", flat=True).get()
+        storage.add_tokens({tenant: usage.total_tokens}, timezone.now().date())
 
 
 def renew(*, owner: str, run_ids: list[str]) -> set[str]:

@@ -91,3 +91,18 @@ class Run(models.Model):
     @property
     def client_msg_id(self) -> str:
         return f"run:{self.id}"
+
+
+class TokenDay(models.Model):
+    """A tenant's tokens used on one UTC day, added to as runs record their usage: the daily
+    budget's check reads one row instead of summing the day's runs (docs/assistants.md)."""
+
+    tenant = models.CharField(max_length=200)
+    day = models.DateField()
+    tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="uniq_token_day")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant} on {self.day}: {self.tokens} tokens"

@@ -6,6 +6,7 @@ five of them (docs/assistants.md, "Cost"). SQLite keeps the ORM's version of eac
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from functools import cache
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.db.models import Q
 
 from messaging.models import Message, MessageType
 
-from .models import ACTIVE_STATES, Assistant, Run, RunState
+from .models import ACTIVE_STATES, Assistant, Run, RunState, TokenDay
 
 Key = tuple[str, str]  # (tenant, assistant_id)
 
@@ -117,3 +118,22 @@ def recent_messages(conversation_id: str, limit: int) -> list[tuple[str, Any]]:
     with connection.cursor() as cursor:
         cursor.execute(_HISTORY_SQL, [conversation_id, *_HISTORY_TYPES, limit])
         return [(sender, _CONTENT.from_db_value(content, None, connection)) for sender, content in cursor.fetchall()]
+
+
+_ADD_TOKENS_SQL = (
+    f"INSERT INTO {TokenDay._meta.db_table} (tenant, day, tokens) VALUES (%s, %s, %s)"
+    f" ON CONFLICT (tenant, day) DO UPDATE SET tokens = {TokenDay._meta.db_table}.tokens + excluded.tokens"
+)
+
+
+def add_tokens(used: dict[str, int], day: date) -> None:
+    """Add each tenant's tokens to its counter of `day`, in tenant order: these rows are the
+    last a run's write locks, always in one order, so two writes never wait in a cycle."""
+    with connection.cursor() as cursor:
+        for tenant in sorted(used):
+            if used[tenant] > 0:
+                cursor.execute(_ADD_TOKENS_SQL, [tenant, connection.ops.adapt_datefield_value(day), used[tenant]])
+
+
+def tokens_on(tenant: str, day: date) -> int:
+    return TokenDay.objects.filter(tenant=tenant, day=day).values_list("tokens", flat=True).first() or 0

@@ -1,14 +1,16 @@
 """The runner's claim (execution.claim_runs): which queued runs start, within each assistant's
-limits, in a fixed number of statements however many are claimed."""
+limits, in a fixed number of statements however many are claimed; its writes, and the daily
+token counters they keep for the budget."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from assistants import execution
-from assistants.models import Run, RunState
+from assistants.models import Run, RunState, TokenDay
 from messaging.models import Message
 
 pytestmark = pytest.mark.django_db
@@ -131,3 +133,62 @@ def test_a_batch_of_appends_reads_its_runs_once(make_assistant, make_conversatio
         assert len(three.captured_queries) == len(one.captured_queries)
     for run in Run.objects.filter(pk__in=[r.id for r in runs]):
         assert Message.objects.get(pk=run.reply_message_id).content == ("abc" if run.id == runs[0].id else "ac")
+
+
+def _tokens_today() -> dict[str, int]:
+    return dict(TokenDay.objects.filter(day=timezone.now().date()).values_list("tenant", "tokens"))
+
+
+def test_recorded_usage_adds_to_the_tenants_counter_of_the_day(make_assistant, make_conversation, send):
+    for tenant in ("default", "other"):
+        make_assistant("bot", tenant=tenant, reply_in="always", max_concurrent_runs=10)
+    for k in range(3):
+        send(make_conversation(f"user{k}", ["bot"], type="direct"), sender=f"user{k}", content=f"hello {k}")
+    theirs = make_conversation("eve", ["bot"], type="direct", tenant="other")
+    send(theirs, sender="eve", content="hi", tenant="other")
+    runs = execution.claim_runs(owner="me", limit=10)
+    by_tenant = {run.tenant: run for run in runs}
+    mine = [run for run in runs if run.tenant == "default"]
+    usage = execution.Usage(prompt_tokens=10, completion_tokens=5, estimated=False)
+
+    # Two of ours and theirs end in one group commit; the third of ours fails; then a stop.
+    ends = [execution.ChunkWrite(run_id=run.id, text="done", end=True, usage=usage) for run in (*mine[:2], by_tenant["other"])]
+    assert execution.write_chunks(owner="me", writes=ends) == [True] * 3
+    assert _tokens_today() == {"default": 30, "other": 15}
+    assert execution.fail(run_id=mine[2].id, owner="me", code="model_error", detail="x", usage=execution.Usage(1, 2, True))
+    assert _tokens_today() == {"default": 33, "other": 15}
+
+    assert sum(Run.objects.filter(tenant="default").values_list("total_tokens", flat=True)) == 33
+
+
+def test_a_stopped_runs_usage_counts_once(make_assistant, make_conversation, send):
+    from assistants import services
+
+    make_assistant("bot", reply_in="always")
+    conversation = make_conversation("alice", ["bot"], type="direct")
+    send(conversation, sender="alice", content="hello")
+    (run,) = execution.claim_runs(owner="me", limit=10)
+    services.run_stop(tenant="default", user_id="alice", run_id=run.id)
+    usage = execution.Usage(prompt_tokens=7, completion_tokens=3, estimated=True)
+
+    execution.record_usage(run_id=run.id, owner="me", usage=usage)
+    execution.record_usage(run_id=run.id, owner="me", usage=usage)
+    execution.record_usage(run_id=run.id, owner="another runner", usage=usage)
+
+    assert _tokens_today() == {"default": 10}
+    assert Run.objects.get(pk=run.id).total_tokens == 10
+
+
+def test_the_budget_check_reads_one_counter(make_assistant, make_conversation, send, settings, django_assert_num_queries):
+    settings.ASSISTANT_DAILY_TOKENS = 100
+    assistant = make_assistant("bot", reply_in="always", max_concurrent_runs=10)
+    send(make_conversation("alice", ["bot"], type="direct"), sender="alice", content="hello")
+    (run,) = execution.claim_runs(owner="me", limit=10)
+    TokenDay.objects.create(tenant="other", day=timezone.now().date(), tokens=1000)  # another tenant's day
+    with django_assert_num_queries(2):  # the counter, the history
+        assert execution.prepare(run=run, assistant=assistant).model == "fake-1"
+
+    TokenDay.objects.create(tenant="default", day=timezone.now().date(), tokens=100)
+    with pytest.raises(execution.RunFailed) as failed:
+        execution.prepare(run=run, assistant=assistant)
+    assert failed.value.code == "budget_exhausted"
