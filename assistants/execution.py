@@ -258,30 +258,19 @@ def write_chunks(*, owner: str, writes: list[ChunkWrite]) -> list[bool]:
     back all of them: the runner then writes them one by one (`write_chunk`)."""
     mine = storage.lock_runs_of(owner, sorted({w.run_id for w in writes}))
     done = _append_texts(mine, writes)
-    out, started = [], []
+    out = []
     used: dict[str, int] = {}  # tenant -> tokens of the runs this batch ends
     for k, write in enumerate(writes):
         run = mine.get(write.run_id)
         if run is not None and k not in done:
-            _write(run, write, started)
+            _write(run, write)
             if write.end:
                 if write.usage:
                     used[run.tenant] = used.get(run.tenant, 0) + write.usage.total_tokens
                 del mine[write.run_id]  # ended: a later write of it in this batch finds it gone
         out.append(run is not None)
-    _record_starts(started)
     storage.add_tokens(used, timezone.now().date())
     return out
-
-
-def _record_starts(started: list[Run]) -> None:
-    """The replies started in this transaction, on their runs: one statement for all (50
-    replies that start together were 50 UPDATEs in one group commit)."""
-    if len(started) == 1:  # the usual case: a plain UPDATE, ~1 ms less than bulk_update's CASE per field
-        run = started[0]
-        Run.objects.filter(pk=run.pk).update(reply_message_id=run.reply_message_id, first_token_at=run.first_token_at)
-    elif started:
-        Run.objects.bulk_update(started, ["reply_message_id", "first_token_at"])
 
 
 def _append_texts(mine: dict[str, Run], writes: list[ChunkWrite]) -> set[int]:
@@ -321,16 +310,13 @@ def write_chunk(*, owner: str, write: ChunkWrite) -> bool:
     run = _mine(write.run_id, owner)
     if run is None:
         return False
-    started: list[Run] = []
-    _write(run, write, started)
-    _record_starts(started)
+    _write(run, write)
     if write.end and write.usage:
         storage.add_tokens({run.tenant: write.usage.total_tokens}, timezone.now().date())
     return True
 
 
-def _write(run: Run, write: ChunkWrite, started: list[Run]) -> None:
-    """`started` collects the runs whose reply this write created (`_record_starts`)."""
+def _write(run: Run, write: ChunkWrite) -> None:
     now = timezone.now()
     if write.text or (write.end and run.reply_message_id):
         result = stream_append(
@@ -341,12 +327,13 @@ def _write(run: Run, write: ChunkWrite, started: list[Run]) -> None:
             chunk=write.text,
             stream_end=write.end,
             metadata={"run_id": run.id, **({"reasoning": write.reasoning} if write.reasoning else {})},
+            # A new reply is recorded on its run by the reply's own INSERT statement.
+            on_start=(storage.reply_recorded(run.id, now),),
             starting=not run.reply_message_id,
             savepoint=False,  # both callers roll their whole transaction back on any error
         )
         if result.started:
             run.reply_message_id, run.first_token_at = result.message.id, now
-            started.append(run)
     if write.end:
         _end(run, RunState.COMPLETED, now, finish_reason=write.finish_reason or "stop", usage=write.usage)
 

@@ -302,17 +302,42 @@ class DependentRow:
     columns: tuple[str, ...]
     values: tuple
 
+    def sql(self, *, alone: bool) -> str:
+        select = ", ".join(["%s"] * len(self.columns))
+        return f"INSERT INTO {self.table} ({', '.join(self.columns)}) SELECT {select}{'' if alone else ' FROM m'}"
 
-def _dependent_sql(row: DependentRow) -> str:
-    return f"INSERT INTO {row.table} ({', '.join(row.columns)}) SELECT {', '.join(['%s'] * len(row.columns))}"
+    def params(self, message_id: str, *, alone: bool) -> list:
+        return list(self.values)
+
+
+@dataclass(frozen=True)
+class DependentUpdate:
+    """An existing row of another table that records a new message's id (and `values`),
+    updated with it: in the same statement on PostgreSQL (an assistant's run records its
+    reply)."""
+
+    table: str
+    key: tuple[str, Any]  # (column, value) naming the row
+    message_id_column: str
+    values: tuple[tuple[str, Any], ...] = ()
+
+    def sql(self, *, alone: bool) -> str:
+        sets = ", ".join([f"{self.message_id_column} = {'%s' if alone else 'm.id'}", *(f"{c} = %s" for c, _ in self.values)])
+        return f"UPDATE {self.table} SET {sets}{'' if alone else ' FROM m'} WHERE {self.table}.{self.key[0]} = %s"
+
+    def params(self, message_id: str, *, alone: bool) -> list:
+        return [*([message_id] if alone else []), *(v for _, v in self.values), self.key[1]]
+
+
+Dependent = DependentRow | DependentUpdate
 
 
 @lru_cache(maxsize=64)
-def _store_sql(rows: int, dependent: str | None = None) -> str:
+def _store_sql(rows: int, dependents: tuple[str, ...] = ()) -> str:
     """PostgreSQL: the INSERT and the `last_seq` UPDATE in one statement (one round trip
-    fewer on every send). The UPDATE, and the `dependent` INSERT, run only if every row was
+    fewer on every send). The UPDATE, and the `dependents`, run only if every row was
     inserted."""
-    also = f" d AS ({dependent} FROM m)," if dependent else ""
+    also = "".join(f" d{k} AS ({sql})," for k, sql in enumerate(dependents))
     return (
         f"WITH m AS ({_insert_many_sql(rows)}),{also}"
         f" u AS ({_UPDATE_LAST_SEQ} AND (SELECT count(*) FROM m) = %s RETURNING 1)"
@@ -320,8 +345,8 @@ def _store_sql(rows: int, dependent: str | None = None) -> str:
     )
 
 
-def _store_messages(conversation_id: str, messages: list[Message], dependent: DependentRow | None = None) -> bool:
-    """Insert the messages (and the row `dependent` on the one message) and move `last_seq`
+def _store_messages(conversation_id: str, messages: list[Message], dependents: Sequence[Dependent] = ()) -> bool:
+    """Insert the messages (and the `dependents` of the one message) and move `last_seq`
     to the last one's seq; False, with nothing stored, if any of their seqs exists already
     (the counter is behind the database)."""
     _, fields = _insert_sql()
@@ -329,23 +354,23 @@ def _store_messages(conversation_id: str, messages: list[Message], dependent: De
     last = messages[-1]
     activity = connection.ops.adapt_datetimefield_value(activity_time(last.created_at))
     update = [last.seq, activity, activity, conversation_id]
-    extra = list(dependent.values) if dependent else []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            sql = _store_sql(len(messages), _dependent_sql(dependent) if dependent else None)
+            sql = _store_sql(len(messages), tuple(d.sql(alone=False) for d in dependents))
+            extra = [p for d in dependents for p in d.params(last.id, alone=False)]
             cursor.execute(sql, [*params, *extra, *update, len(messages)])
             return cursor.fetchone()[0] == len(messages)
         cursor.execute(_insert_many_sql(len(messages)), params)
         if len(cursor.fetchall()) != len(messages):
             return False
         cursor.execute(_UPDATE_LAST_SEQ, update)
-        if dependent:
-            cursor.execute(_dependent_sql(dependent), extra)
+        for d in dependents:
+            cursor.execute(d.sql(alone=True), d.params(last.id, alone=True))
         return True
 
 
-def insert_with_seq(conversation: Conversation, *, dependent: DependentRow | None = None, **fields: Any) -> Message:
-    """Allocate the next seq and insert (with the row `dependent` on it). Runs under the
+def insert_with_seq(conversation: Conversation, *, dependents: Sequence[Dependent] = (), **fields: Any) -> Message:
+    """Allocate the next seq and insert (with the `dependents` on it). Runs under the
     conversation's row lock."""
     allocator = get_allocator()
     floor = conversation.last_seq
@@ -353,7 +378,7 @@ def insert_with_seq(conversation: Conversation, *, dependent: DependentRow | Non
         with SEQ_ALLOC_SECONDS.labels(backend=allocator.name).time():
             seq = allocator.allocate(conversation_id=conversation.id, floor=floor)
         message = Message(conversation_id=conversation.id, seq=seq, **fields)
-        if _store_messages(conversation.id, [message], dependent):
+        if _store_messages(conversation.id, [message], dependents):
             conversation.last_seq = seq
             return message
         # Last line of defence: the counter handed out a seq that exists. Raise it to the

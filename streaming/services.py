@@ -22,7 +22,14 @@ from aiim_project.core.metrics import STREAM_CHUNKS
 from messaging.models import Conversation, Message, MessageType, StreamState, new_id
 from messaging.rendering import StatusView, message_dict
 from messaging.selectors import members_of
-from messaging.services import check_content_size, encoded_size, insert_with_seq, lock_for_stream_start, publish_message_created
+from messaging.services import (
+    DependentUpdate,
+    check_content_size,
+    encoded_size,
+    insert_with_seq,
+    lock_for_stream_start,
+    publish_message_created,
+)
 
 from . import coalesce, selectors, storage
 
@@ -131,6 +138,7 @@ def _start(
     stream_end: bool,
     now: datetime,
     metadata: dict | None = None,
+    on_start: Sequence[DependentUpdate] = (),
 ) -> ChunkResult | None:
     """Create the stream with its first chunk; None if another request created it first."""
     check_content_size(chunk)  # before the seq is allocated: a refused chunk consumes none
@@ -146,7 +154,7 @@ def _start(
     message_id = new_id()
     message = insert_with_seq(
         conversation,
-        dependent=storage.chunk_row(message_id=message_id, index=0, chunk=chunk),
+        dependents=(storage.chunk_row(message_id=message_id, index=0, chunk=chunk), *on_start),
         id=message_id,
         tenant=tenant,
         sender_id=sender,
@@ -175,11 +183,13 @@ def stream_append(
     chunk_index: int | None = None,
     stream_end: bool = False,
     metadata: dict | None = None,
+    on_start: Sequence[DependentUpdate] = (),
     starting: bool = False,
     savepoint: bool = True,
 ) -> ChunkResult:
     """Accept one chunk of the caller's stream `client_msg_id`, starting it if it is new
-    (with `metadata`, which only a starting chunk uses: the assistants app's `run_id`).
+    (with `metadata` and `on_start`, which only a starting chunk uses: the assistants app's
+    `run_id`, and its run recording the reply in the stream's INSERT statement).
     `starting`: the caller expects no such stream yet, so the start is tried first (its
     locking statement also finds an existing one); the answer is the same either way.
     `savepoint=False`: inside a transaction that its caller rolls back whole on any error
@@ -204,6 +214,7 @@ def stream_append(
             stream_end=stream_end,
             now=now,
             metadata=metadata,
+            on_start=on_start,
         )
         if starting or chunk_index == 0:
             started = start()

@@ -192,3 +192,21 @@ def test_the_budget_check_reads_one_counter(make_assistant, make_conversation, s
     with pytest.raises(execution.RunFailed) as failed:
         execution.prepare(run=run, assistant=assistant)
     assert failed.value.code == "budget_exhausted"
+
+
+def test_a_replys_first_write_records_it_on_its_run_in_the_reply_statement(make_assistant, make_conversation, send):
+    make_assistant("bot", reply_in="always")
+    send(make_conversation("alice", ["bot"], type="direct"), sender="alice", content="hello")
+    (run,) = execution.claim_runs(owner="me", limit=10)
+
+    with CaptureQueriesContext(connection) as first:
+        assert execution.write_chunks(owner="me", writes=[execution.ChunkWrite(run_id=run.id, text="hi")]) == [True]
+
+    stored = Run.objects.get(pk=run.id)
+    assert Message.objects.get(pk=stored.reply_message_id).content == "hi"
+    assert stored.first_token_at is not None and stored.first_token_at >= stored.started_at
+    if connection.vendor == "postgresql":
+        # The run's lock, the conversation's lock, then one statement: message, chunk, last_seq, run.
+        statements = [q["sql"] for q in first.captured_queries if "SAVEPOINT" not in q["sql"]]  # the test's transaction
+        assert len(statements) == 3, statements
+        assert "INSERT INTO" in statements[2] and "UPDATE assistants_run SET reply_message_id = m.id" in statements[2]
