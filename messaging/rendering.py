@@ -5,7 +5,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from .models import Conversation, Member, Message
 
@@ -16,11 +16,21 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z")
 
 
+class MemberCursors(Protocol):
+    """What a message's status needs of a member (a `Member`, or the row of
+    `selectors.member_cursors`)."""
+
+    user_id: str
+    joined_seq: int
+    read_seq: int
+    delivered_seq: int
+
+
 class StatusView:
     """Status of messages "as seen by the sender", from the members' cursors loaded once per
     conversation: a bisect per message (docs/receipts.md, "Status")."""
 
-    def __init__(self, members: Iterable[Member]):
+    def __init__(self, members: Iterable[MemberCursors]):
         ordered = sorted(members, key=lambda m: m.joined_seq)
         self._joined = [m.joined_seq for m in ordered]
         self._joined_seq_of = {m.user_id: m.joined_seq for m in ordered}

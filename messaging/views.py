@@ -137,7 +137,7 @@ def post_message(user, data: dict) -> tuple[dict, int]:
     )
     if created:
         MESSAGES_CREATED.labels(via="rest").inc()
-    status_view = StatusView(selectors.members_of(message.conversation_id)) if not created else None
+    status_view = StatusView(selectors.member_cursors(message.conversation_id)) if not created else None
     body = {"message": message_dict(message, status_view.status(message) if status_view else "sent")}
     return body, status.HTTP_201_CREATED if created else status.HTTP_200_OK
 

@@ -3,10 +3,7 @@ authorized, so it reads by message id alone."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
-
-from messaging.models import Member, Message
+from messaging.models import Message
 
 from .models import StreamChunk
 
@@ -34,11 +31,3 @@ def stream_exists(*, tenant: str, sender: str, conversation_id: str, client_msg_
     return Message.objects.filter(
         tenant=tenant, conversation_id=conversation_id, sender_id=sender, client_msg_id=client_msg_id
     ).exists()
-
-
-def members_by_conversation(conversation_ids: Iterable[str]) -> dict[str, list[Member]]:
-    """The members of several conversations in one query (the reaper's batch)."""
-    grouped: dict[str, list[Member]] = defaultdict(list)
-    for member in Member.objects.filter(conversation_id__in=list(conversation_ids)):
-        grouped[member.conversation_id].append(member)
-    return grouped

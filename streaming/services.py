@@ -21,7 +21,7 @@ from aiim_project.core.errors import Conflict, Forbidden, Invalid, NotFound, Too
 from aiim_project.core.metrics import STREAM_CHUNKS
 from messaging.models import Conversation, Message, MessageType, StreamState, new_id
 from messaging.rendering import StatusView, message_dict
-from messaging.selectors import members_of
+from messaging.selectors import cursors_by_conversation, member_cursors
 from messaging.services import (
     DependentUpdate,
     check_content_size,
@@ -31,7 +31,7 @@ from messaging.services import (
     publish_message_created,
 )
 
-from . import coalesce, selectors, storage
+from . import coalesce, storage
 
 # A streamed reply comes from an AI model: the message type is fixed, clients need not say it.
 STREAM_MESSAGE_TYPE = MessageType.AI
@@ -123,7 +123,7 @@ def _notify_chunk(message: Message, *, index: int, chunk: str, stream_end: bool)
     groups = [events.conversation_group(message.tenant, message.conversation_id)]
     coalesce.publish_chunk_on_commit(groups, message, index=index, chunk=chunk, stream_end=stream_end)
     if stream_end:
-        _publish_updated(message, StatusView(members_of(message.conversation_id)))
+        _publish_updated(message, StatusView(member_cursors(message.conversation_id)))
     transaction.on_commit(STREAM_CHUNKS.inc)
 
 
@@ -442,7 +442,7 @@ def stream_append_run(
                 stream_end=ended,
             )
             if ended:
-                _publish_updated(message, StatusView(members_of(message.conversation_id)))
+                _publish_updated(message, StatusView(member_cursors(message.conversation_id)))
             transaction.on_commit(partial(STREAM_CHUNKS.inc, len(plan.parts)))
         return [
             ChunkResult(message=message, started=False, chunk_index=index, applied=applied, stream_end=end)
@@ -473,7 +473,7 @@ def stream_abort(
     now = timezone.now()
     Message.objects.filter(pk=message.pk).update(stream_state=state, stream_updated_at=now)
     message.stream_state, message.stream_updated_at = state, now
-    _publish_updated(message, StatusView(members_of(message.conversation_id)))
+    _publish_updated(message, StatusView(member_cursors(message.conversation_id)))
     return message
 
 
@@ -491,7 +491,7 @@ def streams_reap(*, now: datetime | None = None, limit: int = REAP_BATCH) -> lis
     if not stale:
         return []
     Message.objects.filter(pk__in=[m.pk for m in stale]).update(stream_state=StreamState.ABORTED, stream_updated_at=now)
-    members = selectors.members_by_conversation({m.conversation_id for m in stale})  # one query for the batch
+    members = cursors_by_conversation({m.conversation_id for m in stale})  # one query for the batch
     for message in stale:
         message.stream_state, message.stream_updated_at = StreamState.ABORTED, now
         _publish_updated(message, StatusView(members.get(message.conversation_id, [])))

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from aiim_project.core.checks import check_tenant
 from messaging.openapi import MessageEnvelopeOut
 from messaging.rendering import StatusView, message_dict
-from messaging.selectors import members_of
+from messaging.selectors import member_cursors
 
 from . import reaper, selectors, services
 from .serializers import StreamChunkIn
@@ -54,4 +54,4 @@ class StreamChunkView(APIView):
 
     @staticmethod
     def _render(message) -> dict:
-        return message_dict(message, StatusView(members_of(message.conversation_id)).status(message))
+        return message_dict(message, StatusView(member_cursors(message.conversation_id)).status(message))

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from aiim_project.core.events import event_frame
-from messaging.models import Member, Message
-from messaging.rendering import StatusView, message_dict
+from messaging.models import Message
+from messaging.rendering import MemberCursors, StatusView, message_dict
 
 logger = logging.getLogger("aiim.delivery")
 
@@ -51,7 +51,7 @@ def stored_message(message: Message, status: str) -> StoredMessage:
     return StoredMessage(message.seq, message.id, frame, message.stream_state, message.stream_chunk_count)
 
 
-def stored_messages(rows: list[Message], members: Iterable[Member]) -> list[StoredMessage]:
+def stored_messages(rows: list[Message], members: Iterable[MemberCursors]) -> list[StoredMessage]:
     """A replayed or gap-filled message is old: its status is what its sender sees now, from
     the conversation's members loaded once per batch."""
     statuses = StatusView(members)

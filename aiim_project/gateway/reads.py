@@ -43,7 +43,7 @@ def read_snapshots(requests: list[tuple[selectors.SnapshotRequest, int]]) -> lis
     for limit, idx in by_limit.items():
         results = selectors.subscription_snapshots([requests[i][0] for i in idx], limit)
         with_rows = {requests[i][0].conversation_id for i, res in zip(idx, results) if isinstance(res, tuple) and res[1]}
-        members = selectors.members_by_conversation(with_rows) if with_rows else {}
+        members = selectors.cursors_by_conversation(with_rows) if with_rows else {}
         stored: dict[str, dict[int, delivery.StoredMessage]] = {}
         for i, res in zip(idx, results):
             if isinstance(res, Exception):
@@ -70,7 +70,7 @@ def _alone(r: selectors.SnapshotRequest, limit: int) -> Snapshot | Exception:
         )
     except Exception as exc:
         return exc
-    return Snapshot(last_seq, delivery.stored_messages(rows, selectors.members_of(r.conversation_id)) if rows else rows)
+    return Snapshot(last_seq, delivery.stored_messages(rows, selectors.member_cursors(r.conversation_id)) if rows else rows)
 
 
 # -- reads of a live subscription (tail check, gap fill) ----------------------------------
@@ -100,7 +100,7 @@ def read_loads(requests: Sequence[Load]) -> list[list[delivery.StoredMessage] | 
             if key not in ranges:
                 ranges[key] = selectors.messages_after(conversation_id=key[0], after_seq=key[1], limit=key[3], up_to_seq=key[2])
     with_rows = {cid for (cid, *_), rows in ranges.items() if rows}
-    statuses = selectors.members_by_conversation(with_rows) if with_rows else {}
+    statuses = selectors.cursors_by_conversation(with_rows) if with_rows else {}
     built = {key: delivery.stored_messages(rows, statuses.get(key[0], ())) if rows else [] for key, rows in ranges.items()}
     return [
         built[(r.conversation_id, r.after_seq, r.up_to_seq, r.limit)]

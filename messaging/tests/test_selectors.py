@@ -8,6 +8,7 @@ import pytest
 from aiim_project.core.errors import Forbidden, NotFound
 from messaging import selectors
 from messaging.models import Member, Message
+from messaging.rendering import StatusView
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +87,19 @@ def test_a_member_added_between_the_two_reads_is_let_in(conv, monkeypatch):
     monkeypatch.setattr(selectors, "conversation_for_member", add_then_check)
     page = selectors.messages_page(tenant="default", user_id="dave", conversation_id=conv.id)
     assert "dave" in [m.user_id for m in page.members] and len(page.messages) == 12
+
+
+def test_member_cursors_are_what_a_status_reads_of_each_member(make_conversation, send, django_assert_num_queries):
+    group = make_conversation("alice", ["bob"], type="group")
+    other = make_conversation("carol", ["dave"], type="group")
+    send(group, sender="alice", content="one")
+    Member.objects.filter(conversation=group, user_id="bob").update(read_seq=1, delivered_seq=1)
+    expected = {(m.user_id, m.joined_seq, m.read_seq, m.delivered_seq) for m in Member.objects.filter(conversation=group)}
+
+    with django_assert_num_queries(1):
+        rows = selectors.member_cursors(group.id)
+    assert {(r.user_id, r.joined_seq, r.read_seq, r.delivered_seq) for r in rows} == expected
+    with django_assert_num_queries(1):
+        grouped = selectors.cursors_by_conversation([group.id, other.id])
+    assert {c: sorted(r.user_id for r in rs) for c, rs in grouped.items()} == {group.id: ["alice", "bob"], other.id: ["carol", "dave"]}
+    assert StatusView(rows).status(Message.objects.get(conversation=group, seq=1)) == "read"
