@@ -81,6 +81,13 @@ class Run(models.Model):
             models.Index(fields=["created_at"], condition=models.Q(state="queued"), name="run_queued"),
             models.Index(fields=["lease_expires_at"], condition=models.Q(state="running"), name="run_running_lease"),
             models.Index(fields=["tenant", "conversation_id", "-created_at"], name="run_conversation"),
+            # A conversation's queued and running runs (a stop without run_id, the AI SDK's
+            # resume): through run_conversation that read every run the conversation ever had.
+            models.Index(
+                fields=["tenant", "conversation_id", "created_at"],
+                condition=models.Q(state__in=ACTIVE_STATES),
+                name="run_conversation_active",
+            ),
             models.Index(fields=["tenant", "assistant_id", "state"], name="run_assistant_state"),
             models.Index(fields=["tenant", "created_at"], name="run_tenant_created"),
         ]
