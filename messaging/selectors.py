@@ -39,8 +39,8 @@ def is_member(*, tenant: str, user_id: str, conversation_id: str) -> bool:
     return Member.objects.filter(tenant=tenant, conversation_id=conversation_id, user_id=user_id).exists()
 
 
-# What `StatusView` reads of each member, as rows: a group's members as model instances cost
-# ~10x more (10.5 against 0.9 ms for 1,000), on every stream end and replayed batch.
+# What `StatusView` reads of each member, as rows: as model instances a group's members cost
+# ~7x more (bench/status_members.py), on every stream end and replayed batch.
 _CURSOR_FIELDS = ("user_id", "joined_seq", "read_seq", "delivered_seq")
 
 
