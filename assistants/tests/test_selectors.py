@@ -8,19 +8,14 @@ from django.test.utils import CaptureQueriesContext
 
 from assistants import selectors, services
 from assistants.models import Run, RunState
+from tests.support.database import query_plan
 
 pytestmark = pytest.mark.django_db
 
 
 def _plan_of_runs_query(queries: CaptureQueriesContext) -> str:
-    """The plan of the captured statement that reads runs, on statistics as autovacuum keeps
-    them (without them PostgreSQL prices every index of a small table alike)."""
     (sql,) = [q["sql"] for q in queries.captured_queries if 'FROM "assistants_run"' in q["sql"]]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ANALYZE assistants_run")
-        cursor.execute(("EXPLAIN " if connection.vendor == "postgresql" else "EXPLAIN QUERY PLAN ") + sql)
-        return "\n".join(" ".join(str(part) for part in row) for row in cursor.fetchall())
+    return query_plan(sql, analyze="assistants_run")
 
 
 @pytest.fixture

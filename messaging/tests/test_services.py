@@ -12,6 +12,7 @@ from aiim_project.core.errors import Forbidden, Invalid, NotFound, TooLarge
 from messaging import services
 from messaging.models import Conversation, Member, Message
 from messaging.seq import seq_key
+from tests.support.database import query_plan
 
 pytestmark = pytest.mark.django_db
 
@@ -262,16 +263,6 @@ def test_group_names_of_lookalike_ids_differ():
         assert len(name) < 100 and all(ch.isalnum() or ch in "._-" for ch in name)
 
 
-def _plan(sql: str, params: list) -> str:
-    """The statement's plan, on statistics as autovacuum keeps them (without them PostgreSQL
-    prices every index of a small table alike)."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ANALYZE messaging_message")
-        cursor.execute(("EXPLAIN " if connection.vendor == "postgresql" else "EXPLAIN QUERY PLAN ") + sql, params)
-        return "\n".join(" ".join(str(part) for part in row) for row in cursor.fetchall())
-
-
 def test_a_stream_start_finds_another_senders_stream_of_its_name_by_index(make_conversation):
     """The check reads the index entries of that one name, not the conversation's history."""
     group = make_conversation("alice", ["bob"])
@@ -285,7 +276,7 @@ def test_a_stream_start_finds_another_senders_stream_of_its_name_by_index(make_c
     _, taken, others = services.lock_for_stream_start(tenant="default", conversation_id=group.id, sender="alice", client_msg_id="new")
     assert (taken, others) == (None, False)
 
-    plan = _plan(services._lock_for_send_sql(True), ["alice", "alice", "new", "new", "alice", "default", group.id])
+    plan = query_plan(services._lock_for_send_sql(True), ["alice", "alice", "new", "new", "alice", "default", group.id], analyze="messaging_message")
     assert "message_stream_name" in plan, plan
     if connection.vendor == "postgresql":
         assert "client_msg_id)::text = 'new'" in plan.split("message_stream_name", 1)[1].split("\n")[1], plan
