@@ -12,22 +12,30 @@ from django.conf import settings
 
 from aiim_project.core import redis as aiim_redis
 
-# KEYS[1] counter; ARGV[1] floor, ARGV[2] how many seqs. Raise the counter to the floor if
-# it is missing or lower (never lower it), then INCRBY: returns the last seq of the range.
+# A counter lives this long after its conversation's last allocation. A missing counter is
+# seeded from the floor (the committed maximum), so an idle conversation's may go: Redis holds
+# the active conversations' counters, not one for every conversation there ever was.
+COUNTER_TTL_SECONDS = 7 * 24 * 3600
+
+# KEYS[1] counter; ARGV[1] floor, ARGV[2] how many seqs, ARGV[3] TTL. Raise the counter to
+# the floor if it is missing or lower (never lower it), then INCRBY: returns the last seq of
+# the range.
 _INCR_WITH_FLOOR = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local floor = tonumber(ARGV[1])
 if current < floor then
   redis.call('SET', KEYS[1], floor)
 end
-return redis.call('INCRBY', KEYS[1], tonumber(ARGV[2] or '1'))
+local last = redis.call('INCRBY', KEYS[1], tonumber(ARGV[2] or '1'))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return last
 """
 
 _RAISE_FLOOR = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local floor = tonumber(ARGV[1])
 if current < floor then
-  redis.call('SET', KEYS[1], floor)
+  redis.call('SET', KEYS[1], floor, 'EX', ARGV[2])
   return floor
 end
 return current
@@ -37,7 +45,7 @@ return current
 # counter back to before the range only if nothing was allocated after it.
 _GIVE_BACK = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') == tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[1], tonumber(ARGV[1]) - 1)
+  redis.call('SET', KEYS[1], tonumber(ARGV[1]) - 1, 'KEEPTTL')
   return 1
 end
 return 0
@@ -89,11 +97,11 @@ class RedisSeqAllocator:
         self._give_back = client.register_script(_GIVE_BACK)
 
     def allocate(self, *, conversation_id: str, floor: int, count: int = 1) -> int:
-        last = int(self._incr(keys=[seq_key(conversation_id)], args=[floor, count]))
+        last = int(self._incr(keys=[seq_key(conversation_id)], args=[floor, count, COUNTER_TTL_SECONDS]))
         return last - count + 1
 
     def raise_floor(self, *, conversation_id: str, floor: int) -> int:
-        return int(self._raise(keys=[seq_key(conversation_id)], args=[floor]))
+        return int(self._raise(keys=[seq_key(conversation_id)], args=[floor, COUNTER_TTL_SECONDS]))
 
     def give_back(self, *, conversation_id: str, first: int, last: int) -> bool:
         return bool(self._give_back(keys=[seq_key(conversation_id)], args=[first, last]))

@@ -84,6 +84,22 @@ def test_redis_takes_a_range_back_only_while_nothing_was_allocated_after_it():
     assert allocator.allocate(conversation_id="c4", floor=0) == 9
 
 
+@pytest.mark.redis
+def test_an_idle_conversations_counter_expires_and_comes_back_from_the_floor():
+    from aiim_project.core.redis import sync_client
+
+    allocator, client, key = seq.get_allocator(), sync_client(), seq.seq_key("c5")
+    assert allocator.allocate(conversation_id="c5", floor=0, count=3) == 1  # 1..3
+    assert 0 < client.ttl(key) <= seq.COUNTER_TTL_SECONDS  # every allocation renews it
+    assert allocator.give_back(conversation_id="c5", first=2, last=3)  # back to 1: the TTL stays
+    assert int(client.get(key)) == 1 and 0 < client.ttl(key) <= seq.COUNTER_TTL_SECONDS
+    client.delete(key)
+    assert 0 < allocator.raise_floor(conversation_id="c5", floor=1) and 0 < client.ttl(key) <= seq.COUNTER_TTL_SECONDS
+    client.delete(key)  # expired: the next allocation starts from the committed maximum
+    assert allocator.allocate(conversation_id="c5", floor=1) == 2
+    assert 0 < client.ttl(key) <= seq.COUNTER_TTL_SECONDS
+
+
 def test_database_backend_allocates_the_seq_after_the_floor_whatever_the_count():
     allocator = seq.DatabaseSeqAllocator()
     assert allocator.allocate(conversation_id="c3", floor=7) == 8
