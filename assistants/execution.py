@@ -361,11 +361,10 @@ def _end_stream(run: Run, state: str) -> None:
 
 
 @transaction.atomic
-def record_usage(*, run_id: str, owner: str, usage: Usage) -> None:
+def record_usage(*, run: Run, owner: str, usage: Usage) -> None:
     """A stopped run's usage, written by the runner that ran it, once."""
-    if Run.objects.filter(pk=run_id, lease_owner=owner, state=RunState.STOPPED, total_tokens=0).update(**_usage_fields(usage)):
-        tenant = Run.objects.filter(pk=run_id).values_list("tenant", flat=True).get()
-        storage.add_tokens({tenant: usage.total_tokens}, timezone.now().date())
+    if Run.objects.filter(pk=run.pk, lease_owner=owner, state=RunState.STOPPED, total_tokens=0).update(**_usage_fields(usage)):
+        storage.add_tokens({run.tenant: usage.total_tokens}, timezone.now().date())
 
 
 def renew(*, owner: str, run_ids: list[str]) -> set[str]:

@@ -203,7 +203,7 @@ class Runner:
             await self._run(run, prepared, progress)
         except asyncio.CancelledError:
             if run.id in self.lost:  # stopped: the stop ended the run; count what was generated
-                await in_worker(execution.record_usage)(run_id=run.id, owner=self.owner, usage=_usage(progress))
+                await in_worker(execution.record_usage)(run=run, owner=self.owner, usage=_usage(progress))
                 return
             raise
         except LostRun:

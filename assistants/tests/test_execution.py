@@ -171,9 +171,9 @@ def test_a_stopped_runs_usage_counts_once(make_assistant, make_conversation, sen
     services.run_stop(tenant="default", user_id="alice", run_id=run.id)
     usage = execution.Usage(prompt_tokens=7, completion_tokens=3, estimated=True)
 
-    execution.record_usage(run_id=run.id, owner="me", usage=usage)
-    execution.record_usage(run_id=run.id, owner="me", usage=usage)
-    execution.record_usage(run_id=run.id, owner="another runner", usage=usage)
+    execution.record_usage(run=run, owner="me", usage=usage)
+    execution.record_usage(run=run, owner="me", usage=usage)
+    execution.record_usage(run=run, owner="another runner", usage=usage)
 
     assert _tokens_today() == {"default": 10}
     assert Run.objects.get(pk=run.id).total_tokens == 10
