@@ -4,8 +4,9 @@ chunk delivery of many concurrent runs.
 Starts the fake model (`manage.py fake_model`, its own process) and one Daphne with its inline
 runner on the database and Redis given in the environment, then:
 
-1. TTFT: the fake's first token measured directly with the `openai` client, then through AIIM
-   (a subscriber's first `message.stream_chunk` after `send_msg`); reports the difference.
+1. TTFT: the fake's first token measured directly with the `openai` client and through AIIM
+   (a subscriber's first `message.stream_chunk` after `send_msg`), in turn with the same pauses;
+   reports the difference (and, for earlier figures, the direct call back to back).
 2. Fan-out: R runs at once (one per conversation, S subscribers each), the fake streaming
    time-stamped words at T tokens/s; every subscriber checks it got every word once, in order,
    and the delay from the fake writing a word to the subscriber reading it; plus the server
@@ -99,17 +100,22 @@ def setup_assistant(base_url: str, max_runs: int) -> None:
     )
 
 
-async def direct_ttft(base_url: str, samples: int) -> list[float]:
+async def direct_sample(client: openai.AsyncOpenAI) -> float:
+    t0 = time.perf_counter()
+    stream = await client.chat.completions.create(model="fake", messages=[{"role": "user", "content": "hi"}], stream=True)
+    first = None
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = (time.perf_counter() - t0) * 1000
+            break
+    await stream.close()
+    return first
+
+
+async def direct_back_to_back(base_url: str, samples: int) -> list[float]:
+    """The direct figure as measured until session 18: requests back to back, a warm machine."""
     client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
-    out = []
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        stream = await client.chat.completions.create(model="fake", messages=[{"role": "user", "content": "hi"}], stream=True)
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                out.append((time.perf_counter() - t0) * 1000)
-                break
-        await stream.close()
+    out = [await direct_sample(client) for _ in range(samples)]
     await client.close()
     return out
 
@@ -135,7 +141,11 @@ def fill_history(conversation_id: str, user: str, count: int) -> None:
             cursor.execute("ANALYZE")
 
 
-async def aiim_ttft(ws_url: str, samples: int, history: int) -> list[float]:
+async def ttft(base_url: str, ws_url: str, samples: int, history: int) -> tuple[list[float], list[float]]:
+    """Direct and through-AIIM samples taken in turn, each after the same 50 ms pause: on an
+    idle machine every process involved has gone to sleep by then, and waking them costs the
+    direct call too (~1.5 ms more than back to back here, bench/RESULTS.md "Session 18")."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
     # A new conversation every run: the figure must not depend on what earlier runs left.
     user = f"ttft-{uuid.uuid4().hex[:8]}"
     conversation, _ = await asyncio.to_thread(
@@ -146,8 +156,10 @@ async def aiim_ttft(ws_url: str, samples: int, history: int) -> list[float]:
     ws = await websockets.connect(f"{ws_url}?token={mint_token(user_id=user, tenant=TENANT)}", max_queue=None)
     await ws.send(json.dumps({"type": "subscribe", "conversation_id": conversation.id}))
     assert json.loads(await ws.recv())["type"] == "subscribed"
-    out = []
+    direct, through = [], []
     for k in range(samples):
+        direct.append(await direct_sample(client))
+        await asyncio.sleep(0.05)
         t0 = time.perf_counter()
         await ws.send(json.dumps({"type": "send_msg", "conversation_id": conversation.id, "content": f"hi {k}"}))
         first = None
@@ -159,10 +171,11 @@ async def aiim_ttft(ws_url: str, samples: int, history: int) -> list[float]:
                 await ws.send(json.dumps({"type": "stop_run", "conversation_id": conversation.id}))
             if data.get("event") == "message.updated":
                 break
-        out.append(first)
+        through.append(first)
         await asyncio.sleep(0.05)
     await ws.close()
-    return out
+    await client.close()
+    return direct, through
 
 
 async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: int, words: int, rate: float) -> dict:
@@ -269,13 +282,15 @@ def main() -> None:
         base_url = f"http://127.0.0.1:{model_port}/v1"
         setup_assistant(base_url, max_runs=args.runs)
         ws_url = f"ws://127.0.0.1:{port}/api/aiim/ws"
-        direct = asyncio.run(direct_ttft(base_url, args.ttft_samples))
-        through = asyncio.run(aiim_ttft(ws_url, args.ttft_samples, args.history))
+        back_to_back = asyncio.run(direct_back_to_back(base_url, args.ttft_samples))
+        direct, through = asyncio.run(ttft(base_url, ws_url, args.ttft_samples, args.history))
         p50_direct, p50_through = statistics.median(direct), statistics.median(through)
         print(json.dumps({
             "ttft_direct_ms": pct(direct),
             "ttft_through_aiim_ms": pct(through),
             "ttft_added_p50_ms": round(p50_through - p50_direct, 2),
+            "ttft_direct_back_to_back_ms": pct(back_to_back),
+            "ttft_added_p50_over_back_to_back_ms": round(p50_through - statistics.median(back_to_back), 2),
             "history": args.history,
             "database": django.db.connection.vendor,
         }))
