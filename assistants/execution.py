@@ -163,7 +163,10 @@ class _Limits:
         here = (run.tenant, run.assistant_id, run.conversation_id)
         if self.running.get(here[:2], 0) >= max_concurrent or here in self.running_here:
             return False
-        return not any(created < run.created_at for created in self.queued_here.get(here, ()))
+        queued = self.queued_here.get(here, ())
+        if run.created_at is None:  # a send's new run: behind every run queued here
+            return not queued
+        return not any(created < run.created_at for created in queued)
 
     def started(self, run: Run) -> None:
         self._running((run.tenant, run.assistant_id, run.conversation_id))

@@ -144,3 +144,15 @@ async def test_a_send_does_not_wait_for_an_assistant_row_another_transaction_hol
     finally:
         release.set()
         await asyncio.to_thread(holder.join, 10)
+
+
+async def test_a_send_behind_a_queued_run_of_its_conversation_queues_its_own(conversation, local_runner):
+    conv = await conversation()
+    local_runner.free = 0
+    await send(conv, "one")  # queued: no slot here
+    local_runner.free = 10  # a slot came back before the runner claimed
+
+    await send(conv, "two")
+
+    assert [r.state for r in await runs_of(conv)] == [RunState.QUEUED, RunState.QUEUED]  # first in, first out
+    assert local_runner.adopted == [] and local_runner.woken == 2
