@@ -179,8 +179,9 @@ class _Limits:
         self.running_here.add(here)
 
 
-def prepare(*, run: Run, assistant: Assistant | None) -> Prepared:
-    """The model call of a claimed run: endpoint, key, history. Raises RunFailed."""
+def prepare(*, run: Run, assistant: Assistant | None, recent: list[tuple[str, Any]] | None = None) -> Prepared:
+    """The model call of a claimed run: endpoint, key, history (from `recent` when the
+    caller read it). Raises RunFailed."""
     if assistant is None:
         raise RunFailed("assistant_missing", "The assistant was deleted.")
     budget = settings.ASSISTANT_DAILY_TOKENS
@@ -190,16 +191,24 @@ def prepare(*, run: Run, assistant: Assistant | None) -> Prepared:
         api_key = crypto.decrypt(assistant.api_key_encrypted)
     except AiimError as exc:
         raise RunFailed("model_error", exc.detail) from None
-    messages = selectors.history(assistant=assistant, conversation_id=run.conversation_id, max_chars=settings.ASSISTANT_HISTORY_CHARS)
+    messages = selectors.history(
+        assistant=assistant, conversation_id=run.conversation_id, max_chars=settings.ASSISTANT_HISTORY_CHARS, recent=recent
+    )
     return Prepared(base_url=assistant.base_url, api_key=api_key, model=assistant.model, params=dict(assistant.params or {}), messages=messages)
 
 
-def prepare_all(runs: list[Run]) -> list[tuple[Run, Prepared | RunFailed]]:
-    """Each claimed run's `prepare`, a RunFailed for one that cannot call its model."""
+def history_needed(runs: list[Run]) -> int:
+    """How many recent messages the history of any of `runs` reads."""
+    return max((run.claimed_assistant.history_limit for run in runs if run.claimed_assistant is not None), default=0)
+
+
+def prepare_all(runs: list[Run], *, recent: list[tuple[str, Any]] | None = None) -> list[tuple[Run, Prepared | RunFailed]]:
+    """Each claimed run's `prepare`, a RunFailed for one that cannot call its model.
+    `recent`: the recent messages of the runs' one conversation (`history_needed` of them)."""
     out: list[tuple[Run, Prepared | RunFailed]] = []
     for run in runs:
         try:
-            out.append((run, prepare(run=run, assistant=run.claimed_assistant)))
+            out.append((run, prepare(run=run, assistant=run.claimed_assistant, recent=recent)))
         except RunFailed as exc:
             out.append((run, exc))
     return out

@@ -63,14 +63,19 @@ def _text_of(content: Any) -> str | None:
     return None
 
 
-def history(*, assistant: Assistant, conversation_id: str, max_chars: int) -> list[dict[str, Any]]:
+def history(
+    *, assistant: Assistant, conversation_id: str, max_chars: int, recent: list[tuple[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """The chat messages sent to the model: the system prompt, then the conversation's last
     `history_limit` text messages (and AI replies) oldest first, within `max_chars` (the
     oldest are dropped first). The assistant's own messages are role `assistant`, everyone
-    else's `user` with `name` = the sender id."""
+    else's `user` with `name` = the sender id. `recent`: the conversation's
+    `storage.recent_messages`, already read (at least `history_limit` of them, or all)."""
+    if recent is None:
+        recent = storage.recent_messages(conversation_id, assistant.history_limit)
     picked: list[dict[str, Any]] = []
     used = 0
-    for sender_id, content in storage.recent_messages(conversation_id, assistant.history_limit):
+    for sender_id, content in recent[: assistant.history_limit]:
         text = _text_of(content)
         if not text:
             continue

@@ -121,6 +121,32 @@ def recent_messages(conversation_id: str, limit: int) -> list[tuple[str, Any]]:
         return [(sender, _CONTENT.from_db_value(content, None, connection)) for sender, content in cursor.fetchall()]
 
 
+@cache
+def _insert_runs_sql(n: int) -> str:
+    """The runs' INSERT, then the history read of `recent_messages` in the same statement."""
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in Run._meta.concrete_fields)
+    row = "(" + ", ".join(["%s"] * len(Run._meta.concrete_fields)) + ")"
+    return f"WITH r AS (INSERT INTO {qn(Run._meta.db_table)} ({columns}) VALUES {', '.join([row] * n)}) {_HISTORY_SQL}"
+
+
+def insert_runs(runs: Sequence[Run], *, history: tuple[str, int] | None = None) -> list[tuple[str, Any]] | None:
+    """Insert `runs`; with `history` (conversation_id, limit), also return that conversation's
+    `recent_messages`, read in the INSERT's statement on PostgreSQL (a send that starts its
+    run reads its history: one round trip fewer before the model is called)."""
+    if not _fast() or history is None:
+        Run.objects.bulk_create(runs)
+        return recent_messages(*history) if history else None
+    fields = Run._meta.concrete_fields
+    params = [f.get_db_prep_save(f.pre_save(run, True), connection) for run in runs for f in fields]
+    for run in runs:
+        run._state.adding, run._state.db = False, connection.alias
+    conversation_id, limit = history
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_runs_sql(len(runs)), [*params, conversation_id, *_HISTORY_TYPES, limit])
+        return [(sender, _CONTENT.from_db_value(content, None, connection)) for sender, content in cursor.fetchall()]
+
+
 _ADD_TOKENS_SQL = (
     f"INSERT INTO {TokenDay._meta.db_table} (tenant, day, tokens) VALUES (%s, %s, %s)"
     f" ON CONFLICT (tenant, day) DO UPDATE SET tokens = {TokenDay._meta.db_table}.tokens + excluded.tokens"

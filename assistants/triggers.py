@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from aiim_project.core import events
 from messaging.models import Conversation, ConversationType, Member, Message
 
-from . import execution, wake
+from . import execution, storage, wake
 from .models import Assistant, ReplyIn, Run
 from .rendering import state_event
 
@@ -105,7 +105,8 @@ def messages_stored(tenant: str, messages: Sequence[Message]) -> None:
         return
     local = wake.local()
     started = execution.claim_new(runs=runs, owner=local[1].owner, limit=local[1].free_slots()) if local else []
-    Run.objects.bulk_create(runs)
+    # Read under the send's conversation lock: the history ends exactly at the trigger.
+    recent = storage.insert_runs(runs, history=(conversation_id, execution.history_needed(started)) if started else None)
     events.publish_all_on_commit(
         [
             state_event(tenant=tenant, conversation_id=conversation_id, assistant_id=r.assistant_id, run_id=r.id, state="queued")
@@ -113,7 +114,6 @@ def messages_stored(tenant: str, messages: Sequence[Message]) -> None:
         ]
     )
     if started:
-        # Read under the send's conversation lock: the history ends exactly at the trigger.
-        transaction.on_commit(partial(wake.hand_over, *local, execution.prepare_all(started)), robust=True)
+        transaction.on_commit(partial(wake.hand_over, *local, execution.prepare_all(started, recent=recent)), robust=True)
     if len(started) < len(runs):
         transaction.on_commit(wake.wake, robust=True)

@@ -10,6 +10,7 @@ import threading
 import psycopg
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from aiim_project.core.db import in_worker
 from assistants import execution, wake
@@ -156,3 +157,27 @@ async def test_a_send_behind_a_queued_run_of_its_conversation_queues_its_own(con
 
     assert [r.state for r in await runs_of(conv)] == [RunState.QUEUED, RunState.QUEUED]  # first in, first out
     assert local_runner.adopted == [] and local_runner.woken == 2
+
+
+async def test_a_send_that_starts_its_run_reads_the_history_with_the_runs_insert(conversation, local_runner):
+    conv = await conversation(history_limit=2)
+    await send(conv, "one")
+    await in_worker(Run.objects.filter(conversation_id=conv.id).update)(state=RunState.COMPLETED)
+
+    def send_counting():
+        with CaptureQueriesContext(connection) as queries:
+            services.message_send(tenant="default", sender="alice", conversation_id=conv.id, content="two")
+        return [q["sql"] for q in queries.captured_queries]
+
+    statements = await in_worker(send_counting)()
+    await asyncio.sleep(0.05)
+
+    # PostgreSQL: BEGIN, the lock, the message, the trigger, the assistants' lock, their
+    # active runs, the run with the history, COMMIT
+    history = [sql for sql in statements if "ORDER BY" in sql and "messaging_message" in sql and "LIMIT" in sql]
+    if connection.vendor == "postgresql":
+        assert len(statements) == 8 and len(history) == 1 and "INSERT INTO" in history[0]
+    else:
+        assert len(history) == 1 and "INSERT INTO" not in history[0]
+    _, (_, prepared) = local_runner.adopted
+    assert [m["content"] for m in prepared.messages] == ["one", "two"]
