@@ -199,6 +199,7 @@ async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: 
     latencies: list[float] = []
     # The words after the first second: the burst of 50 replies starting at once is over.
     steady: list[float] = []
+    starting: list[float] = []  # the first second's: the replies' starts among them
     steady_from = int(rate)
     problems = {"missing": 0, "out_of_order": 0, "duplicate": 0}
 
@@ -224,8 +225,7 @@ async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: 
                         problems["out_of_order" if k > expected + 1 else "missing"] += 1
                     expected = max(expected, k + 1)
                     latencies.append((now - float(sent)) * 1000)
-                    if k >= steady_from:
-                        steady.append(latencies[-1])
+                    (steady if k >= steady_from else starting).append(latencies[-1])
             elif data.get("event") == "message.updated":
                 problems["missing"] += max(0, words - expected)
                 return
@@ -248,6 +248,7 @@ async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: 
         "tokens": tokens,
         "elapsed_s": round(elapsed, 2),
         "chunk_delivery_ms": pct(latencies),
+        "chunk_delivery_first_second_ms": pct(starting),
         "chunk_delivery_after_first_second_ms": pct(steady),
         **problems,
         "server_cpu_s_per_1000_tokens": round(1000 * cpu / tokens, 3),
