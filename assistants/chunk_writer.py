@@ -1,7 +1,12 @@
 """Group commit of the runs' chunk writes: every flush that arrives while one transaction is
 in flight goes into the next one. With 50 runs flushing every ASSISTANT_CHUNK_MS this is a
 few transactions a second instead of a thousand, and the worker threads stay free
-(docs/assistants.md, "Cost")."""
+(docs/assistants.md, "Cost").
+
+A reply's first write (a stream start: a conversation lock and a seq each) does not join the
+group: each is its own transaction, up to STARTS_AT_ONCE of them beside the group commit, so
+a burst of replies starting neither waits behind one long transaction nor holds up the
+chunks of replies already streaming. A run's writes stay in order: its runner awaits each."""
 
 from __future__ import annotations
 
@@ -16,15 +21,22 @@ from .execution import ChunkWrite
 logger = logging.getLogger("aiim.assistants")
 
 
+STARTS_AT_ONCE = 4
+
+
 class ChunkWriter:
     def __init__(self, owner: str):
         self.owner = owner
         self._pending: list[tuple[ChunkWrite, asyncio.Future]] = []
         self._busy = False
+        self._starts = asyncio.Semaphore(STARTS_AT_ONCE)
 
     async def write(self, write: ChunkWrite) -> bool:
         """True once the write committed; False if the run is no longer this runner's.
         Raises what a write of this run alone raises (AiimError: too large, not a member)."""
+        if write.start:
+            # Shielded: a run cancelled meanwhile (a stop) lets its start commit or fail whole.
+            return await asyncio.shield(asyncio.get_running_loop().create_task(self._start(write)))
         future = asyncio.get_running_loop().create_future()
         self._pending.append((write, future))
         if not self._busy:
@@ -32,6 +44,10 @@ class ChunkWriter:
             asyncio.get_running_loop().create_task(self._drain())
         # Shielded: a run cancelled meanwhile (a stop) leaves its write to the batch.
         return await asyncio.shield(future)
+
+    async def _start(self, write: ChunkWrite) -> bool:
+        async with self._starts:
+            return await in_worker(execution.write_chunk)(owner=self.owner, write=write)
 
     async def _drain(self) -> None:
         try:

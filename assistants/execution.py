@@ -253,7 +253,8 @@ def _end(run: Run, state: str, now, *, error: tuple[str, str] | None = None, fin
 @dataclass(frozen=True)
 class ChunkWrite:
     """One run's flush: `text` appended to its reply (the first text creates it, with the
-    model's `reasoning` so far in its metadata); `end` completes the stream and the run."""
+    model's `reasoning` so far in its metadata); `end` completes the stream and the run.
+    `start`: the runner has stored no text of this run yet (the write creates the reply)."""
 
     run_id: str
     text: str
@@ -261,6 +262,7 @@ class ChunkWrite:
     finish_reason: str | None = None
     usage: Usage | None = None
     reasoning: str = ""
+    start: bool = False
 
 
 @transaction.atomic

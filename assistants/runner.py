@@ -242,7 +242,8 @@ class Runner:
         # Completed: the rest of the text, the stream's end and the run's end in one transaction.
         usage, text = _usage(progress), "".join(progress.buffer)
         progress.buffer.clear()
-        if not await self.writer.write(ChunkWrite(run_id=run.id, text=text, end=True, finish_reason=progress.finish_reason, usage=usage)):
+        end = ChunkWrite(run_id=run.id, text=text, end=True, finish_reason=progress.finish_reason, usage=usage, start=bool(text) and not progress.stored)
+        if not await self.writer.write(end):
             raise LostRun()
 
     def _client(self, prepared: Prepared) -> openai.AsyncOpenAI:
@@ -401,7 +402,7 @@ class Runner:
         progress.last_flush = now
         try:
             reasoning = "" if progress.stored else "".join(progress.reasoning)
-            ok = await self.writer.write(ChunkWrite(run_id=run.id, text=text, reasoning=reasoning))
+            ok = await self.writer.write(ChunkWrite(run_id=run.id, text=text, reasoning=reasoning, start=not progress.stored))
         except AiimError as exc:  # the reply outgrew MAX_MESSAGE_BYTES, the assistant left, ...
             raise ModelFailure(exc.code, exc.detail, retryable=False) from None
         if not ok:
