@@ -178,7 +178,7 @@ async def ttft(base_url: str, ws_url: str, samples: int, history: int) -> tuple[
     return direct, through
 
 
-async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: int, words: int, rate: float) -> dict:
+async def fanout(ws_url: str, pids: list[int], model_pid: int, runs: int, subscribers: int, words: int, rate: float) -> dict:
     convs = []
     for r in range(runs):
         conversation, _ = await asyncio.to_thread(
@@ -232,12 +232,12 @@ async def fanout(ws_url: str, pid: int, model_pid: int, runs: int, subscribers: 
 
     readers = [asyncio.create_task(read(ws)) for _, ws in clients]
     senders = [ws for r, ws in clients if ws is clients[r * subscribers][1]]
-    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    cpu0, t0 = sum(map(cpu_seconds, pids)), time.perf_counter()
     own0, model0 = cpu_seconds(os.getpid()), cpu_seconds(model_pid)
     for r, ws in enumerate(senders):
         await ws.send(json.dumps({"type": "send_msg", "conversation_id": convs[r], "content": "go"}))
     await asyncio.wait_for(asyncio.gather(*readers), 300)
-    elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    elapsed, cpu = time.perf_counter() - t0, sum(map(cpu_seconds, pids)) - cpu0
     own, model = cpu_seconds(os.getpid()) - own0, cpu_seconds(model_pid) - model0
     for _, ws in clients:
         await ws.close()
@@ -265,6 +265,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=300, help="tokens per run")
     parser.add_argument("--ttft-samples", type=int, default=30)
     parser.add_argument("--history", type=int, default=0, help="earlier messages in the TTFT conversation")
+    parser.add_argument("--runner", choices=["inline", "worker"], default="inline", help="worker: a `manage.py run_assistants` process runs the runs")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     model_port, port = free_port(), free_port()
@@ -272,11 +273,12 @@ def main() -> None:
         [sys.executable, "manage.py", "fake_model", "--port", str(model_port), "--delay", str(1 / args.rate), "--words", str(args.words)],
         cwd=ROOT, stdout=subprocess.DEVNULL,
     )
-    env = {**os.environ, "RATE_LIMIT_PER_SEC": "0", "LOG_LEVEL": "WARNING", "DEBUG": "false", "SECRET_KEY": "bench-assistants-django-secret", "ASSISTANT_RUNNER": "inline",
+    env = {**os.environ, "RATE_LIMIT_PER_SEC": "0", "LOG_LEVEL": "WARNING", "DEBUG": "false", "SECRET_KEY": "bench-assistants-django-secret", "ASSISTANT_RUNNER": args.runner,
            "WS_IDLE_TIMEOUT": "600"}
     server = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), "aiim_project.asgi:application"], cwd=ROOT, env=env
     )
+    workers = [subprocess.Popen([sys.executable, "manage.py", "run_assistants"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)] if args.runner == "worker" else []
     try:
         wait_listening(model_port)
         wait_listening(port)
@@ -293,11 +295,12 @@ def main() -> None:
             "ttft_direct_back_to_back_ms": pct(back_to_back),
             "ttft_added_p50_over_back_to_back_ms": round(p50_through - statistics.median(back_to_back), 2),
             "history": args.history,
+            "runner": args.runner,
             "database": django.db.connection.vendor,
         }))
-        print(json.dumps(asyncio.run(fanout(ws_url, server.pid, model.pid, args.runs, args.subscribers, args.words, args.rate))))
+        print(json.dumps(asyncio.run(fanout(ws_url, [server.pid, *(w.pid for w in workers)], model.pid, args.runs, args.subscribers, args.words, args.rate))))
     finally:
-        for proc in (server, model):
+        for proc in (server, model, *workers):
             proc.terminate()
             try:
                 proc.wait(10)
