@@ -25,6 +25,7 @@ import openai
 from django.conf import settings
 
 from aiim_project.core import events
+from aiim_project.core import redis as aiim_redis
 from aiim_project.core.db import in_worker
 from aiim_project.core.errors import AiimError
 
@@ -148,6 +149,7 @@ class Runner:
     async def run_forever(self) -> None:
         loop = asyncio.get_running_loop()
         wake.register(loop, self)
+        listener = loop.create_task(self._listen_for_wakes(), name="aiim-assistant-wakes") if aiim_redis.redis_enabled() else None
         try:
             while True:
                 try:
@@ -161,10 +163,30 @@ class Runner:
                 self._wakeup.clear()
         finally:
             wake.unregister(loop)
+            if listener is not None:
+                listener.cancel()
             for task in self.tasks.values():
                 task.cancel()
             for client in self._clients.values():
                 await client.close()
+
+    async def _listen_for_wakes(self) -> None:
+        """Wakes published by other processes (`wake.wake`): a run queued or stopped there
+        starts or ends here at once. The poll stays the fallback while Redis is away."""
+        while True:
+            pubsub = aiim_redis.async_client().pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(wake.channel())
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self.wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("assistant wake subscription lost: %s", type(exc).__name__)
+                await asyncio.sleep(1)
+            finally:
+                await asyncio.shield(pubsub.aclose())
 
     async def tick(self) -> None:
         now = time.monotonic()

@@ -1,17 +1,25 @@
 """End to end with real Daphne processes, each running its inline runner, and the loopback
-fake model: two runners never run one run; a SIGKILLed runner's run ends `interrupted`."""
+fake model: two runners never run one run; a SIGKILLed runner's run ends `interrupted`; a
+`manage.py run_assistants` worker starts and stops runs on its wake, not its poll."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections import Counter
 
 import pytest
+import redis
+from django.conf import settings
 
 from aiim_project.core.auth import mint_token
+from assistants import wake
 from assistants.fake_model import Script
 from assistants.models import Run, RunState
 from messaging.models import Message
+from tests.support import ROOT
+from tests.support.daphne import daphne_env
 from tests.support.http import fetch as http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -96,3 +104,33 @@ def test_sigkill_of_the_running_process_interrupts_the_run(daphne, fake):
     assert Message.objects.filter(type="ai", stream_state="completed").get().content == "You said: again"
     # the interrupted reply was never written again
     assert Message.objects.get(pk=message.pk).content == message.content
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="a worker process is woken over Redis")
+def test_a_worker_process_runs_and_stops_runs_on_its_wake(daphne, fake):
+    # A 30 s poll: only a wake from the web process can start or stop the run in time.
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "run_assistants"], cwd=ROOT, env=daphne_env(ASSISTANT_POLL_INTERVAL="30"), stdout=subprocess.DEVNULL
+    )
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        wait_for(lambda: dict(client.pubsub_numsub(wake.channel())).get(wake.channel().encode()), what="the worker subscribed")
+        (web,) = daphne(1)  # ASSISTANT_RUNNER=worker: no runner of its own
+        create_assistant(web, fake)
+        conv = conversation(web, "alice")
+        time.sleep(0.5)  # the worker's first poll is over
+
+        post(web, "alice", conv, "hello")
+        wait_for(lambda: Run.objects.filter(state=RunState.COMPLETED).exists(), timeout=10, what="the run completed")
+        assert Message.objects.get(type="ai").content == "You said: hello"
+
+        fake.queue(Script(text=" ".join(f"w{k}" for k in range(400)), delay=0.05))
+        post(web, "alice", conv, "long please")
+        run = wait_for(lambda: Run.objects.filter(state=RunState.RUNNING, reply_message_id__isnull=False).first(), timeout=10, what="the reply streaming")
+        stopped_at = time.time()
+        assert http("POST", f"{web.url}/api/aiim/runs/{run.id}/stop", None, auth("alice"))[0] == 200
+        wait_for(lambda: fake.disconnects, timeout=5, what="the model request closed")
+        assert fake.disconnects[-1] - stopped_at < 1.0
+    finally:
+        worker.terminate()
+        worker.wait(10)
