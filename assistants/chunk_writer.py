@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from aiim_project.core.db import in_worker
 
@@ -22,6 +23,12 @@ logger = logging.getLogger("aiim.assistants")
 
 
 STARTS_AT_ONCE = 4
+
+
+def _log_unawaited_failure(run_id: str, task: asyncio.Task) -> None:
+    # Read here too: a run cancelled meanwhile (a stop) no longer awaits its start's outcome.
+    if not task.cancelled() and task.exception() is not None:
+        logger.info("chunk write of run %s failed: %s", run_id, type(task.exception()).__name__)
 
 
 class ChunkWriter:
@@ -36,7 +43,9 @@ class ChunkWriter:
         Raises what a write of this run alone raises (AiimError: too large, not a member)."""
         if write.start:
             # Shielded: a run cancelled meanwhile (a stop) lets its start commit or fail whole.
-            return await asyncio.shield(asyncio.get_running_loop().create_task(self._start(write)))
+            start = asyncio.get_running_loop().create_task(self._start(write))
+            start.add_done_callback(partial(_log_unawaited_failure, write.run_id))
+            return await asyncio.shield(start)
         future = asyncio.get_running_loop().create_future()
         self._pending.append((write, future))
         if not self._busy:

@@ -173,18 +173,21 @@ class Runner:
     async def _listen_for_wakes(self) -> None:
         """Wakes published by other processes (`wake.wake`): a run queued or stopped there
         starts or ends here at once. The poll stays the fallback while Redis is away."""
+        backoff = 1.0
         while True:
             pubsub = aiim_redis.async_client().pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(wake.channel())
+                backoff = 1.0
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self.wake()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("assistant wake subscription lost: %s", type(exc).__name__)
-                await asyncio.sleep(1)
+                logger.warning("assistant wake subscription lost (%s); retrying in %.0f s", type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
             finally:
                 await asyncio.shield(pubsub.aclose())
 

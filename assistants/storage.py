@@ -139,8 +139,6 @@ def insert_runs(runs: Sequence[Run], *, history: tuple[str, int] | None = None) 
         return recent_messages(*history) if history else None
     fields = Run._meta.concrete_fields
     params = [f.get_db_prep_save(f.pre_save(run, True), connection) for run in runs for f in fields]
-    for run in runs:
-        run._state.adding, run._state.db = False, connection.alias
     conversation_id, limit = history
     with connection.cursor() as cursor:
         cursor.execute(_insert_runs_sql(len(runs)), [*params, conversation_id, *_HISTORY_TYPES, limit])
