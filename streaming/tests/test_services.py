@@ -926,6 +926,25 @@ def test_many_streams_take_their_next_chunk_in_one_statement(make_conversation, 
     assert list(StreamChunk.objects.filter(message__client_msg_id="s2").values_list("index", "text")) == [(0, "x"), (1, 'y"\n')]
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite leaves every chunk to stream_append")
+def test_many_streams_are_one_statement_text_for_any_batch_with_any_characters(make_conversation):
+    """The rows go as arrays: the same statement for 1 or 3 streams, and array syntax in a
+    chunk is text like any other."""
+    conv = make_conversation()
+    for cmid in ("s1", "s2", "s3"):
+        append(conv, "<", cmid=cmid)
+    tricky = ['{a,b}', 'NULL', 'back\\slash "q" \'s\'']
+    first, batch = next_chunks((conv, "s1", " ")), next_chunks(*((conv, f"s{k + 1}", text) for k, text in enumerate(tricky)))
+    with CaptureQueriesContext(connection) as one:
+        assert services.streams_append_next(chunks=first) == [True]
+    with CaptureQueriesContext(connection) as three:
+        assert services.streams_append_next(chunks=batch) == [True] * 3
+    assert len(one.captured_queries) == len(three.captured_queries) == 1
+    statement = one.captured_queries[0]["sql"]
+    assert statement.split("unnest(")[0] == three.captured_queries[0]["sql"].split("unnest(")[0]
+    assert [m.content for m in Message.objects.order_by("client_msg_id")] == ["< " + tricky[0], "<" + tricky[1], "<" + tricky[2]]
+
+
 @pytest.mark.parametrize("why", ["ended", "non_member", "removed", "other_tenant", "other_sender", "too_large", "nul", "missing"])
 def test_a_chunk_many_cannot_take_is_left_to_stream_append_and_writes_nothing(make_conversation, settings, why):
     """One refused chunk does not stop the others; on SQLite every chunk is refused."""
