@@ -108,13 +108,18 @@ def test_sigkill_of_the_running_process_interrupts_the_run(daphne, fake):
 
 @pytest.mark.skipif(not settings.REDIS_URL, reason="a worker process is woken over Redis")
 def test_a_worker_process_runs_and_stops_runs_on_its_wake(daphne, fake):
+    client = redis.Redis.from_url(settings.REDIS_URL)
+
+    def subscribers() -> int:
+        return dict(client.pubsub_numsub(wake.channel())).get(wake.channel().encode(), 0)
+
+    before = subscribers()
     # A 30 s poll: only a wake from the web process can start or stop the run in time.
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "run_assistants"], cwd=ROOT, env=daphne_env(ASSISTANT_POLL_INTERVAL="30"), stdout=subprocess.DEVNULL
     )
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL)
-        wait_for(lambda: dict(client.pubsub_numsub(wake.channel())).get(wake.channel().encode()), what="the worker subscribed")
+        wait_for(lambda: subscribers() > before, what="the worker subscribed")
         (web,) = daphne(1)  # ASSISTANT_RUNNER=worker: no runner of its own
         create_assistant(web, fake)
         conv = conversation(web, "alice")
