@@ -55,8 +55,10 @@ def mentions(message: Message, assistant_id: str) -> bool:
     text = message.content if isinstance(message.content, str) else None
     if text is None and isinstance(message.content, dict) and isinstance(message.content.get("text"), str):
         text = message.content["text"]
-    # "@bot" must not match inside "@bot2": the id ends at a character that cannot continue it.
-    return bool(text) and re.search(rf"@{re.escape(assistant_id)}(?![\w.-])", text) is not None
+    # "@bot" must not match inside "@bot2" or "@bot.v2": the id ends at a character that
+    # cannot continue it; a dot continues it only when an id character follows ("@bot." ends
+    # a sentence).
+    return bool(text) and re.search(rf"@{re.escape(assistant_id)}(?![\w-]|\.[\w-])", text) is not None
 
 
 def should_reply(assistant_id: str, reply_in: str, conversation_type: str, message: Message) -> bool:

@@ -181,3 +181,24 @@ async def test_a_send_that_starts_its_run_reads_the_history_with_the_runs_insert
         assert len(history) == 1 and "INSERT INTO" not in history[0]
     _, (_, prepared) = local_runner.adopted
     assert [m["content"] for m in prepared.messages] == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    ("text", "mentioned"),
+    [
+        ("thanks @bot.", True),  # a sentence's full stop ends the id
+        ("@bot. what now?", True),
+        ("ask @bot, please", True),
+        ("(@bot)", True),
+        ("@bot.v2 is another assistant", False),  # a dot that an id goes on after
+        ("@bot2", False),
+        ("@bot-x", False),
+        ("mail@bot.com", False),
+        ("no mention", False),
+    ],
+)
+def test_a_mention_ends_where_the_assistant_id_cannot_go_on(text, mentioned):
+    from assistants.triggers import mentions
+    from messaging.models import Message
+
+    assert mentions(Message(content=text, metadata={}), "bot") is mentioned
