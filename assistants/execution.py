@@ -224,6 +224,11 @@ def _mine(run_id: str, owner: str) -> Run | None:
     return storage.lock_runs_of(owner, [run_id]).get(run_id)
 
 
+def _count_tokens(run: Run, usage: Usage) -> None:
+    """One run's usage on its tenant's counter of today (the daily budget)."""
+    storage.add_tokens({run.tenant: usage.total_tokens}, timezone.now().date())
+
+
 def _usage_fields(usage: Usage | None) -> dict[str, Any]:
     if usage is None:
         return {}
@@ -326,7 +331,7 @@ def write_chunk(*, owner: str, write: ChunkWrite) -> bool:
         return False
     _write(run, write)
     if write.end and write.usage:
-        storage.add_tokens({run.tenant: write.usage.total_tokens}, timezone.now().date())
+        _count_tokens(run, write.usage)
     return True
 
 
@@ -360,10 +365,9 @@ def fail(*, run_id: str, owner: str, code: str, detail: str, usage: Usage | None
         return False
     if run.reply_message_id:
         _end_stream(run, StreamState.FAILED)
-    now = timezone.now()
-    _end(run, RunState.FAILED, now, error=(code, detail[:2000]), usage=usage)
+    _end(run, RunState.FAILED, timezone.now(), error=(code, detail[:2000]), usage=usage)
     if usage:
-        storage.add_tokens({run.tenant: usage.total_tokens}, now.date())
+        _count_tokens(run, usage)
     return True
 
 
@@ -378,7 +382,7 @@ def _end_stream(run: Run, state: str) -> None:
 def record_usage(*, run: Run, owner: str, usage: Usage) -> None:
     """A stopped run's usage, written by the runner that ran it, once."""
     if Run.objects.filter(pk=run.pk, lease_owner=owner, state=RunState.STOPPED, total_tokens=0).update(**_usage_fields(usage)):
-        storage.add_tokens({run.tenant: usage.total_tokens}, timezone.now().date())
+        _count_tokens(run, usage)
 
 
 def renew(*, owner: str, run_ids: list[str]) -> set[str]:

@@ -112,6 +112,10 @@ def lock_runs_of(owner: str, run_ids: Sequence[str]) -> dict[str, Run]:
 _HISTORY_SQL = f"SELECT sender_id, content FROM {Message._meta.db_table} WHERE conversation_id = %s AND type IN (%s, %s) ORDER BY seq DESC LIMIT %s"
 
 
+def _history_rows(cursor) -> list[tuple[str, Any]]:
+    return [(sender, _CONTENT.from_db_value(content, None, connection)) for sender, content in cursor.fetchall()]
+
+
 def recent_messages(conversation_id: str, limit: int) -> list[tuple[str, Any]]:
     """(sender_id, content) of the conversation's last `limit` text and AI messages, newest first."""
     if not _fast():
@@ -119,7 +123,7 @@ def recent_messages(conversation_id: str, limit: int) -> list[tuple[str, Any]]:
         return list(rows.values_list("sender_id", "content")[:limit])
     with connection.cursor() as cursor:
         cursor.execute(_HISTORY_SQL, [conversation_id, *_HISTORY_TYPES, limit])
-        return [(sender, _CONTENT.from_db_value(content, None, connection)) for sender, content in cursor.fetchall()]
+        return _history_rows(cursor)
 
 
 @cache
@@ -143,7 +147,7 @@ def insert_runs(runs: Sequence[Run], *, history: tuple[str, int] | None = None) 
     conversation_id, limit = history
     with connection.cursor() as cursor:
         cursor.execute(_insert_runs_sql(len(runs)), [*params, conversation_id, *_HISTORY_TYPES, limit])
-        return [(sender, _CONTENT.from_db_value(content, None, connection)) for sender, content in cursor.fetchall()]
+        return _history_rows(cursor)
 
 
 _ADD_TOKENS_SQL = (

@@ -90,9 +90,11 @@ def _lock_for_stream(*, tenant: str, sender: str, conversation_id: str, client_m
     return conversation, taken
 
 
-def _publish_updated(message: Message, statuses: StatusView) -> None:
-    """`statuses` holds the conversation's cursors now: the others may have read the stream
-    while it was written, so its final state need not be "sent"."""
+def _publish_updated(message: Message, statuses: StatusView | None = None) -> None:
+    """`statuses` holds the conversation's cursors now (read here when not given): the others
+    may have read the stream while it was written, so its final state need not be "sent"."""
+    if statuses is None:
+        statuses = StatusView(member_cursors(message.conversation_id))
     coalesce.publish_stream_event_on_commit(
         [events.conversation_group(message.tenant, message.conversation_id)],
         message.id,
@@ -123,7 +125,7 @@ def _notify_chunk(message: Message, *, index: int, chunk: str, stream_end: bool)
     groups = [events.conversation_group(message.tenant, message.conversation_id)]
     coalesce.publish_chunk_on_commit(groups, message, index=index, chunk=chunk, stream_end=stream_end)
     if stream_end:
-        _publish_updated(message, StatusView(member_cursors(message.conversation_id)))
+        _publish_updated(message)
     transaction.on_commit(STREAM_CHUNKS.inc)
 
 
@@ -442,7 +444,7 @@ def stream_append_run(
                 stream_end=ended,
             )
             if ended:
-                _publish_updated(message, StatusView(member_cursors(message.conversation_id)))
+                _publish_updated(message)
             transaction.on_commit(partial(STREAM_CHUNKS.inc, len(plan.parts)))
         return [
             ChunkResult(message=message, started=False, chunk_index=index, applied=applied, stream_end=end)
@@ -473,7 +475,7 @@ def stream_abort(
     now = timezone.now()
     Message.objects.filter(pk=message.pk).update(stream_state=state, stream_updated_at=now)
     message.stream_state, message.stream_updated_at = state, now
-    _publish_updated(message, StatusView(member_cursors(message.conversation_id)))
+    _publish_updated(message)
     return message
 
 
