@@ -5,9 +5,7 @@ anything that does not fit stays queued for the runner's claim."""
 from __future__ import annotations
 
 import asyncio
-import threading
 
-import psycopg
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -16,6 +14,7 @@ from aiim_project.core.db import in_worker
 from assistants import execution, wake
 from assistants.models import Assistant, Run, RunState
 from messaging import services
+from tests.support.database import row_locked_elsewhere
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -126,25 +125,10 @@ async def test_a_send_that_rolls_back_hands_nothing_over(conversation, local_run
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks: SQLite serializes every writer instead")
 async def test_a_send_does_not_wait_for_an_assistant_row_another_transaction_holds(conversation, local_runner):
     conv = await conversation()
-    held, release = threading.Event(), threading.Event()
-    settings = connection.settings_dict
-
-    def hold_the_assistant_row():
-        with psycopg.connect(host=settings["HOST"] or None, port=settings["PORT"] or None, user=settings["USER"], dbname=connection.settings_dict["NAME"]) as other:
-            other.execute(f"SELECT 1 FROM {Assistant._meta.db_table} WHERE assistant_id = 'bot' FOR UPDATE")
-            held.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold_the_assistant_row)
-    holder.start()
-    try:
-        assert await asyncio.to_thread(held.wait, 5)
+    async with row_locked_elsewhere(Assistant._meta.db_table, "assistant_id", "bot"):
         await asyncio.wait_for(send(conv, "hello bot"), 5)  # not held up by the lock
         [run] = await runs_of(conv)
         assert run.state == RunState.QUEUED and local_runner.adopted == [] and local_runner.woken == 1
-    finally:
-        release.set()
-        await asyncio.to_thread(holder.join, 10)
 
 
 async def test_a_send_behind_a_queued_run_of_its_conversation_queues_its_own(conversation, local_runner):
