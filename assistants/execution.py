@@ -385,14 +385,20 @@ def record_usage(*, run: Run, owner: str, usage: Usage) -> None:
         _count_tokens(run, usage)
 
 
+@transaction.atomic
 def renew(*, owner: str, run_ids: list[str]) -> set[str]:
     """Extend the leases of this runner's runs; returns those still running (the others
-    were stopped or interrupted meanwhile: their tasks are cancelled)."""
+    were stopped or interrupted meanwhile: their tasks are cancelled). The rows are locked
+    in id order first, as the group commit locks them: an UPDATE of many rows locks them
+    in the order it finds them, and against a group commit that deadlocked (PostgreSQL
+    broke it after deadlock_timeout, a 1 s stall of every reply)."""
     if not run_ids:
         return set()
-    lease = timezone.now() + timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
-    Run.objects.filter(pk__in=run_ids, lease_owner=owner, state=RunState.RUNNING).update(lease_expires_at=lease)
-    return set(Run.objects.filter(pk__in=run_ids, lease_owner=owner, state=RunState.RUNNING).values_list("pk", flat=True))
+    mine = storage.lock_runs_of(owner, sorted(run_ids))
+    if mine:
+        lease = timezone.now() + timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
+        Run.objects.filter(pk__in=list(mine)).update(lease_expires_at=lease)
+    return set(mine)
 
 
 def still_running(*, owner: str, run_ids: list[str]) -> set[str]:

@@ -215,11 +215,11 @@ def conversation_runs_stop(
         return [run]
     check_id(conversation_id, "conversation_id", max_length=MAX_OBJECT_ID_LENGTH, detail="conversation_id must be a conversation id.")
     conversation_for_member(tenant=tenant, user_id=user_id, conversation_id=conversation_id, hide_membership=hide_membership)
+    # Locked in id order, as the runner's group commit locks runs; stopped oldest first.
     runs = list(
-        Run.objects.select_for_update()
-        .filter(tenant=tenant, conversation_id=conversation_id, state__in=ACTIVE_STATES)
-        .order_by("created_at")
+        Run.objects.select_for_update().filter(tenant=tenant, conversation_id=conversation_id, state__in=ACTIVE_STATES).order_by("id")
     )
+    runs.sort(key=lambda run: run.created_at)
     for run in runs:
         stop_locked(run)
     return runs

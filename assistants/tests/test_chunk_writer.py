@@ -1,5 +1,6 @@
 """The runner's writer (assistants.chunk_writer): flushes of replies already streaming are
-group-committed; a reply's first write is its own transaction beside that group."""
+group-committed; a reply's first write is its own transaction beside that group; whatever
+else locks several runs (the lease renewal, a stop) locks them in the group's order."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from aiim_project.core.db import in_worker
-from assistants import execution
+from assistants import execution, services
 from assistants.chunk_writer import ChunkWriter
 from assistants.execution import ChunkWrite
 from assistants.models import Run, RunState
@@ -24,10 +26,11 @@ pytestmark = [
 ]
 
 
-def _running_run(conversation_id: str) -> Run:
+def _running_run(conversation_id: str, run_id: str | None = None, assistant_id: str = "bot") -> Run:
     lease = timezone.now() + timedelta(seconds=60)
     return Run.objects.create(
-        tenant="default", assistant_id="bot", conversation_id=conversation_id, state=RunState.RUNNING, lease_owner="me", lease_expires_at=lease
+        **({"id": run_id} if run_id else {}),
+        tenant="default", assistant_id=assistant_id, conversation_id=conversation_id, state=RunState.RUNNING, lease_owner="me", lease_expires_at=lease,
     )
 
 
@@ -55,3 +58,60 @@ async def test_a_reply_starts_while_the_group_commit_waits(make_assistant, make_
 
     assert await asyncio.wait_for(group, 5) is True
     assert await in_worker(_reply_text)(streaming.id) == "first more"
+
+
+async def test_a_lease_renewal_and_a_group_commit_over_the_same_runs_do_not_deadlock(make_assistant, make_conversation):
+    """The renewal used to UPDATE the runs in the order it found them (here the higher id,
+    stored first), the group commit locks them in id order: each held a run the other waited
+    for, and PostgreSQL broke the cycle after deadlock_timeout (1 s) with an error."""
+
+    def setup() -> tuple[Run, Run]:
+        make_assistant("bot")
+        high = _running_run(make_conversation("alice", ["bot"]).id, run_id="f" * 32)
+        low = _running_run(make_conversation("bob", ["bot"]).id, run_id="0" * 32)
+        for run in (high, low):
+            execution.write_chunk(owner="me", write=ChunkWrite(run_id=run.id, text="first", start=True))
+        return low, high
+
+    low, high = await in_worker(setup)()
+    renewed_from = timezone.now() + timedelta(seconds=settings.ASSISTANT_LEASE_SECONDS)
+    async with row_locked_elsewhere(Run._meta.db_table, "id", low.id):
+        group = asyncio.ensure_future(in_worker(execution.write_chunks)(owner="me", writes=[ChunkWrite(run_id=r.id, text=" more") for r in (low, high)]))
+        await asyncio.sleep(0.2)  # the group commit waits for the low run, first in id order
+        renewal = asyncio.ensure_future(in_worker(execution.renew)(owner="me", run_ids=[high.id, low.id]))
+        await asyncio.sleep(0.2)
+        assert not group.done() and not renewal.done()
+
+    assert await asyncio.wait_for(group, 10) == [True, True]
+    assert await asyncio.wait_for(renewal, 10) == {low.id, high.id}
+    assert await in_worker(_reply_text)(high.id) == "first more"
+    assert all(run.lease_expires_at > renewed_from for run in await in_worker(lambda: list(Run.objects.all()))())
+
+
+async def test_a_stop_of_every_run_and_a_group_commit_over_them_do_not_deadlock(make_assistant, make_conversation):
+    """The stop used to lock a conversation's runs oldest first (here the higher id), the
+    group commit locks them in id order: the same cycle as the renewal's."""
+
+    def setup() -> tuple[str, Run, Run]:
+        make_assistant("bot")
+        make_assistant("bot2")
+        conversation = make_conversation("alice", ["bot", "bot2"]).id
+        high = _running_run(conversation, run_id="f" * 32, assistant_id="bot")
+        low = _running_run(conversation, run_id="0" * 32, assistant_id="bot2")
+        for run in (high, low):
+            execution.write_chunk(owner="me", write=ChunkWrite(run_id=run.id, text="first", start=True))
+        return conversation, low, high
+
+    conversation, low, high = await in_worker(setup)()
+    async with row_locked_elsewhere(Run._meta.db_table, "id", low.id):
+        group = asyncio.ensure_future(in_worker(execution.write_chunks)(owner="me", writes=[ChunkWrite(run_id=r.id, text=" more") for r in (low, high)]))
+        await asyncio.sleep(0.2)
+        stop = asyncio.ensure_future(in_worker(services.conversation_runs_stop)(tenant="default", user_id="alice", conversation_id=conversation))
+        await asyncio.sleep(0.2)
+        assert not group.done() and not stop.done()
+
+    assert await asyncio.wait_for(group, 10) == [True, True]
+    assert [run.id for run in await asyncio.wait_for(stop, 10)] == [high.id, low.id]  # stopped oldest first
+    for run in (low, high):
+        assert await in_worker(_reply_text)(run.id) == "first more"
+        assert await in_worker(lambda r=run: Run.objects.get(pk=r.id).state)() == RunState.STOPPED
