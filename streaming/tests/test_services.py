@@ -60,6 +60,25 @@ def test_chunks_append_in_order_and_end_completes(make_conversation):
     assert Message.objects.count() == 1
 
 
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="PostgreSQL's TOAST compression")
+def test_a_long_streams_text_is_stored_compressed_with_lz4(make_conversation):
+    """Every chunk rewrites the whole text; a text over ~2 KB is compressed on each rewrite,
+    with lz4 (migration messaging/0007) where the server has it: pglz's cost grew with the
+    reply (docs/streaming.md)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+        if not cursor.fetchone()[0]:
+            pytest.skip("this PostgreSQL was built without lz4")
+    conv = make_conversation()
+    words = [f"word {k} of a long reply, " for k in range(400)]
+    for word in words:
+        append(conv, word)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_column_compression(content) FROM messaging_message WHERE id = %s", [row().id])
+        assert cursor.fetchone()[0] == "lz4"
+    assert row().content == "".join(words)
+
+
 def test_repeated_index_is_acked_again_and_not_applied(make_conversation):
     conv = make_conversation()
     append(conv, "a", chunk_index=0)
