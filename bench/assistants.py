@@ -201,6 +201,9 @@ async def fanout(ws_url: str, pids: list[int], model_pid: int, runs: int, subscr
     steady: list[float] = []
     starting: list[float] = []  # the first second's: the replies' starts among them
     steady_from = int(rate)
+    # p99 per second of the replies (word k in second k // rate): a stall, or a cost that
+    # grows with the reply's length, shows as a rising or jumping series.
+    by_second: dict[int, list[float]] = {}
     problems = {"missing": 0, "out_of_order": 0, "duplicate": 0}
 
     async def read(ws) -> None:
@@ -226,6 +229,7 @@ async def fanout(ws_url: str, pids: list[int], model_pid: int, runs: int, subscr
                     expected = max(expected, k + 1)
                     latencies.append((now - float(sent)) * 1000)
                     (steady if k >= steady_from else starting).append(latencies[-1])
+                    by_second.setdefault(k // steady_from, []).append(latencies[-1])
             elif data.get("event") == "message.updated":
                 problems["missing"] += max(0, words - expected)
                 return
@@ -250,6 +254,7 @@ async def fanout(ws_url: str, pids: list[int], model_pid: int, runs: int, subscr
         "chunk_delivery_ms": pct(latencies),
         "chunk_delivery_first_second_ms": pct(starting),
         "chunk_delivery_after_first_second_ms": pct(steady),
+        "chunk_delivery_p99_per_second_ms": [pct(by_second[k])["p99"] for k in sorted(by_second)],
         **problems,
         "server_cpu_s_per_1000_tokens": round(1000 * cpu / tokens, 3),
         # the machine is shared by all three: a saturated harness or fake shows up as delay too
