@@ -388,10 +388,8 @@ def record_usage(*, run: Run, owner: str, usage: Usage) -> None:
 @transaction.atomic
 def renew(*, owner: str, run_ids: list[str]) -> set[str]:
     """Extend the leases of this runner's runs; returns those still running (the others
-    were stopped or interrupted meanwhile: their tasks are cancelled). The rows are locked
-    in id order first, as the group commit locks them: an UPDATE of many rows locks them
-    in the order it finds them, and against a group commit that deadlocked (PostgreSQL
-    broke it after deadlock_timeout, a 1 s stall of every reply)."""
+    were stopped or interrupted meanwhile: their tasks are cancelled). Locked in id order
+    first, as the group commit locks them (docs/assistants.md, "Exactly-once writes")."""
     if not run_ids:
         return set()
     mine = storage.lock_runs_of(owner, sorted(run_ids))
