@@ -9,15 +9,15 @@ from django.db import migrations
 TABLE, COLUMN = "messaging_message", "content"
 
 
-def _lz4_available(schema_editor) -> bool:
-    with schema_editor.connection.cursor() as cursor:
+def lz4_available(connection) -> bool:
+    with connection.cursor() as cursor:
         cursor.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
         row = cursor.fetchone()
     return bool(row and row[0])
 
 
 def _set(schema_editor, method: str) -> None:
-    if schema_editor.connection.vendor == "postgresql" and _lz4_available(schema_editor):
+    if schema_editor.connection.vendor == "postgresql" and lz4_available(schema_editor.connection):
         q = schema_editor.quote_name
         schema_editor.execute(f"ALTER TABLE {q(TABLE)} ALTER COLUMN {q(COLUMN)} SET COMPRESSION {method}")
 
